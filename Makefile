@@ -1,0 +1,45 @@
+# retailstream: `make demo` and `make test` are the two commands a newcomer needs;
+# both run `make setup` first, which does nothing when everything is in place.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+JARS   := .cache/jars/manifest.json
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test test-unit lint bench kafka-start kafka-stop clean
+
+setup: $(STAMP) $(JARS)
+
+# The virtualenv with the package (editable) and its dev tools.
+$(STAMP): setup.py pyproject.toml src/retailstream/VERSION
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	@touch $@
+
+# The pinned JVM artifacts (Kafka broker, Spark Kafka connector, Delta), resolved once.
+$(JARS): $(STAMP) src/retailstream/jars.py
+	$(BIN)/retailstream jars resolve
+	@touch $@
+
+demo: setup
+	$(BIN)/retailstream demo
+
+test: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-unit: setup
+	$(BIN)/python -m pytest -m unit $(PYTEST_ARGS)
+
+lint: setup
+	$(BIN)/ruff check src tests bench
+
+kafka-start: setup
+	$(BIN)/retailstream kafka start --create-topics
+
+kafka-stop: setup
+	$(BIN)/retailstream kafka stop
+
+clean:
+	rm -rf $(VENV) .cache

@@ -1,0 +1,3 @@
+from retailstream.jobs.ingest_events import main
+
+raise SystemExit(main())

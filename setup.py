@@ -1,0 +1,58 @@
+"""Packaging for retailstream.
+
+Runtime dependencies are pinned to versions that resolve together (checked on
+Python 3.11): PySpark 4.2.0 with the matching Delta Lake build, MLflow 3.17.2
+and Great Expectations 1.24.1 (without its `[spark]` extra, which caps PySpark
+below 4.2). JVM artifacts are pinned separately in `retailstream/jars.py`.
+"""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).parent
+VERSION = (HERE / "src" / "retailstream" / "VERSION").read_text().strip()
+
+setup(
+    name="retailstream",
+    version=VERSION,
+    description="Event-driven retail analytics on Spark Structured Streaming, Kafka, Delta Lake and MLflow",
+    long_description=(HERE / "README.md").read_text(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10,<3.14",
+    package_dir={"": "src"},
+    packages=find_packages("src"),
+    package_data={"retailstream": ["py.typed", "VERSION", "resources/*"]},
+    install_requires=[
+        "pyspark==4.2.0",
+        # The newest Delta build for Spark 4.2 on Maven Central is 4.4.0 (the
+        # 4.4.1 jar is not published), and the Python API must match the jar.
+        "delta-spark==4.4.0",
+        "mlflow==3.17.2",
+        "great-expectations==1.24.1",
+        # PySpark 4.2 supports pandas 2.x; it warns on pandas 3.
+        "pandas>=2.2,<3",
+        "numpy>=1.26,<3",
+        "pyarrow>=18,<26",
+        "confluent-kafka==2.16.1",
+        "fastapi>=0.115,<1",
+        "uvicorn>=0.30,<1",
+        "pydantic>=2.7,<3",
+        "PyYAML>=6.0,<7",
+        "tqdm>=4.66,<5",
+    ],
+    extras_require={
+        "dev": [
+            "pytest==9.2.0",
+            "pytest-timeout==2.4.0",
+            "httpx>=0.27,<1",
+            "ruff>=0.6",
+        ],
+    },
+    entry_points={"console_scripts": ["retailstream=retailstream.cli:main"]},
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Topic :: Database",
+    ],
+)

@@ -1,0 +1,297 @@
+"""The `retailstream` command.
+
+Every subcommand has `--help`. A user mistake prints one line on stderr and
+exits non-zero; stack traces (Python or Java) only with `--verbose`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import yaml
+
+from retailstream import __version__
+from retailstream.config import Settings, find_home, load_settings, shipped_config_files
+from retailstream.errors import UserError
+from retailstream.jobs.launcher import PROG, add_common_flags, guarded
+
+# `retailstream run NAME` -> the job module that owns it (and jobs/NAME.py for spark-submit).
+JOBS = {
+    "ingest": "retailstream.jobs.ingest_events",
+}
+JOB_SCRIPTS = {"ingest": "ingest_events"}
+
+Handler = Callable[[argparse.Namespace], int | None]
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return load_settings(args.env, args.overrides)
+
+
+def _local_broker(settings: Settings):  # noqa: ANN202 - LocalBroker, imported lazily
+    from retailstream.jars import classpath
+    from retailstream.kafka.broker import LocalBroker
+
+    if settings.kafka.bootstrap_servers:
+        raise UserError(
+            f"kafka.bootstrap_servers is set ({settings.kafka.bootstrap_servers}): "
+            "the local broker is not used; manage your cluster with its own tools"
+        )
+    return LocalBroker(settings.kafka.local_broker, classpath(settings.home, "kafka-broker"))
+
+
+# -- kafka ------------------------------------------------------------------
+
+
+def kafka_start(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    broker = _local_broker(settings)
+    if not settings.kafka.local_broker.enabled:
+        raise UserError("kafka.local_broker.enabled is false in config: not starting it")
+    seconds = broker.start()
+    print(
+        f"Kafka broker running on {broker.bootstrap} (started in {seconds:.1f}s; log: {broker.log_file})"
+    )
+    if args.create_topics:
+        _print_topic_outcome(settings)
+    return 0
+
+
+def kafka_stop(args: argparse.Namespace) -> int:
+    broker = _local_broker(_settings(args))
+    print("Kafka broker stopped" if broker.stop() else "Kafka broker was not running")
+    return 0
+
+
+def kafka_status(args: argparse.Namespace) -> int:
+    status = _local_broker(_settings(args)).status()
+    print(f"Kafka broker {status.describe()}")
+    return 0 if status.running and status.reachable else 3
+
+
+# -- topics -----------------------------------------------------------------
+
+
+def _print_topic_outcome(settings: Settings) -> None:
+    from retailstream.kafka.topics import create_topics
+
+    for name, outcome in create_topics(settings.kafka.bootstrap, settings.kafka.topics).items():
+        print(f"{name:<26} {outcome}")
+
+
+def topics_create(args: argparse.Namespace) -> int:
+    _print_topic_outcome(_settings(args))
+    return 0
+
+
+def topics_list(args: argparse.Namespace) -> int:
+    from retailstream.kafka.topics import list_topics
+
+    for name in list_topics(_settings(args).kafka.bootstrap):
+        print(name)
+    return 0
+
+
+def topics_describe(args: argparse.Namespace) -> int:
+    from retailstream.kafka.topics import describe_topics
+
+    for info in describe_topics(_settings(args).kafka.bootstrap, args.topics or None):
+        retention = "forever" if info.retention_ms == "-1" else f"{info.retention_ms} ms"
+        print(
+            f"{info.name}: {len(info.partitions)} partitions, {info.records} records, retention {retention}"
+        )
+        for part in info.partitions:
+            print(
+                f"  partition {part.partition}: leader {part.leader}, offsets {part.earliest}..{part.latest}"
+            )
+    return 0
+
+
+# -- jars -------------------------------------------------------------------
+
+
+def jars_resolve(args: argparse.Namespace) -> int:
+    from retailstream.jars import jars_dir, resolve
+
+    home = find_home()
+    print(f"resolving JVM artifacts into {jars_dir(home)} ...", flush=True)
+    for name, paths in resolve(home, force=args.force).items():
+        print(f"  {name}: {len(paths)} jars")
+    return 0
+
+
+def jars_path(args: argparse.Namespace) -> int:
+    from retailstream.jars import classpath
+
+    separator = "," if args.name == "spark" else os.pathsep
+    print(separator.join(str(p) for p in classpath(find_home(), args.name)))
+    return 0
+
+
+# -- config -----------------------------------------------------------------
+
+
+def config_show(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    print(yaml.safe_dump(settings.model_dump(mode="json"), sort_keys=False), end="")
+    return 0
+
+
+def config_check(args: argparse.Namespace) -> int:
+    home = find_home()
+    files = shipped_config_files(home)
+    envs = sorted({p.parent.name for p in files} - {"base"})
+    for env in ["base", *envs]:
+        load_settings(env if env != "base" else None, args.overrides, home=home)
+        print(f"conf/{env}: ok")
+    return 0
+
+
+# -- jobs -------------------------------------------------------------------
+
+
+def _forward_common(args: argparse.Namespace) -> list[str]:
+    forwarded = []
+    if args.env:
+        forwarded += ["--env", args.env]
+    for item in args.overrides:
+        forwarded += ["--set", item]
+    if args.verbose:
+        forwarded.append("--verbose")
+    return forwarded
+
+
+def run_job(args: argparse.Namespace) -> int:
+    module = importlib.import_module(JOBS[args.job])
+    return int(module.main([*_forward_common(args), *args.job_args]))
+
+
+def demo(args: argparse.Namespace) -> int:
+    from retailstream.jobs import demo as demo_job
+
+    extra = ["--events-per-topic", str(args.events_per_topic)]
+    if args.keep_broker:
+        extra.append("--keep-broker")
+    return demo_job.main([*_forward_common(args), *extra])
+
+
+def submit(args: argparse.Namespace) -> int:
+    """spark-submit a job with the resolved jars, e.g. against a standalone master."""
+    from retailstream.jars import classpath
+
+    home = find_home()
+    spark_submit = shutil.which("spark-submit") or str(Path(sys.executable).parent / "spark-submit")
+    command = [spark_submit, "--jars", ",".join(str(p) for p in classpath(home, "spark"))]
+    if args.master:
+        command += ["--master", args.master]
+    command += [
+        str(home / "jobs" / f"{JOB_SCRIPTS[args.job]}.py"),
+        *_forward_common(args),
+        *args.job_args,
+    ]
+    return subprocess.call(command)
+
+
+# -- parser -----------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Event-driven retail analytics on Spark, Kafka, Delta Lake and MLflow.",
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    add_common_flags(parser)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def command(group: argparse._SubParsersAction, name: str, help_: str, handler: Handler):
+        sub = group.add_parser(name, help=help_, description=help_)
+        add_common_flags(sub, suppress_defaults=True)
+        sub.set_defaults(handler=handler)
+        return sub
+
+    kafka = commands.add_parser(
+        "kafka", help="run the local Kafka broker", description="Run the local Kafka broker."
+    )
+    kafka_commands = kafka.add_subparsers(dest="action", metavar="ACTION", required=True)
+    start = command(
+        kafka_commands, "start", "start the broker and wait until it accepts clients", kafka_start
+    )
+    start.add_argument(
+        "--create-topics", action="store_true", help="also create the declared topics"
+    )
+    command(kafka_commands, "stop", "stop the broker cleanly", kafka_stop)
+    command(
+        kafka_commands,
+        "status",
+        "is the broker running and answering? (exit 3 if not)",
+        kafka_status,
+    )
+
+    topics = commands.add_parser(
+        "topics", help="create and inspect topics", description="Create and inspect topics."
+    )
+    topic_commands = topics.add_subparsers(dest="action", metavar="ACTION", required=True)
+    command(
+        topic_commands, "create", "create the topics declared in config (idempotent)", topics_create
+    )
+    command(topic_commands, "list", "list the topics on the cluster", topics_list)
+    describe = command(
+        topic_commands, "describe", "partitions, offsets and retention of topics", topics_describe
+    )
+    describe.add_argument("topics", nargs="*", metavar="TOPIC", help="topics (default: all)")
+
+    jars = commands.add_parser(
+        "jars", help="the JVM jars (Kafka broker, Spark connectors)", description="The JVM jars."
+    )
+    jar_commands = jars.add_subparsers(dest="action", metavar="ACTION", required=True)
+    resolve = command(
+        jar_commands, "resolve", "download the pinned jars from Maven Central (once)", jars_resolve
+    )
+    resolve.add_argument("--force", action="store_true", help="resolve again even if cached")
+    path = command(jar_commands, "path", "print a resolved classpath", jars_path)
+    path.add_argument("name", choices=["spark", "kafka-broker"])
+
+    config = commands.add_parser(
+        "config", help="inspect configuration", description="Inspect configuration."
+    )
+    config_commands = config.add_subparsers(dest="action", metavar="ACTION", required=True)
+    command(config_commands, "show", "print the merged, validated settings", config_show)
+    command(config_commands, "check", "validate every shipped env", config_check)
+
+    run = command(commands, "run", "run a streaming job in this process", run_job)
+    run.add_argument("job", choices=sorted(JOBS), help="the job")
+    run.add_argument(
+        "job_args", nargs=argparse.REMAINDER, help="the job's own flags (see `run JOB --help`)"
+    )
+
+    sub = command(commands, "submit", "spark-submit a job with the resolved jars", submit)
+    sub.add_argument("job", choices=sorted(JOB_SCRIPTS), help="the job")
+    sub.add_argument("--master", help="Spark master URL (default: spark-submit's)")
+    sub.add_argument("job_args", nargs=argparse.REMAINDER, help="the job's own flags")
+
+    demo_cmd = command(
+        commands, "demo", "start the broker, publish events, ingest them, show bronze", demo
+    )
+    demo_cmd.add_argument(
+        "--events-per-topic", type=int, default=20, help="sample events per topic"
+    )
+    demo_cmd.add_argument("--keep-broker", action="store_true", help="leave the broker running")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return guarded(args.verbose, lambda: args.handler(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,342 @@
+"""Layered configuration, validated once into frozen settings.
+
+Layers, later ones winning: `conf/base/*.yml` < `conf/<env>/*.yml` <
+`conf/local/*.yml` (git-ignored) < environment variables < `--set key=value`.
+
+- Each YAML file holds a mapping of top-level sections (`kafka:`, `spark:`...);
+  files of one layer are read in name order and deep-merged.
+- An environment variable `RETAILSTREAM_<SECTION>__<KEY>...` sets a key, with
+  `__` between levels: `RETAILSTREAM_KAFKA__BOOTSTRAP_SERVERS=host:9092`.
+  (`RETAILSTREAM_HOME` and `RETAILSTREAM_ENV` carry no `__` and are not keys.)
+- `--set a.b.c=value` sets a key; a segment holding dots is quoted:
+  `--set 'kafka.topics."shop.orders".partitions=6'`.
+Values from the environment and `--set` are parsed as YAML scalars.
+
+Unknown keys and wrong types are rejected with a message naming the key and
+the layer (file, variable or flag) that set it. Relative paths are resolved
+against the project home, the folder that holds `conf/`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from retailstream.errors import ConfigError
+
+ENV_PREFIX = "RETAILSTREAM_"
+DEFAULT_ENV = "dev"
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LakeSettings(_Frozen):
+    """Where the Delta tables and every query's checkpoint live."""
+
+    root: Path = Path("data/lake")
+
+    def table(self, name: str) -> Path:
+        return self.root / name
+
+    def checkpoint(self, query: str) -> Path:
+        return self.root / "_checkpoints" / query
+
+
+class SparkSettings(_Frozen):
+    master: str = "local[*]"
+    app_name: str = "retailstream"
+    shuffle_partitions: int = Field(4, ge=1)
+    driver_memory: str = "2g"
+    ui_enabled: bool = False
+    log_level: str = "ERROR"
+    # The driver JVM's own console output (JVM warnings, Spark start-up notes)
+    # goes to this file so that a terminal shows only retailstream's messages.
+    # Empty: leave it on the console.
+    driver_log: Path | None = Path("data/logs/spark-driver.log")
+    # Any other Spark setting, passed through as is (`spark.sql.*`, ...).
+    conf: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        levels = {"ALL", "DEBUG", "INFO", "WARN", "ERROR", "FATAL", "OFF", "TRACE"}
+        if value.upper() not in levels:
+            raise ValueError(f"must be one of {sorted(levels)}")
+        return value.upper()
+
+
+class LocalBrokerSettings(_Frozen):
+    """The Kafka broker that `retailstream kafka start` runs on this machine."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(9092, ge=1, le=65535)
+    controller_port: int = Field(9093, ge=1, le=65535)
+    data_dir: Path = Path("data/kafka")
+    heap: str = "512m"
+    start_timeout_s: float = Field(90.0, gt=0)
+    # Largest record the broker accepts; bronze stores values of several MB.
+    max_message_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+
+
+class TopicSettings(_Frozen):
+    partitions: int = Field(3, ge=1)
+    # -1 keeps records forever: these topics are the event store's source.
+    retention_ms: int = Field(-1, ge=-1)
+    replication_factor: int = Field(1, ge=1)
+
+
+class KafkaSettings(_Frozen):
+    # Empty means the local broker (host:port above); set it to use your own cluster.
+    bootstrap_servers: str = ""
+    local_broker: LocalBrokerSettings = Field(default_factory=LocalBrokerSettings)
+    topics: dict[str, TopicSettings] = Field(default_factory=dict)
+    # Spark's Kafka source: records per partition and micro-batch at most.
+    max_offsets_per_trigger: int | None = Field(None, ge=1)
+
+    @property
+    def bootstrap(self) -> str:
+        if self.bootstrap_servers:
+            return self.bootstrap_servers
+        return f"{self.local_broker.host}:{self.local_broker.port}"
+
+
+class Settings(_Frozen):
+    env: str = DEFAULT_ENV
+    home: Path = Path(".")
+    lake: LakeSettings = Field(default_factory=LakeSettings)
+    spark: SparkSettings = Field(default_factory=SparkSettings)
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+
+
+# ---------------------------------------------------------------------------
+# Finding the project home and its layers
+
+
+def find_home(start: Path | None = None) -> Path:
+    """The project home: `$RETAILSTREAM_HOME`, else the nearest folder holding `conf/base/`."""
+    override = os.environ.get(ENV_PREFIX + "HOME")
+    if override:
+        home = Path(override).resolve()
+        if not (home / "conf" / "base").is_dir():
+            raise ConfigError(f"RETAILSTREAM_HOME={override} has no conf/base/ folder")
+        return home
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "conf" / "base").is_dir():
+            return folder
+    raise ConfigError(
+        f"no conf/base/ found in {here} or above: run from the project folder or set RETAILSTREAM_HOME"
+    )
+
+
+def available_envs(home: Path) -> list[str]:
+    conf = home / "conf"
+    return sorted(p.name for p in conf.iterdir() if p.is_dir() and p.name not in {"base", "local"})
+
+
+def _layer_files(home: Path, env: str) -> list[Path]:
+    conf = home / "conf"
+    env_dir = conf / env
+    if env != "base" and not env_dir.is_dir():
+        raise ConfigError(
+            f"unknown env {env!r}: there is no conf/{env}/ (available: {', '.join(available_envs(home))})"
+        )
+    files: list[Path] = []
+    for folder in (conf / "base", env_dir, conf / "local"):
+        if folder.is_dir():
+            files.extend(sorted([*folder.glob("*.yml"), *folder.glob("*.yaml")]))
+    # With env == "base" the base folder comes twice; keep its first occurrence.
+    return list(dict.fromkeys(files))
+
+
+# ---------------------------------------------------------------------------
+# Merging with provenance
+
+Source = str
+Path_ = tuple[str, ...]
+
+
+def _merge(
+    target: dict[str, Any],
+    update: Mapping[str, Any],
+    source: Source,
+    sources: dict[Path_, Source],
+    prefix: Path_ = (),
+) -> None:
+    for key, value in update.items():
+        key = str(key)
+        path = (*prefix, key)
+        if isinstance(value, Mapping) and isinstance(target.get(key), dict):
+            _merge(target[key], value, source, sources, path)
+        elif isinstance(value, Mapping):
+            target[key] = {}
+            _merge(target[key], value, source, sources, path)
+        else:
+            target[key] = value
+        sources[path] = source
+
+
+def _read_yaml(path: Path, home: Path) -> dict[str, Any]:
+    label = str(path.relative_to(home)) if path.is_relative_to(home) else str(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(
+            f"{label}{where}: not valid YAML ({getattr(exc, 'problem', exc)})"
+        ) from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{label}: expected a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+_SEGMENT = re.compile(r'"([^"]*)"|([^.]+)')
+
+
+def split_key(dotted: str) -> list[str]:
+    """`kafka.topics."shop.orders".partitions` -> ['kafka', 'topics', 'shop.orders', 'partitions']."""
+    parts = []
+    position = 0
+    while position < len(dotted):
+        match = _SEGMENT.match(dotted, position)
+        if not match:
+            raise ConfigError(f"malformed key {dotted!r}: expected segments separated by dots")
+        parts.append(match.group(1) if match.group(1) is not None else match.group(2))
+        position = match.end()
+        if position < len(dotted):
+            if dotted[position] != ".":
+                raise ConfigError(f"malformed key {dotted!r}: expected a dot after {parts[-1]!r}")
+            position += 1
+    if not parts:
+        raise ConfigError("empty config key")
+    return parts
+
+
+def _nested(parts: Sequence[str], value: Any) -> dict[str, Any]:
+    result: Any = value
+    for part in reversed(parts):
+        result = {part: result}
+    return result
+
+
+def _scalar(text: str) -> Any:
+    try:
+        return yaml.safe_load(text) if text != "" else ""
+    except yaml.YAMLError:
+        return text
+
+
+def _env_overrides(environ: Mapping[str, str]) -> list[tuple[Source, dict[str, Any]]]:
+    found = []
+    for name, value in sorted(environ.items()):
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        parts = [p.lower() for p in name[len(ENV_PREFIX) :].split("__")]
+        found.append((f"environment variable {name}", _nested(parts, _scalar(value))))
+    return found
+
+
+def _set_overrides(assignments: Sequence[str]) -> list[tuple[Source, dict[str, Any]]]:
+    found = []
+    for assignment in assignments:
+        key, sep, value = assignment.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(
+                f"--set {assignment!r}: expected key=value, e.g. --set spark.master=local[2]"
+            )
+        found.append((f"--set {key.strip()}", _nested(split_key(key.strip()), _scalar(value))))
+    return found
+
+
+def _describe(path: Sequence[str | int]) -> str:
+    return ".".join(f'"{p}"' if isinstance(p, str) and "." in p else str(p) for p in path)
+
+
+def _source_of(path: Sequence[str | int], sources: Mapping[Path_, Source]) -> Source:
+    keys = tuple(str(p) for p in path)
+    for length in range(len(keys), 0, -1):
+        if keys[:length] in sources:
+            return sources[keys[:length]]
+    return "defaults"
+
+
+def _error_message(exc: ValidationError, sources: Mapping[Path_, Source]) -> str:
+    first = exc.errors()[0]
+    loc = first["loc"]
+    where = _source_of(loc, sources)
+    if first["type"] == "extra_forbidden":
+        return f"unknown config key {_describe(loc)!r} (set in {where})"
+    return f"config key {_describe(loc)!r} (set in {where}): {first['msg']}, got {first.get('input')!r}"
+
+
+def _absolute(path: Path, home: Path) -> Path:
+    return path if path.is_absolute() else home / path
+
+
+def _anchor_paths(settings: Settings, home: Path) -> Settings:
+    """Make every path setting absolute against the project home (defaults included)."""
+    spark = settings.spark
+    broker = settings.kafka.local_broker
+    return settings.model_copy(
+        update={
+            "lake": settings.lake.model_copy(update={"root": _absolute(settings.lake.root, home)}),
+            "spark": spark.model_copy(
+                update={"driver_log": spark.driver_log and _absolute(spark.driver_log, home)}
+            ),
+            "kafka": settings.kafka.model_copy(
+                update={
+                    "local_broker": broker.model_copy(
+                        update={"data_dir": _absolute(broker.data_dir, home)}
+                    )
+                }
+            ),
+        }
+    )
+
+
+def load_settings(
+    env: str | None = None,
+    overrides: Sequence[str] = (),
+    home: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Merge every layer for `env` and validate it into frozen `Settings`.
+
+    `env` defaults to `$RETAILSTREAM_ENV`, else `dev`. Raises `ConfigError`
+    with a one-line message naming the offending key and where it was set.
+    """
+    environ = os.environ if environ is None else environ
+    home = (home or find_home()).resolve()
+    env = env or environ.get(ENV_PREFIX + "ENV") or DEFAULT_ENV
+    merged: dict[str, Any] = {}
+    sources: dict[Path_, Source] = {}
+    for path in _layer_files(home, env):
+        data = _read_yaml(path, home)
+        _merge(merged, data, str(path.relative_to(home)), sources)
+    for source, data in (*_env_overrides(environ), *_set_overrides(overrides)):
+        _merge(merged, data, source, sources)
+    for reserved in ("env", "home"):
+        if reserved in merged:
+            raise ConfigError(f"{reserved!r} is not a config key (set in {sources[(reserved,)]})")
+    if merged.get("spark", {}).get("driver_log") == "":
+        merged["spark"]["driver_log"] = None  # empty: keep the JVM's output on the console
+    try:
+        settings = Settings.model_validate({**merged, "env": env, "home": home})
+    except ValidationError as exc:
+        raise ConfigError(_error_message(exc, sources)) from exc
+    return _anchor_paths(settings, home)
+
+
+def shipped_config_files(home: Path) -> list[Path]:
+    """Every committed YAML file under conf/ (for tests and `config check`)."""
+    return sorted(p for p in (home / "conf").rglob("*.y*ml") if "local" not in p.parts)

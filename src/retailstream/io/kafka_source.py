@@ -1,0 +1,42 @@
+"""Reading Kafka topics with Spark's Kafka source (streaming and batch)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pyspark.sql import DataFrame, SparkSession
+
+from retailstream.config import KafkaSettings
+
+
+def kafka_source_options(kafka: KafkaSettings, topics: Sequence[str]) -> dict[str, str]:
+    """Options shared by the streaming and the batch read of `topics`.
+
+    `failOnDataLoss` stays true: offsets deleted by retention before they were
+    read must stop the query, not be skipped silently.
+    """
+    options = {
+        "kafka.bootstrap.servers": kafka.bootstrap,
+        "subscribe": ",".join(topics),
+        "startingOffsets": "earliest",
+        "failOnDataLoss": "true",
+        "includeHeaders": "false",
+    }
+    if kafka.max_offsets_per_trigger:
+        options["maxOffsetsPerTrigger"] = str(kafka.max_offsets_per_trigger)
+    return options
+
+
+def read_kafka_stream(
+    spark: SparkSession, kafka: KafkaSettings, topics: Sequence[str]
+) -> DataFrame:
+    """An unbounded DataFrame of Kafka records (key, value, topic, partition, offset, timestamp...)."""
+    return spark.readStream.format("kafka").options(**kafka_source_options(kafka, topics)).load()
+
+
+def read_kafka_batch(spark: SparkSession, kafka: KafkaSettings, topics: Sequence[str]) -> DataFrame:
+    """Every record currently in `topics`, from earliest to latest offsets."""
+    options = kafka_source_options(kafka, topics)
+    options.pop("maxOffsetsPerTrigger", None)
+    options["endingOffsets"] = "latest"
+    return spark.read.format("kafka").options(**options).load()

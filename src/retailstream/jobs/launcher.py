@@ -1,0 +1,113 @@
+"""What every job's `main(argv)` shares: flags, config, the session, errors.
+
+A job module provides `run(spark, settings, args)` and a `main(argv)` that
+calls `launch`; `jobs/<name>.py` (the spark-submit entry) calls `main`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import TypeVar
+
+from pyspark.sql import SparkSession
+
+from retailstream.config import Settings, load_settings
+from retailstream.errors import UserError
+
+PROG = "retailstream"
+T = TypeVar("T")
+
+
+def add_common_flags(parser: argparse.ArgumentParser, suppress_defaults: bool = False) -> None:
+    """--env, --set and --verbose; with `suppress_defaults` a subcommand may repeat them."""
+
+    def default(value: object) -> object:
+        return argparse.SUPPRESS if suppress_defaults else value
+
+    parser.add_argument(
+        "--env", default=default(None), help="config env: conf/<ENV>/ (default: dev)"
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        metavar="KEY=VALUE",
+        default=default([]),
+        help="override a config key, e.g. --set spark.master=local[2] (repeatable)",
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", default=default(False), help="show stack traces"
+    )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    # Py4J wraps the Java exception; its message starts after "An error occurred ...:\n".
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    for line in lines:
+        if not line.startswith("An error occurred while calling"):
+            return line[:400]
+    return type(exc).__name__
+
+
+@contextmanager
+def user_errors(verbose: bool, exit_codes: list[int]) -> Iterator[None]:
+    """Turn failures into one line on stderr (stack trace only with --verbose).
+
+    The exit code lands in `exit_codes[0]`: 2 for a user error, 1 for anything
+    unexpected, 130 for Ctrl-C.
+    """
+    try:
+        yield
+    except UserError as exc:
+        if verbose:
+            traceback.print_exc()
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        exit_codes[0] = 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        exit_codes[0] = 130
+    except Exception as exc:  # noqa: BLE001 - the edge where everything is reported
+        if verbose:
+            traceback.print_exc()
+        hint = "" if verbose else " (rerun with --verbose for the stack trace)"
+        print(f"{PROG}: error: {type(exc).__name__}: {_first_line(exc)}{hint}", file=sys.stderr)
+        exit_codes[0] = 1
+
+
+def guarded(verbose: bool, action: Callable[[], int | None]) -> int:
+    """Run `action` under `user_errors`; return the process exit code."""
+    codes = [0]
+    with user_errors(verbose, codes):
+        result = action()
+        if result:
+            codes[0] = result
+    return codes[0]
+
+
+def launch(
+    description: str,
+    run: Callable[[SparkSession, Settings, argparse.Namespace], int | None],
+    argv: Sequence[str] | None,
+    add_flags: Callable[[argparse.ArgumentParser], None] | None = None,
+    prog: str | None = None,
+) -> int:
+    """Parse flags, load config, build the session and call `run`."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    add_common_flags(parser)
+    if add_flags:
+        add_flags(parser)
+    args = parser.parse_args(argv)
+
+    def action() -> int | None:
+        from retailstream.session import build_spark
+
+        settings = load_settings(args.env, args.overrides)
+        spark = build_spark(settings)
+        return run(spark, settings, args)
+
+    return guarded(args.verbose, action)

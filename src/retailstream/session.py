@@ -1,0 +1,126 @@
+"""The SparkSession factory: Delta and the Kafka connector, from the cached jars.
+
+Run directly (`retailstream run ...`, notebooks, tests), the session is built
+from config: `spark.master`, the resolved jars, small-machine defaults.
+Launched by `spark-submit`, the master and the jars are spark-submit's
+(`--master`, `--jars`): config does not override what the user passed there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from importlib import resources
+from pathlib import Path
+
+from pyspark.sql import SparkSession
+
+from retailstream.config import Settings
+from retailstream.errors import UserError
+from retailstream.jars import MARKER_CLASSES, classpath
+from retailstream.javacheck import java_executable
+
+ROCKSDB_PROVIDER = "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider"
+
+
+def launched_by_spark_submit() -> bool:
+    """True when this Python process is the driver of a `spark-submit` run.
+
+    spark-submit starts the JVM first and hands its gateway to Python through
+    this variable; run from plain Python, PySpark starts the JVM itself.
+    """
+    return "PYSPARK_GATEWAY_PORT" in os.environ
+
+
+def _log4j_config() -> Path:
+    return Path(str(resources.files("retailstream").joinpath("resources/log4j2-spark.properties")))
+
+
+def session_conf(settings: Settings) -> dict[str, str]:
+    """Spark settings every retailstream session gets (before `spark.conf` overrides)."""
+    spark = settings.spark
+    conf = {
+        "spark.app.name": spark.app_name,
+        "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+        "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+        "spark.sql.shuffle.partitions": str(spark.shuffle_partitions),
+        "spark.sql.session.timeZone": "UTC",
+        "spark.sql.streaming.stateStore.providerClass": ROCKSDB_PROVIDER,
+        "spark.sql.warehouse.dir": str(settings.lake.root / "_warehouse"),
+        "spark.ui.enabled": str(spark.ui_enabled).lower(),
+        "spark.ui.showConsoleProgress": "false",
+        # Small tables: Delta's default of 50 snapshot partitions costs seconds per query here.
+        "spark.databricks.delta.snapshotPartitions": str(max(2, spark.shuffle_partitions)),
+        "spark.executor.extraJavaOptions": "-Duser.timezone=UTC",
+    }
+    conf.update(spark.conf)
+    return conf
+
+
+def build_spark(settings: Settings) -> SparkSession:
+    """Return the (one) SparkSession of this process, configured from `settings`.
+
+    Raises `UserError` when Java or the resolved jars are missing, or when the
+    session cannot load Delta (for example spark-submit without `--jars`).
+    """
+    java_executable()
+    builder = SparkSession.builder
+    for key, value in session_conf(settings).items():
+        builder = builder.config(key, value)
+    if not launched_by_spark_submit():
+        jars = classpath(settings.home, "spark")
+        builder = (
+            builder.master(settings.spark.master)
+            .config("spark.jars", ",".join(str(j) for j in jars))
+            .config("spark.driver.memory", settings.spark.driver_memory)
+            .config(
+                "spark.driver.extraJavaOptions",
+                f"-Duser.timezone=UTC -Dlog4j2.configurationFile=file:{_log4j_config()}",
+            )
+            # Local mode talks to itself only: loopback avoids hostname look-ups.
+            .config("spark.driver.host", "127.0.0.1")
+            .config("spark.driver.bindAddress", "127.0.0.1")
+        )
+    try:
+        with _stderr_to(None if launched_by_spark_submit() else settings.spark.driver_log):
+            session = builder.getOrCreate()
+    except Exception as exc:  # the JVM did not start: say why in one line
+        log = f" (driver log: {settings.spark.driver_log})" if settings.spark.driver_log else ""
+        raise UserError(f"Spark did not start: {str(exc).splitlines()[0]}{log}") from exc
+    session.sparkContext.setLogLevel(settings.spark.log_level)
+    _require_class(session, MARKER_CLASSES["spark"])
+    return session
+
+
+@contextlib.contextmanager
+def _stderr_to(log: Path | None) -> Iterator[None]:
+    """Point file descriptor 2 at `log` while the driver JVM is launched.
+
+    The JVM inherits the descriptor, so its console output keeps going to the
+    log file; Python's own stderr is restored as soon as the JVM is up.
+    """
+    if log is None or SparkSession.getActiveSession() is not None:
+        yield
+        return
+    log.parent.mkdir(parents=True, exist_ok=True)
+    saved = os.dup(2)
+    try:
+        with log.open("ab") as target:
+            os.dup2(target.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _require_class(session: SparkSession, name: str) -> None:
+    jvm = session.sparkContext._jvm  # type: ignore[attr-defined]
+    loader = jvm.java.lang.Thread.currentThread().getContextClassLoader()
+    try:
+        jvm.java.lang.Class.forName(name, False, loader)
+    except Exception as exc:
+        raise UserError(
+            f"{name} is not on Spark's classpath: run `make setup`; with spark-submit, pass "
+            '--jars "$(retailstream jars path spark)" or use `retailstream submit`'
+        ) from exc

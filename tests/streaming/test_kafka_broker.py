@@ -1,0 +1,127 @@
+"""The local broker is a real Kafka: keyed order, durability across restarts, clean failures."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+from retailstream.config import TopicSettings
+from retailstream.errors import UserError
+from retailstream.jars import classpath
+from retailstream.kafka.broker import LocalBroker, port_in_use
+from retailstream.kafka.clients import consumer, flush_or_fail, producer
+from retailstream.kafka.topics import create_topics, describe_topics, list_topics
+from support import broker_settings
+
+
+def _produce_keyed(bootstrap: str, topic: str, keys: int, per_key: int) -> None:
+    client = producer(bootstrap)
+    for seq in range(per_key):
+        for k in range(keys):
+            client.produce(topic, key=f"key-{k}".encode(), value=f"key-{k}:{seq}".encode())
+    flush_or_fail(client)
+
+
+def _read_all(bootstrap: str, topic: str, expected: int) -> list[tuple[int, int, str, str]]:
+    """(partition, offset, key, value) of every record, read with a fresh consumer group."""
+    reader = consumer(bootstrap, group_id=f"reader-{topic}")
+    reader.subscribe([topic])
+    records = []
+    try:
+        for _ in range(200):
+            for msg in reader.consume(num_messages=1000, timeout=0.5):
+                assert msg.error() is None, msg.error()
+                records.append(
+                    (msg.partition(), msg.offset(), msg.key().decode(), msg.value().decode())
+                )
+            if len(records) >= expected:
+                break
+    finally:
+        reader.close()
+    return records
+
+
+def _assert_per_key_order(
+    records: list[tuple[int, int, str, str]], keys: int, per_key: int
+) -> None:
+    by_key: dict[str, list[tuple[int, int, int]]] = defaultdict(list)
+    for partition, offset, key, value in records:
+        by_key[key].append((partition, offset, int(value.split(":")[1])))
+    assert len(by_key) == keys
+    for key, seen in by_key.items():
+        assert len({p for p, _, _ in seen}) == 1, f"{key} spread over partitions"
+        ordered = [seq for _, _, seq in sorted(seen, key=lambda r: r[1])]
+        assert ordered == list(range(per_key)), f"{key} out of order"
+
+
+def test_keyed_records_come_back_in_per_partition_order(
+    kafka_broker: LocalBroker, topic_name: str
+) -> None:
+    create_topics(kafka_broker.bootstrap, {topic_name: TopicSettings(partitions=3)})
+    _produce_keyed(kafka_broker.bootstrap, topic_name, keys=12, per_key=50)
+    records = _read_all(kafka_broker.bootstrap, topic_name, expected=600)
+    assert len(records) == 600
+    assert len({p for p, *_ in records}) == 3, "12 keys should land on all 3 partitions"
+    _assert_per_key_order(records, keys=12, per_key=50)
+
+
+def test_records_survive_a_broker_restart(tmp_path: Path) -> None:
+    broker = LocalBroker(broker_settings(tmp_path / "kafka"), classpath(Path.cwd(), "kafka-broker"))
+    broker.start()
+    try:
+        create_topics(broker.bootstrap, {"durable": TopicSettings(partitions=2)})
+        _produce_keyed(broker.bootstrap, "durable", keys=4, per_key=25)
+        before = sorted(_read_all(broker.bootstrap, "durable", expected=100))
+        assert broker.stop()
+        assert broker.status().running is False
+        broker.start()
+        after = sorted(_read_all(broker.bootstrap, "durable", expected=100))
+        assert after == before and len(after) == 100
+    finally:
+        broker.stop()
+    assert not broker.pid_file.exists()
+
+
+def test_topics_are_created_once_with_infinite_retention(
+    kafka_broker: LocalBroker, topic_name: str
+) -> None:
+    declared = {topic_name: TopicSettings(partitions=2, retention_ms=-1)}
+    assert create_topics(kafka_broker.bootstrap, declared) == {topic_name: "created"}
+    assert create_topics(kafka_broker.bootstrap, declared) == {topic_name: "exists"}
+    assert topic_name in list_topics(kafka_broker.bootstrap)
+    [info] = describe_topics(kafka_broker.bootstrap, [topic_name])
+    assert info.retention_ms == "-1"
+    assert [p.partition for p in info.partitions] == [0, 1]
+
+
+def test_describing_a_missing_topic_is_a_clear_error(kafka_broker: LocalBroker) -> None:
+    with pytest.raises(UserError, match="no such topic: nothere"):
+        describe_topics(kafka_broker.bootstrap, ["nothere"])
+
+
+def test_port_in_use_is_refused_and_nothing_starts(
+    kafka_broker: LocalBroker, tmp_path: Path
+) -> None:
+    clash = broker_settings(tmp_path / "clash").model_copy(
+        update={"port": kafka_broker.settings.port}
+    )
+    second = LocalBroker(clash, kafka_broker.classpath)
+    with pytest.raises(
+        UserError, match=rf"port {clash.port} on 127.0.0.1 is already in use.*--set kafka"
+    ):
+        second.start()
+    assert second.pid() is None
+    assert not port_in_use("127.0.0.1", clash.controller_port)
+
+
+def test_a_broker_that_fails_to_start_leaves_nothing_running(
+    tmp_path: Path, project_home: Path
+) -> None:
+    bad = broker_settings(tmp_path / "bad").model_copy(update={"heap": "not-a-size"})
+    broker = LocalBroker(bad, classpath(project_home, "kafka-broker"))
+    with pytest.raises(UserError, match="exited during start-up"):
+        broker.start()
+    assert broker.pid() is None
+    assert not port_in_use("127.0.0.1", bad.port)

@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from retailstream import __version__
+from retailstream.cli import build_parser, main
+from support import run_cli
+
+
+def _all_command_paths(
+    parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()
+) -> list[tuple[str, ...]]:
+    paths = [prefix]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                paths += _all_command_paths(sub, (*prefix, name))
+    return paths
+
+
+def test_every_subcommand_has_help(capsys: pytest.CaptureFixture[str]) -> None:
+    paths = _all_command_paths(build_parser())
+    assert ("kafka", "start") in paths and ("topics", "describe") in paths
+    for path in paths:
+        with pytest.raises(SystemExit) as done:
+            main([*path, "--help"])
+        assert done.value.code == 0
+        out = capsys.readouterr().out
+        assert out.startswith("usage: retailstream"), path
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert capsys.readouterr().out.strip() == f"retailstream {__version__}"
+
+
+def test_unknown_config_key_is_one_line_without_traceback() -> None:
+    done = run_cli("--set", "kafka.nope=1", "config", "show")
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert lines == [
+        "retailstream: error: unknown config key 'kafka.nope' (set in --set kafka.nope)"
+    ]
+
+
+def test_verbose_shows_the_stack_trace() -> None:
+    done = run_cli("config", "show", "--set", "kafka.nope=1", "--verbose")
+    assert done.returncode == 2
+    assert "Traceback (most recent call last)" in done.stderr
+    assert done.stderr.strip().endswith("(set in --set kafka.nope)")
+
+
+def test_unreachable_broker_names_the_fix() -> None:
+    from retailstream.kafka.broker import free_port
+
+    done = run_cli("topics", "list", "--set", f"kafka.bootstrap_servers=127.0.0.1:{free_port()}")
+    assert done.returncode == 2
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert "no Kafka broker answers" in done.stderr and "retailstream kafka start" in done.stderr
+
+
+def test_config_show_prints_merged_settings() -> None:
+    done = run_cli("--env", "test", "config", "show")
+    assert done.returncode == 0, done.stderr
+    assert "master: local[2]" in done.stdout
+    assert "shop.orders" in done.stdout
+
+
+def test_config_check_validates_every_env() -> None:
+    done = run_cli("config", "check")
+    assert done.returncode == 0, done.stderr
+    assert "conf/cluster: ok" in done.stdout and "conf/test: ok" in done.stdout
