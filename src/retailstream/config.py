@@ -109,12 +109,25 @@ class KafkaSettings(_Frozen):
         return f"{self.local_broker.host}:{self.local_broker.port}"
 
 
+class IngestSettings(_Frozen):
+    """Kafka -> bronze: how the ingest query runs and what it may tolerate."""
+
+    trigger_interval: str = "2 seconds"
+    # Skip records that topic retention deleted before they were ingested
+    # (reported, never silent). False stops ingest with the exact offsets.
+    allow_data_loss: bool = False
+    # After a failure (a broker gone away), restart from the checkpoint this often at most.
+    max_restarts: int = Field(30, ge=0)
+    restart_backoff_s: float = Field(5.0, ge=0)
+
+
 class Settings(_Frozen):
     env: str = DEFAULT_ENV
     home: Path = Path(".")
     lake: LakeSettings = Field(default_factory=LakeSettings)
     spark: SparkSettings = Field(default_factory=SparkSettings)
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
 
 
 # ---------------------------------------------------------------------------

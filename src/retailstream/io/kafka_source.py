@@ -9,17 +9,20 @@ from pyspark.sql import DataFrame, SparkSession
 from retailstream.config import KafkaSettings
 
 
-def kafka_source_options(kafka: KafkaSettings, topics: Sequence[str]) -> dict[str, str]:
+def kafka_source_options(
+    kafka: KafkaSettings, topics: Sequence[str], fail_on_data_loss: bool = True
+) -> dict[str, str]:
     """Options shared by the streaming and the batch read of `topics`.
 
-    `failOnDataLoss` stays true: offsets deleted by retention before they were
-    read must stop the query, not be skipped silently.
+    `failOnDataLoss` is true unless the caller decided otherwise: offsets
+    deleted by retention before they were read must stop the query, not be
+    skipped silently.
     """
     options = {
         "kafka.bootstrap.servers": kafka.bootstrap,
         "subscribe": ",".join(topics),
         "startingOffsets": "earliest",
-        "failOnDataLoss": "true",
+        "failOnDataLoss": str(fail_on_data_loss).lower(),
         "includeHeaders": "false",
     }
     if kafka.max_offsets_per_trigger:
@@ -28,10 +31,11 @@ def kafka_source_options(kafka: KafkaSettings, topics: Sequence[str]) -> dict[st
 
 
 def read_kafka_stream(
-    spark: SparkSession, kafka: KafkaSettings, topics: Sequence[str]
+    spark: SparkSession, kafka: KafkaSettings, topics: Sequence[str], fail_on_data_loss: bool = True
 ) -> DataFrame:
     """An unbounded DataFrame of Kafka records (key, value, topic, partition, offset, timestamp...)."""
-    return spark.readStream.format("kafka").options(**kafka_source_options(kafka, topics)).load()
+    options = kafka_source_options(kafka, topics, fail_on_data_loss)
+    return spark.readStream.format("kafka").options(**options).load()
 
 
 def read_kafka_batch(spark: SparkSession, kafka: KafkaSettings, topics: Sequence[str]) -> DataFrame:

@@ -5,29 +5,46 @@ the first run and from the checkpoint after that.
 Writes: `<lake>/bronze_events`, one row per Kafka record (topic, partition,
 offset, raw key and value, Kafka timestamp, ingest time), partitioned by topic
 and Kafka date; checkpoint `<lake>/_checkpoints/ingest_events`.
+
+Exactly once: Delta's sink commits each micro-batch id once, and the
+checkpoint replays an unfinished batch with the same offsets after a crash.
+Before starting, ingest checks that topic retention has not deleted records it
+still has to read; it stops and names them unless `ingest.allow_data_loss`.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 
 from pyspark.sql import SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
 from retailstream.config import Settings
+from retailstream.errors import UserError
+from retailstream.io.checkpoints import next_kafka_offsets
 from retailstream.io.delta import StreamTrigger, append_stream
 from retailstream.io.kafka_source import read_kafka_stream
 from retailstream.jobs.launcher import launch
+from retailstream.jobs.supervisor import run_supervised
+from retailstream.kafka.broker import broker_reachable
+from retailstream.kafka.clients import require_broker
+from retailstream.kafka.retention import LostRange, earliest_offsets, lost_ranges
+from retailstream.kafka.topics import list_topics
 from retailstream.transforms.bronze import BRONZE_PARTITIONS, to_bronze
 
 QUERY_NAME = "ingest_events"
 BRONZE_TABLE = "bronze_events"
 
 
-def start(spark: SparkSession, settings: Settings, trigger: StreamTrigger) -> StreamingQuery:
+def start(
+    spark: SparkSession, settings: Settings, trigger: StreamTrigger, fail_on_data_loss: bool = True
+) -> StreamingQuery:
     """Start the ingest query and return it (the caller waits or stops it)."""
-    records = read_kafka_stream(spark, settings.kafka, sorted(settings.kafka.topics))
+    records = read_kafka_stream(
+        spark, settings.kafka, sorted(settings.kafka.topics), fail_on_data_loss
+    )
     return append_stream(
         records.transform(to_bronze),
         path=settings.lake.table(BRONZE_TABLE),
@@ -38,12 +55,66 @@ def start(spark: SparkSession, settings: Settings, trigger: StreamTrigger) -> St
     )
 
 
-def run(spark: SparkSession, settings: Settings, args: argparse.Namespace) -> int:
-    from retailstream.kafka.clients import require_broker
+def unread_records_lost(settings: Settings) -> list[LostRange]:
+    """Offset ranges the checkpoint still needs that Kafka no longer holds."""
+    needed = next_kafka_offsets(settings.lake.checkpoint(QUERY_NAME))
+    if not needed:
+        return []
+    earliest = earliest_offsets(settings.kafka.bootstrap, {t: list(p) for t, p in needed.items()})
+    return lost_ranges(needed, earliest)
 
+
+def data_loss_error(lost: Sequence[LostRange]) -> UserError:
+    shown = ", ".join(str(r) for r in lost[:3])
+    more = f" and {len(lost) - 3} more ranges" if len(lost) > 3 else ""
+    total = sum(r.count for r in lost)
+    return UserError(
+        f"{total} records were deleted by topic retention before ingest read them: {shown}{more}; "
+        "restore them into the topics and rerun, or accept the gap with "
+        "--set ingest.allow_data_loss=true"
+    )
+
+
+def _is_data_loss(exc: Exception) -> bool:
+    text = str(exc)
+    return "data may have been lost" in text or "DATA_LOSS" in text or "dataLoss" in text
+
+
+def run(spark: SparkSession, settings: Settings, args: argparse.Namespace) -> int:
     require_broker(settings.kafka.bootstrap)
-    query = start(spark, settings, StreamTrigger(available_now=args.available_now))
-    query.awaitTermination()
+    missing = sorted(set(settings.kafka.topics) - set(list_topics(settings.kafka.bootstrap)))
+    if missing:
+        print(
+            f"topics not created yet: {', '.join(missing)}; ingest reads them once they exist",
+            file=sys.stderr,
+        )
+    allow_loss = settings.ingest.allow_data_loss
+    lost = unread_records_lost(settings)
+    if lost and not allow_loss:
+        raise data_loss_error(lost)
+    for gap in lost:
+        print(f"skipping {gap.count} records lost to retention: {gap}", file=sys.stderr)
+
+    trigger = StreamTrigger(
+        available_now=args.available_now, processing_time=settings.ingest.trigger_interval
+    )
+
+    def fatal(exc: Exception) -> Exception | None:
+        if _is_data_loss(exc) and not allow_loss:
+            return (
+                data_loss_error(unread_records_lost(settings))
+                if broker_reachable(settings.kafka.bootstrap)
+                else None
+            )
+        return None
+
+    run_supervised(
+        lambda: start(spark, settings, trigger, fail_on_data_loss=not allow_loss),
+        max_restarts=settings.ingest.max_restarts,
+        backoff_s=settings.ingest.restart_backoff_s,
+        fatal=fatal,
+        wait_until_ready=lambda: broker_reachable(settings.kafka.bootstrap),
+    )
     return 0
 
 

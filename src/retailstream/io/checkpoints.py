@@ -1,0 +1,44 @@
+"""Reading what a streaming query's checkpoint says about its Kafka source.
+
+Spark writes `offsets/<batch>` when it plans a batch and `commits/<batch>`
+when the batch's output is durable; `sources/<n>/0` holds the offsets the
+query started from. The offsets the next batch starts at are therefore the
+end offsets of the last committed batch (or the initial ones before any
+commit). These files are Spark's documented-by-use format, version "v1".
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+KafkaOffsets = dict[str, dict[int, int]]
+
+
+def _parse_offsets(text: str) -> KafkaOffsets:
+    data = json.loads(text)
+    return {topic: {int(p): int(o) for p, o in parts.items()} for topic, parts in data.items()}
+
+
+def _batch_ids(folder: Path) -> list[int]:
+    if not folder.is_dir():
+        return []
+    return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit())
+
+
+def next_kafka_offsets(checkpoint: Path, source_index: int = 0) -> KafkaOffsets | None:
+    """Per topic and partition, the first offset the query still has to read.
+
+    None when the query has no checkpoint yet (it will start from its
+    `startingOffsets`).
+    """
+    committed = _batch_ids(checkpoint / "commits")
+    if committed:
+        lines = (checkpoint / "offsets" / str(committed[-1])).read_text().splitlines()
+        # line 0: version, line 1: batch metadata, then one line per source
+        return _parse_offsets(lines[2 + source_index])
+    initial = checkpoint / "sources" / str(source_index) / "0"
+    if not initial.exists():
+        return None
+    text = initial.read_text(errors="replace").lstrip("\x00")
+    return _parse_offsets(text.split("\n", 1)[1])
