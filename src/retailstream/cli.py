@@ -20,7 +20,9 @@ import yaml
 from retailstream import __version__
 from retailstream.config import Settings, find_home, load_settings, shipped_config_files
 from retailstream.errors import UserError
-from retailstream.jobs.launcher import PROG, add_common_flags, guarded
+from retailstream.jobs import demo as demo_job
+from retailstream.jobs import init_world, produce_events
+from retailstream.jobs.launcher import PROG, add_common_flags, guarded, with_session
 
 # `retailstream run NAME` -> the job module that owns it (and jobs/NAME.py for spark-submit).
 JOBS = {
@@ -174,12 +176,15 @@ def run_job(args: argparse.Namespace) -> int:
 
 
 def demo(args: argparse.Namespace) -> int:
-    from retailstream.jobs import demo as demo_job
+    return demo_job.run_demo(_settings(args), args)
 
-    extra = ["--events-per-topic", str(args.events_per_topic)]
-    if args.keep_broker:
-        extra.append("--keep-broker")
-    return demo_job.main([*_forward_common(args), *extra])
+
+def world_init(args: argparse.Namespace) -> int | None:
+    return with_session(init_world.run, args)
+
+
+def produce(args: argparse.Namespace) -> int:
+    return produce_events.run(args)
 
 
 def submit(args: argparse.Namespace) -> int:
@@ -266,6 +271,17 @@ def build_parser() -> argparse.ArgumentParser:
     command(config_commands, "show", "print the merged, validated settings", config_show)
     command(config_commands, "check", "validate every shipped env", config_check)
 
+    world = commands.add_parser(
+        "world", help="the simulated retailer", description="The simulated retailer."
+    )
+    world_commands = world.add_subparsers(dest="action", metavar="ACTION", required=True)
+    init = command(world_commands, "init", "write the reference data as Delta tables", world_init)
+    init_world.add_flags(init)
+    publish = command(
+        commands, "produce", "publish generated events to Kafka (with ground truth)", produce
+    )
+    produce_events.add_flags(publish)
+
     run = command(commands, "run", "run a streaming job in this process", run_job)
     run.add_argument("job", choices=sorted(JOBS), help="the job")
     run.add_argument(
@@ -280,10 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo_cmd = command(
         commands, "demo", "start the broker, publish events, ingest them, show bronze", demo
     )
-    demo_cmd.add_argument(
-        "--events-per-topic", type=int, default=20, help="sample events per topic"
-    )
-    demo_cmd.add_argument("--keep-broker", action="store_true", help="leave the broker running")
+    demo_job.add_flags(demo_cmd)
     return parser
 
 

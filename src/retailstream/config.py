@@ -23,7 +23,7 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -121,6 +121,23 @@ class IngestSettings(_Frozen):
     restart_backoff_s: float = Field(5.0, ge=0)
 
 
+class WorldSettings(_Frozen):
+    """The simulated retailer (`retailstream world init`)."""
+
+    seed: int = 42
+    scale: Literal["small", "demo", "large"] = "small"
+
+
+class GeneratorSettings(_Frozen):
+    """The event generator (`retailstream produce`)."""
+
+    # Share of records made defective (malformed, late, duplicated...), spread
+    # over the defect kinds in the generator's default proportions.
+    defect_share: float = Field(0.02, ge=0.0, le=0.5)
+    # Events handed to the Kafka producer per generator step.
+    batch_size: int = Field(5000, ge=1)
+
+
 class Settings(_Frozen):
     env: str = DEFAULT_ENV
     home: Path = Path(".")
@@ -128,6 +145,8 @@ class Settings(_Frozen):
     spark: SparkSettings = Field(default_factory=SparkSettings)
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
+    world: WorldSettings = Field(default_factory=WorldSettings)
+    generator: GeneratorSettings = Field(default_factory=GeneratorSettings)
 
 
 # ---------------------------------------------------------------------------

@@ -53,6 +53,8 @@ def session_conf(settings: Settings) -> dict[str, str]:
         # Small tables: Delta's default of 50 snapshot partitions costs seconds per query here.
         "spark.databricks.delta.snapshotPartitions": str(max(2, spark.shuffle_partitions)),
         "spark.executor.extraJavaOptions": "-Duser.timezone=UTC",
+        # pandas <-> Spark through Arrow: reference tables of 100k rows in a second.
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
     }
     conf.update(spark.conf)
     return conf

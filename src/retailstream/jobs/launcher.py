@@ -102,12 +102,15 @@ def launch(
     if add_flags:
         add_flags(parser)
     args = parser.parse_args(argv)
+    return guarded(args.verbose, lambda: with_session(run, args))
 
-    def action() -> int | None:
-        from retailstream.session import build_spark
 
-        settings = load_settings(args.env, args.overrides)
-        spark = build_spark(settings)
-        return run(spark, settings, args)
+def with_session(
+    run: Callable[[SparkSession, Settings, argparse.Namespace], int | None],
+    args: argparse.Namespace,
+) -> int | None:
+    """Load config from the common flags in `args`, build the session, call `run`."""
+    from retailstream.session import build_spark
 
-    return guarded(args.verbose, action)
+    settings = load_settings(args.env, args.overrides)
+    return run(build_spark(settings), settings, args)

@@ -1,0 +1,47 @@
+"""The generator's ground truth, kept apart from the events.
+
+What a perfect model would know (true delay probabilities, true tastes) and
+which records were made defective on purpose. Written by `retailstream
+produce` as Parquet files under `<lake>/ground_truth/<table>/`, one file per
+flush, so producing needs no JVM; Spark reads each folder as one table.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+TRUTH_ROOT = "ground_truth"
+
+
+def truth_dir(lake_root: Path, table: str = "") -> Path:
+    """The folder of one ground-truth table (or of them all, without `table`)."""
+    return lake_root / TRUTH_ROOT / table if table else lake_root / TRUTH_ROOT
+
+
+class TruthWriter:
+    """Appends ground-truth frames as Parquet files; one writer per produce run."""
+
+    def __init__(self, lake_root: Path) -> None:
+        self.lake_root = lake_root
+        self.run_id = uuid.uuid4().hex[:12]
+        self._parts = 0
+        self.rows_written: dict[str, int] = {}
+
+    def append(self, frames: dict[str, pd.DataFrame]) -> None:
+        for table, frame in frames.items():
+            if frame.empty:
+                continue
+            folder = truth_dir(self.lake_root, table)
+            folder.mkdir(parents=True, exist_ok=True)
+            self._parts += 1
+            path = folder / f"part-{self.run_id}-{self._parts:06d}.parquet"
+            # Write to a hidden name, then rename: readers never see half a file.
+            tmp = folder / f".{path.name}.tmp"
+            pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp)
+            tmp.rename(path)
+            self.rows_written[table] = self.rows_written.get(table, 0) + len(frame)
