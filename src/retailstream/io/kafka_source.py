@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 from pyspark.sql import DataFrame, SparkSession
 
 from retailstream.config import KafkaSettings
+
+
+def topics_pattern(topics: Sequence[str]) -> str:
+    """A regex matching exactly `topics`.
+
+    Subscribing by pattern rather than by name lets a query start while a
+    declared topic does not exist yet and pick it up once it is created;
+    Spark's `subscribe` fails the query on an unknown topic.
+    """
+    return "^(?:" + "|".join(re.escape(t) for t in sorted(topics)) + ")$"
 
 
 def kafka_source_options(
@@ -20,7 +31,7 @@ def kafka_source_options(
     """
     options = {
         "kafka.bootstrap.servers": kafka.bootstrap,
-        "subscribe": ",".join(topics),
+        "subscribePattern": topics_pattern(topics),
         "startingOffsets": "earliest",
         "failOnDataLoss": str(fail_on_data_loss).lower(),
         "includeHeaders": "false",

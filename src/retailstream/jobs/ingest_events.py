@@ -80,6 +80,23 @@ def _is_data_loss(exc: Exception) -> bool:
     return "data may have been lost" in text or "DATA_LOSS" in text or "dataLoss" in text
 
 
+# Failures a restart from the checkpoint can cure: the brokers were unreachable for a while.
+_TRANSIENT_MARKERS = (
+    "TimeoutException",
+    "NetworkException",
+    "DisconnectException",
+    "Connection refused",
+    "Broker transport failure",
+    "LEADER_NOT_AVAILABLE",
+    "NotLeaderOrFollowerException",
+)
+
+
+def is_transient(exc: Exception) -> bool:
+    text = str(exc)
+    return any(marker in text for marker in _TRANSIENT_MARKERS)
+
+
 def run(spark: SparkSession, settings: Settings, args: argparse.Namespace) -> int:
     require_broker(settings.kafka.bootstrap)
     missing = sorted(set(settings.kafka.topics) - set(list_topics(settings.kafka.bootstrap)))
@@ -113,6 +130,7 @@ def run(spark: SparkSession, settings: Settings, args: argparse.Namespace) -> in
         max_restarts=settings.ingest.max_restarts,
         backoff_s=settings.ingest.restart_backoff_s,
         fatal=fatal,
+        transient=is_transient,
         wait_until_ready=lambda: broker_reachable(settings.kafka.bootstrap),
     )
     return 0

@@ -21,11 +21,13 @@ def run_supervised(
     max_restarts: int,
     backoff_s: float,
     fatal: Callable[[Exception], Exception | None] = lambda exc: None,
+    transient: Callable[[Exception], bool] = lambda exc: True,
     wait_until_ready: Callable[[], bool] = lambda: True,
 ) -> int:
     """Run the query until it ends by itself; return how many restarts it took.
 
-    `fatal(exc)` returns the error to raise instead of restarting (or None).
+    `fatal(exc)` returns the error to raise instead of restarting (or None);
+    only failures that `transient(exc)` accepts are restarted, others re-raised.
     `wait_until_ready()` is polled before a restart (e.g. "the broker answers").
     """
     restarts = 0
@@ -38,7 +40,7 @@ def run_supervised(
             stop_error = fatal(exc)
             if stop_error is not None:
                 raise stop_error from exc
-            if restarts >= max_restarts:
+            if restarts >= max_restarts or not transient(exc):
                 raise
             restarts += 1
             print(
