@@ -99,8 +99,10 @@ class KafkaSettings(_Frozen):
     bootstrap_servers: str = ""
     local_broker: LocalBrokerSettings = Field(default_factory=LocalBrokerSettings)
     topics: dict[str, TopicSettings] = Field(default_factory=dict)
-    # Spark's Kafka source: records per partition and micro-batch at most.
+    # Spark's Kafka source: records per micro-batch at most (None: no cap).
     max_offsets_per_trigger: int | None = Field(None, ge=1)
+    # Extra options of Spark's Kafka source, e.g. {"kafka.fetch.max.wait.ms": "50"}.
+    source_options: dict[str, str] = Field(default_factory=dict)
 
     @property
     def bootstrap(self) -> str:

@@ -1,0 +1,433 @@
+"""A small benchmark harness: warm-up, alternating repetitions, summaries, results.
+
+A benchmark script describes the work as `Case`s (one of them the baseline),
+lets `run_alternating` time them round by round, then hands the timings to
+`publish_results`, which prints a table, writes `bench/results/<name>.json`
+and rewrites the benchmark's own section of BENCHMARKS.md, between
+`<!-- bench:<name> -->` and `<!-- /bench:<name> -->`. Other sections are left
+untouched, so each benchmark can be rerun on its own.
+
+    args = parse_args(__doc__)
+    results = run_alternating([baseline, candidate], repetitions=5, warmup=1)
+    publish_results("ingest", "Kafka -> bronze", "what against what", results,
+                    baseline="bare read", params={...}, quick=args.quick)
+
+`--quick` runs are smoke tests: their JSON goes to `<name>.quick.json` and
+BENCHMARKS.md is not touched, so a CI run never replaces real figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from retailstream.config import LocalBrokerSettings, Settings, load_settings
+from retailstream.jars import classpath
+from retailstream.javacheck import java_executable
+from retailstream.kafka.broker import LocalBroker, free_port
+
+BENCH_DIR = Path(__file__).resolve().parent
+PROJECT_HOME = BENCH_DIR.parent
+RESULTS_DIR = BENCH_DIR / "results"
+MARKDOWN = PROJECT_HOME / "BENCHMARKS.md"
+
+
+# ---------------------------------------------------------------------------
+# Describing and timing the work
+
+
+@dataclass(frozen=True)
+class Case:
+    """One kind of work to time.
+
+    `run` does the work of one repetition and returns how many events it
+    processed; only `run` is timed. `prepare`, untimed, runs before each
+    repetition (fresh directories, a new generator...).
+    """
+
+    label: str
+    run: Callable[[], int]
+    prepare: Callable[[], None] = lambda: None
+
+
+@dataclass
+class CaseResult:
+    """The timed repetitions of one case (warm-ups left out)."""
+
+    label: str
+    seconds: list[float] = field(default_factory=list)
+    events: list[int] = field(default_factory=list)
+
+    @property
+    def rates(self) -> list[float]:
+        """Events per second of each repetition."""
+        return [n / s for n, s in zip(self.events, self.seconds, strict=True)]
+
+    @property
+    def median_rate(self) -> float:
+        return statistics.median(self.rates)
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Median and spread of a handful of repetitions."""
+
+    median: float
+    minimum: float
+    maximum: float
+    q1: float
+    q3: float
+    n: int
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> Summary:
+        ordered = sorted(values)
+        if len(ordered) >= 2:
+            q1, _, q3 = statistics.quantiles(ordered, n=4, method="inclusive")
+        else:
+            q1 = q3 = ordered[0]
+        return cls(statistics.median(ordered), ordered[0], ordered[-1], q1, q3, len(ordered))
+
+    @property
+    def relative_spread(self) -> float:
+        """(max - min) / median: 0.05 means the repetitions lie within 5% of each other."""
+        return (self.maximum - self.minimum) / self.median if self.median else 0.0
+
+
+def run_alternating(
+    cases: Sequence[Case],
+    repetitions: int,
+    warmup: int = 1,
+    log: Callable[[str], None] = print,
+) -> dict[str, CaseResult]:
+    """Time every case `warmup + repetitions` times, interleaving the cases.
+
+    Each round runs every case once; the order rotates from round to round
+    (AB, BA, AB...) so that neither case always runs right after the other,
+    and slow drifts of the machine (JIT, page cache, a noisy neighbour) touch
+    all cases alike. Warm-up rounds are timed and printed but not kept.
+    """
+    if repetitions < 1:
+        raise ValueError("repetitions must be at least 1")
+    results = {case.label: CaseResult(case.label) for case in cases}
+    for round_no in range(warmup + repetitions):
+        shift = round_no % len(cases)
+        warming = round_no < warmup
+        for case in [*cases[shift:], *cases[:shift]]:
+            case.prepare()
+            started = time.perf_counter()
+            events = case.run()
+            seconds = time.perf_counter() - started
+            tag = "warm-up" if warming else f"rep {round_no - warmup + 1}/{repetitions}"
+            log(
+                f"  {tag:>9}  {case.label:<40} {events:>11,} events {seconds:8.2f} s "
+                f"{events / seconds:>13,.0f} events/s"
+            )
+            if not warming:
+                results[case.label].seconds.append(seconds)
+                results[case.label].events.append(events)
+    return results
+
+
+# ---------------------------------------------------------------------------
+# The project's pieces that most benchmarks need
+
+BENCH_ENV = "dev"  # the default, laptop-sized config; every benchmark runs on it
+
+
+@contextlib.contextmanager
+def local_broker(tmp: Path) -> Iterator[LocalBroker]:
+    """A throwaway Kafka broker on free ports with its data under `tmp`, always stopped.
+
+    Never the developer's broker on 9092: a benchmark must not add records to it.
+    """
+    port = free_port()
+    controller_port = free_port()
+    while controller_port == port:
+        controller_port = free_port()
+    broker = LocalBroker(
+        LocalBrokerSettings(
+            port=port, controller_port=controller_port, data_dir=tmp / "kafka", heap="512m"
+        ),
+        classpath(PROJECT_HOME, "kafka-broker"),
+    )
+    print(f"starting a Kafka broker on {broker.bootstrap} ...", flush=True)
+    print(f"  up in {broker.start():.1f} s", flush=True)
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+def bench_settings(tmp: Path, bootstrap: str, *overrides: str) -> Settings:
+    """Settings of BENCH_ENV with the lake, the driver log and Kafka pointed at `tmp` and `bootstrap`."""
+    return load_settings(
+        BENCH_ENV,
+        [
+            f"lake.root={tmp / 'lake'}",
+            f"spark.driver_log={tmp / 'spark-driver.log'}",
+            f"kafka.bootstrap_servers={bootstrap}",
+            *overrides,
+        ],
+        home=PROJECT_HOME,
+    )
+
+
+# ---------------------------------------------------------------------------
+# The machine
+
+
+def _first_match(path: str, pattern: str) -> str | None:
+    with contextlib.suppress(OSError):
+        match = re.search(pattern, Path(path).read_text(), re.MULTILINE)
+        if match:
+            return match.group(1).strip()
+    return None
+
+
+def _java_version() -> str | None:
+    try:
+        done = subprocess.run(
+            [str(java_executable()), "-version"], capture_output=True, text=True, timeout=30
+        )
+    except Exception:
+        return None
+    # `openjdk version "17.0.15" 2025-04-15` -> `17.0.15`
+    match = re.search(r'version "([^"]+)"', done.stderr or done.stdout)
+    return match.group(1) if match else None
+
+
+def _package_version(name: str) -> str | None:
+    from importlib import metadata
+
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _jar_version(classpath_name: str, artifact: str) -> str | None:
+    """The version of `artifact` (a regex: `kafka-clients`, `delta-spark_[\\d.]+_[\\d.]+`)
+    among the jars of a resolved classpath."""
+    with contextlib.suppress(Exception):
+        for jar in classpath(PROJECT_HOME, classpath_name):
+            match = re.fullmatch(artifact + r"-(\d[\w.]*)\.jar", jar.name)
+            if match:
+                return match.group(1)
+    return None
+
+
+def _source_commit() -> str | None:
+    """The checked-out commit, read from .git without running git."""
+    git = PROJECT_HOME / ".git"
+    with contextlib.suppress(OSError):
+        head = (git / "HEAD").read_text().strip()
+        if not head.startswith("ref: "):
+            return head
+        ref = head[5:]
+        loose = git / ref
+        if loose.exists():
+            return loose.read_text().strip()
+        for line in (git / "packed-refs").read_text().splitlines():
+            if line.endswith(" " + ref):
+                return line.split()[0]
+    return None
+
+
+def machine() -> dict[str, Any]:
+    """What the figures were measured on: CPU, cores, memory, OS and versions."""
+    mem_kb = _first_match("/proc/meminfo", r"^MemTotal:\s+(\d+) kB")
+    return {
+        "cpu_model": _first_match("/proc/cpuinfo", r"^model name\s*:(.*)$") or platform.processor(),
+        "cores": os.cpu_count(),
+        "memory_gib": round(int(mem_kb) / 1024**2, 1) if mem_kb else None,
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "java": _java_version(),
+        "spark": _package_version("pyspark"),
+        "delta": _jar_version("spark", r"delta-spark_[\d.]+_[\d.]+")
+        or _package_version("delta-spark"),
+        "kafka_broker": _jar_version("kafka-broker", "kafka-server"),
+        "spark_kafka_client": _jar_version("spark", "kafka-clients"),
+        "confluent_kafka": _package_version("confluent-kafka"),
+        "retailstream": _package_version("retailstream"),
+        "commit": _source_commit(),
+        # Other work on the machine skews figures; the 5- and 15-minute averages cover the run.
+        "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def describe_machine(info: dict[str, Any]) -> str:
+    """One line for a Markdown table's caption."""
+    parts = [
+        f"{info['cpu_model']}, {info['cores']} cores, {info['memory_gib']} GiB",
+        f"Python {info['python']}",
+        f"Spark {info['spark']}" if info.get("spark") else "",
+        f"Java {info['java']}" if info.get("java") else "",
+        f"load average {info['load_average_1_5_15'][1]:.1f} (5 min)",
+    ]
+    return "; ".join(p for p in parts if p)
+
+
+# ---------------------------------------------------------------------------
+# Command line
+
+
+def parse_args(doc: str | None, argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The flags every benchmark takes: --quick, --repetitions, --warmup."""
+    parser = argparse.ArgumentParser(
+        description=(doc or "").split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny sizes, seconds: a smoke test, not figures"
+    )
+    parser.add_argument("--repetitions", type=int, help="timed rounds (default: the benchmark's)")
+    parser.add_argument("--warmup", type=int, help="untimed rounds first (default: 1)")
+    return parser.parse_args(argv)
+
+
+# ---------------------------------------------------------------------------
+# Results: JSON, a Markdown table, the section of BENCHMARKS.md
+
+
+def _rate(value: float) -> str:
+    return f"{value:,.0f}"
+
+
+def markdown_table(results: dict[str, CaseResult], baseline: str) -> list[str]:
+    """Rows per case: median events/s, spread, seconds, repetitions, ratio to the baseline."""
+    base = Summary.of(results[baseline].rates).median
+    lines = [
+        f"| case | median events/s | min – max events/s | spread | median s | reps | vs {baseline} |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for label, result in results.items():
+        rate = Summary.of(result.rates)
+        seconds = Summary.of(result.seconds)
+        ratio = "baseline" if label == baseline else f"{rate.median / base:.2f}×"
+        lines.append(
+            f"| {label} | {_rate(rate.median)} | {_rate(rate.minimum)} – {_rate(rate.maximum)} "
+            f"| ±{rate.relative_spread / 2:.0%} | {seconds.median:.2f} | {rate.n} | {ratio} |"
+        )
+    return lines
+
+
+def paired_ratios(results: dict[str, CaseResult], case: str, baseline: str) -> list[float]:
+    """Rate of `case` over the baseline's in the same round, round by round."""
+    return [c / b for c, b in zip(results[case].rates, results[baseline].rates, strict=True)]
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+    # mkstemp makes the file private (0600); results are for everyone to read.
+    os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else 0o644)
+    os.replace(tmp, path)
+
+
+def replace_section(document: str, name: str, body: str) -> str:
+    """`document` with the text between the markers of `name` replaced by `body`.
+
+    A document without those markers gets the section appended at its end.
+    """
+    start, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
+    section = f"{start}\n{body.rstrip()}\n{end}"
+    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.DOTALL)
+    if pattern.search(document):
+        return pattern.sub(lambda _: section, document, count=1)
+    return f"{document.rstrip()}\n\n{section}\n" if document.strip() else section + "\n"
+
+
+def publish_results(
+    name: str,
+    title: str,
+    description: str,
+    results: dict[str, CaseResult],
+    baseline: str,
+    params: dict[str, Any],
+    quick: bool,
+    notes: Iterable[str] = (),
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Print the table, write the JSON and (full runs only) the BENCHMARKS.md section.
+
+    `description` says what is measured against what; `params` the sizes and
+    settings of the run; `notes` are Markdown lines printed under the table;
+    `extra` is kept in the JSON only (breakdowns, per-run details).
+    """
+    info = machine()
+    when = datetime.now(UTC).replace(microsecond=0)
+    table = markdown_table(results, baseline)
+    payload = {
+        "name": name,
+        "title": title,
+        "description": description,
+        "measured_at": when.isoformat(),
+        "mode": "quick" if quick else "full",
+        "params": params,
+        "machine": info,
+        "baseline": baseline,
+        "cases": {
+            label: {
+                "events_per_second": asdict(Summary.of(r.rates)),
+                "seconds": asdict(Summary.of(r.seconds)),
+                "runs": [
+                    {"seconds": s, "events": n} for s, n in zip(r.seconds, r.events, strict=True)
+                ],
+                "vs_baseline": {
+                    "ratio_of_medians": Summary.of(r.rates).median
+                    / Summary.of(results[baseline].rates).median,
+                    "paired_ratios": paired_ratios(results, label, baseline),
+                },
+            }
+            for label, r in results.items()
+        },
+        "notes": list(notes),
+        **({"extra": extra} if extra else {}),
+    }
+    json_path = RESULTS_DIR / (f"{name}.quick.json" if quick else f"{name}.json")
+    _write_atomically(json_path, json.dumps(payload, indent=2, default=str) + "\n")
+
+    print()
+    print("\n".join(table))
+    for line in payload["notes"]:
+        print(line)
+    print(f"\nsaved {json_path.relative_to(PROJECT_HOME)}")
+    if quick:
+        print("quick mode: BENCHMARKS.md left as it is")
+        return payload
+
+    sizes = ", ".join(f"{k}={v:,}" if isinstance(v, int) else f"{k}={v}" for k, v in params.items())
+    body = "\n".join(
+        [
+            f"### {title}",
+            "",
+            description,
+            "",
+            *table,
+            "",
+            *[f"{line}" for line in payload["notes"]],
+            *([""] if payload["notes"] else []),
+            f"<sub>{when:%Y-%m-%d %H:%M} UTC · {sizes} · {describe_machine(info)} · "
+            f"`bench/results/{name}.json`</sub>",
+        ]
+    )
+    document = MARKDOWN.read_text() if MARKDOWN.exists() else "# Benchmarks\n"
+    _write_atomically(MARKDOWN, replace_section(document, name, body))
+    print(f"updated {MARKDOWN.name} section bench:{name}")
+    return payload
