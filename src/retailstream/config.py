@@ -123,6 +123,21 @@ class IngestSettings(_Frozen):
     restart_backoff_s: float = Field(5.0, ge=0)
 
 
+class RefineSettings(_Frozen):
+    """Bronze -> silver: parsing, expectations, deduplication, quarantine."""
+
+    trigger_interval: str = "5 seconds"
+    # How late an event may arrive and still be deduplicated against earlier
+    # copies; bounds the state store. Events later than this are counted as
+    # dropped by the watermark (never silently).
+    watermark_delay: str = "1 hour"
+    # Where the expectation suites live, relative to the project folder.
+    expectations_dir: Path = Path("conf/expectations")
+    tables: tuple[str, ...] = (
+        "clickstream", "orders", "ratings", "shipments", "weather", "world_events",
+    )  # fmt: skip
+
+
 class WorldSettings(_Frozen):
     """The simulated retailer (`retailstream world init`)."""
 
@@ -147,6 +162,7 @@ class Settings(_Frozen):
     spark: SparkSettings = Field(default_factory=SparkSettings)
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
+    refine: RefineSettings = Field(default_factory=RefineSettings)
     world: WorldSettings = Field(default_factory=WorldSettings)
     generator: GeneratorSettings = Field(default_factory=GeneratorSettings)
 
@@ -321,8 +337,12 @@ def _anchor_paths(settings: Settings, home: Path) -> Settings:
     """Make every path setting absolute against the project home (defaults included)."""
     spark = settings.spark
     broker = settings.kafka.local_broker
+    refine = settings.refine
     return settings.model_copy(
         update={
+            "refine": refine.model_copy(
+                update={"expectations_dir": _absolute(refine.expectations_dir, home)}
+            ),
             "lake": settings.lake.model_copy(update={"root": _absolute(settings.lake.root, home)}),
             "spark": spark.model_copy(
                 update={"driver_log": spark.driver_log and _absolute(spark.driver_log, home)}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,3 +60,41 @@ def read_table(spark: SparkSession, path: Path, version: int | None = None) -> D
 def write_table(df: DataFrame, path: Path, mode: str = "append") -> None:
     """Write a batch DataFrame to the Delta table at `path` (`append` or `overwrite`)."""
     df.write.format("delta").mode(mode).save(str(path))
+
+
+def append_once(df: DataFrame, path: Path, app_id: str, version: int) -> None:
+    """Append `df` to the Delta table at `path` unless (`app_id`, `version`) was already written.
+
+    Delta records the pair in its log with the commit; a micro-batch replayed
+    after a crash therefore writes nothing the second time.
+    """
+    (
+        df.write.format("delta")
+        .mode("append")
+        .option("txnAppId", app_id)
+        .option("txnVersion", version)
+        .option("mergeSchema", "false")
+        .save(str(path))
+    )
+
+
+def foreach_batch_stream(
+    df: DataFrame,
+    handler: Callable[[DataFrame, int], None],
+    checkpoint: Path,
+    query_name: str,
+    trigger: StreamTrigger,
+) -> StreamingQuery:
+    """Start a stream whose micro-batches are handed to `handler(batch, batch_id)`."""
+    return (
+        df.writeStream.foreachBatch(handler)
+        .queryName(query_name)
+        .option("checkpointLocation", str(checkpoint))
+        .trigger(**trigger.options())
+        .start()
+    )
+
+
+def read_stream(spark: SparkSession, path: Path) -> DataFrame:
+    """A Delta table as an unbounded stream of its appends."""
+    return spark.readStream.format("delta").load(str(path))

@@ -29,7 +29,7 @@ from datetime import datetime
 
 import numpy as np
 
-from retailstream.world.defects import DefectInjector, DefectRates
+from retailstream.world.defects import DefectInjector, DefectRates, InjectionResult
 from retailstream.world.demand import (
     DemandModel,
     SessionPool,
@@ -100,6 +100,18 @@ _REPLENISHMENT_OVERHEAD_SECONDS = (17.5 / 60.0 + 2.0 + 0.5) * HOUR
 _INITIAL_SHIPMENT_MAX_LINES = 20
 
 
+def _emission_times_ms(
+    injected: InjectionResult, clean_times: np.ndarray, t_from: float
+) -> list[int]:
+    """The simulated clock at each output record: the event time of the clean record at
+    that position, carried forward over inserted copies and swapped neighbours (running
+    maximum), so that it never goes backwards."""
+    emitted = np.full(len(injected.records), -np.inf)
+    emitted[injected.position_of] = clean_times
+    clock = np.maximum.accumulate(np.maximum(emitted, t_from))
+    return (clock * 1000.0).astype(np.int64).tolist()
+
+
 class EventGenerator:
     """Simulates the retailer and emits its events as Kafka records with ground truth.
 
@@ -149,6 +161,7 @@ class EventGenerator:
         self._purchase_sku = np.zeros(0, dtype=np.int64)
 
         self._pending: list[KafkaRecord] = []
+        self._pending_times: list[int] = []  # emission time (epoch ms) of each pending record
         self._pending_seq = 0  # sequence number of self._pending[0]
         self._pending_truth: dict[str, list[dict]] = {
             "defects": [],
@@ -194,6 +207,8 @@ class EventGenerator:
                 gc.enable()
         records = self._pending[:n]
         del self._pending[:n]
+        emit_times_ms = self._pending_times[:n]
+        del self._pending_times[:n]
         first = self._pending_seq
         cutoff = first + n
         self._pending_seq = cutoff
@@ -203,7 +218,7 @@ class EventGenerator:
             self._pending_truth[name] = [r for r in rows if r["record_seq"] >= cutoff]
         for row in released["defects"]:
             row["record_index"] = row["record_seq"] - first
-        return EventBatch(records=records, first_seq=first, **released)
+        return EventBatch(records=records, first_seq=first, emit_times_ms=emit_times_ms, **released)
 
     # ------------------------------------------------------------------ setup helpers
     def _refresh_stock_policy(self) -> None:
@@ -344,6 +359,7 @@ class EventGenerator:
             row["record_seq"] = seq0 + row.pop("position")
             truth["defects"].append(row)
         self._pending.extend(injected.records)
+        self._pending_times.extend(_emission_times_ms(injected, merged_times, t_from))
         self._t = t_to
 
     # ------------------------------------------------------------------ clickstream

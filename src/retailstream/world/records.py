@@ -134,6 +134,10 @@ class EventBatch:
     shipment_truth: list[dict] = field(default_factory=list)
     rating_truth: list[dict] = field(default_factory=list)
     stockouts: list[dict] = field(default_factory=list)
+    # When each record was emitted on the simulated clock (epoch milliseconds,
+    # non-decreasing): the Kafka timestamp a producer should give it. A late or
+    # future defect keeps its emission time; only its event_time is off.
+    emit_times_ms: list[int] = field(default_factory=list)
 
     def truth_frames(self) -> dict[str, pd.DataFrame]:
         """The four ground-truth tables as DataFrames with fixed column types (also empty)."""

@@ -40,7 +40,7 @@ def test_next_batch_returns_exactly_n_records_numbered_contiguously(small_world:
         assert len(batch.records) == n
         assert batch.first_seq == first_seq
         for name, rows in vars(batch).items():
-            if name in ("records", "first_seq"):
+            if name in ("records", "first_seq", "emit_times_ms"):
                 continue
             assert all(first_seq <= r["record_seq"] < first_seq + n for r in rows), name
         first_seq += n
@@ -204,3 +204,21 @@ def test_invalid_arguments_are_rejected(small_world: World) -> None:
         EventGenerator(small_world, seed=1, start=START, sim_seconds_per_event=0)
     with pytest.raises(ValueError, match="non-negative"):
         EventGenerator(small_world, seed=1, start=START).next_batch(-1)
+
+
+def test_emission_times_follow_the_simulated_clock_and_never_go_back() -> None:
+    from datetime import UTC, datetime
+
+    from retailstream.world import DefectRates, EventGenerator, build_world
+
+    start = datetime(2026, 2, 1, tzinfo=UTC)
+    rates = DefectRates(**{k: 10 * v for k, v in vars(DefectRates()).items()})
+    generator = EventGenerator(
+        build_world(2, "small"), 2, start, sim_seconds_per_event=1.0, defect_rates=rates
+    )
+    batch = generator.next_batch(5000)
+    times = batch.emit_times_ms
+    assert len(times) == len(batch.records)
+    assert times == sorted(times)
+    assert times[0] >= start.timestamp() * 1000
+    assert times[-1] <= generator.sim_time.timestamp() * 1000 + 1
