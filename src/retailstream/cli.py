@@ -27,8 +27,9 @@ from retailstream.jobs.launcher import PROG, add_common_flags, guarded, with_ses
 # `retailstream run NAME` -> the job module that owns it (and jobs/NAME.py for spark-submit).
 JOBS = {
     "ingest": "retailstream.jobs.ingest_events",
+    "refine": "retailstream.jobs.refine_events",
 }
-JOB_SCRIPTS = {"ingest": "ingest_events"}
+JOB_SCRIPTS = {"ingest": "ingest_events", "refine": "refine_events"}
 
 Handler = Callable[[argparse.Namespace], int | None]
 
@@ -187,6 +188,28 @@ def produce(args: argparse.Namespace) -> int:
     return produce_events.run(args)
 
 
+def quality_validate(args: argparse.Namespace) -> int:
+    """Run the expectation suites through Great Expectations on the silver tables."""
+    from retailstream.jobs.launcher import with_session
+
+    def validate(spark, settings: Settings, _: argparse.Namespace) -> int:  # noqa: ANN001
+        from retailstream.jobs.refine_events import load_references
+        from retailstream.quality.gx_validation import reference_values, validate_tables
+        from retailstream.quality.suites import load_suites
+
+        suites = load_suites(settings.refine.expectations_dir)
+        references = reference_values(load_references(spark, settings), suites)
+        output = settings.lake.root.parent / "quality"
+        report = validate_tables(
+            spark, settings.lake.root, suites, references, output, args.max_rows
+        )
+        for line in report.lines():
+            print(line)
+        return 0 if report.success else 4
+
+    return int(with_session(validate, args) or 0)
+
+
 def submit(args: argparse.Namespace) -> int:
     """spark-submit a job with the resolved jars, e.g. against a standalone master."""
     from retailstream.jars import classpath
@@ -281,6 +304,18 @@ def build_parser() -> argparse.ArgumentParser:
         commands, "produce", "publish generated events to Kafka (with ground truth)", produce
     )
     produce_events.add_flags(publish)
+
+    quality = commands.add_parser(
+        "quality", help="data quality of the silver tables", description="Data quality."
+    )
+    quality_commands = quality.add_subparsers(dest="action", metavar="ACTION", required=True)
+    validate = command(
+        quality_commands,
+        "validate",
+        "validate silver tables with Great Expectations (results and Data Docs under data/quality)",
+        quality_validate,
+    )
+    validate.add_argument("--max-rows", type=int, default=100_000, help="sample size per table")
 
     run = command(commands, "run", "run a streaming job in this process", run_job)
     run.add_argument("job", choices=sorted(JOBS), help="the job")

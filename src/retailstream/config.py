@@ -188,9 +188,14 @@ def find_home(start: Path | None = None) -> Path:
     )
 
 
+# Folders of conf/ that are not envs: the layers every env shares, and data
+# declared there (the expectation suites are read by the quality code).
+NOT_ENVS = frozenset({"base", "local", "expectations"})
+
+
 def available_envs(home: Path) -> list[str]:
     conf = home / "conf"
-    return sorted(p.name for p in conf.iterdir() if p.is_dir() and p.name not in {"base", "local"})
+    return sorted(p.name for p in conf.iterdir() if p.is_dir() and p.name not in NOT_ENVS)
 
 
 def _layer_files(home: Path, env: str) -> list[Path]:
@@ -393,4 +398,8 @@ def load_settings(
 
 def shipped_config_files(home: Path) -> list[Path]:
     """Every committed YAML file under conf/ (for tests and `config check`)."""
-    return sorted(p for p in (home / "conf").rglob("*.y*ml") if "local" not in p.parts)
+    return sorted(
+        p
+        for p in (home / "conf").rglob("*.y*ml")
+        if not {"local", "expectations"} & set(p.relative_to(home / "conf").parts)
+    )

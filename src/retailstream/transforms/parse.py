@@ -97,6 +97,13 @@ def _upcast(raw: Column, topic: str) -> Column:
     return result
 
 
+def _line_minimum(name: str) -> Column:
+    """The smallest `name` over the lines; null if any line lacks it (array_min skips
+    nulls, which would let a line without a quantity pass the range expectation)."""
+    values = F.transform("lines", lambda line: line[name])
+    return F.when(~F.exists(values, lambda v: v.isNull()), F.array_min(values))
+
+
 def parse_events(bronze: DataFrame, contract: EventContract) -> DataFrame:
     """Typed rows of `contract.topic` with their parse reasons.
 
@@ -104,8 +111,8 @@ def parse_events(bronze: DataFrame, contract: EventContract) -> DataFrame:
     kafka_timestamp). Returns the columns of `silver_schema(contract.table)`
     plus `key`, `value` (kept for the quarantine), `parse_errors`
     (array<string>, empty when the value parsed), `_dedup_key` (the event id,
-    or the bronze coordinates when there is none) and `_wm_time` (event time,
-    or the Kafka time when there is none) for deduplication.
+    or the bronze coordinates when there is none) and `_wm_time` (the Kafka
+    timestamp, the watermark column of deduplication).
     """
     text = F.col("value").cast("string")
     empty = F.col("value").isNotNull() & (F.length("value") == 0)
@@ -143,16 +150,10 @@ def parse_events(bronze: DataFrame, contract: EventContract) -> DataFrame:
     if contract.line_fields:
         derived += [
             F.size("lines").cast("int").alias("line_count"),
-            F.array_min(F.transform("lines", lambda line: line["quantity"])).alias(
-                "min_line_quantity"
-            ),
+            _line_minimum("quantity").alias("min_line_quantity"),
         ]
         if any(f.name == "unit_price" for f in contract.line_fields):
-            derived.append(
-                F.array_min(F.transform("lines", lambda line: line["unit_price"])).alias(
-                    "min_line_unit_price"
-                )
-            )
+            derived.append(_line_minimum("unit_price").alias("min_line_unit_price"))
         else:
             derived.append(F.lit(None).cast("double").alias("min_line_unit_price"))
         derived.append(F.lit(None).cast("int").alias("unknown_line_skus"))
@@ -177,5 +178,9 @@ def parse_events(bronze: DataFrame, contract: EventContract) -> DataFrame:
                 F.col("offset").cast("string"),
             ),
         ).alias("_dedup_key"),
-        F.coalesce(F.col("event_time"), F.col("kafka_timestamp")).alias("_wm_time"),
+        # Deduplication keeps state by arrival time, not event time: a record dated
+        # in the future cannot push the watermark ahead and drop good events, and
+        # an old-dated one is judged by the lateness expectation (quarantined with
+        # its raw value) instead of vanishing behind the watermark.
+        F.col("kafka_timestamp").alias("_wm_time"),
     )

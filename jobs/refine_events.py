@@ -1,0 +1,3 @@
+from retailstream.jobs.refine_events import main
+
+raise SystemExit(main())
