@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
-from retailstream.config import LocalBrokerSettings
-from retailstream.kafka.broker import free_port
+from retailstream.config import LocalBrokerSettings, Settings, load_settings
+from retailstream.jars import classpath
+from retailstream.kafka.broker import LocalBroker, free_port
 
 PROJECT_HOME = Path(__file__).resolve().parents[1]
 
@@ -34,3 +37,22 @@ def run_cli(
         env={**os.environ, **(env or {})},
         check=False,
     )
+
+
+@contextlib.contextmanager
+def own_pipeline(root: Path) -> Iterator[Settings]:
+    """Settings of the `test` env with a broker of their own and a lake under `root`.
+
+    For tests that must account for every record in the topics, which the
+    run-wide broker shares with other tests.
+    """
+    broker = LocalBroker(broker_settings(root / "kafka"), classpath(PROJECT_HOME, "kafka-broker"))
+    broker.start()
+    try:
+        yield load_settings(
+            "test",
+            [f"lake.root={root / 'lake'}", f"kafka.bootstrap_servers={broker.bootstrap}"],
+            home=PROJECT_HOME,
+        )
+    finally:
+        broker.stop()

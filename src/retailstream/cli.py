@@ -28,8 +28,9 @@ from retailstream.jobs.launcher import PROG, add_common_flags, guarded, with_ses
 JOBS = {
     "ingest": "retailstream.jobs.ingest_events",
     "refine": "retailstream.jobs.refine_events",
+    "enrich": "retailstream.jobs.enrich_events",
 }
-JOB_SCRIPTS = {"ingest": "ingest_events", "refine": "refine_events"}
+JOB_SCRIPTS = {"ingest": "ingest_events", "refine": "refine_events", "enrich": "enrich_events"}
 
 Handler = Callable[[argparse.Namespace], int | None]
 

@@ -18,15 +18,13 @@ import pytest
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from retailstream.config import Settings, load_settings
+from retailstream.config import Settings
 from retailstream.io.delta import read_table
-from retailstream.jars import classpath
 from retailstream.jobs import ingest_events, init_world, refine_events
-from retailstream.kafka.broker import LocalBroker
 from retailstream.kafka.clients import flush_or_fail, producer
 from retailstream.kafka.topics import create_topics
 from retailstream.world import DefectRates, EventGenerator, build_world
-from support import PROJECT_HOME, broker_settings
+from support import own_pipeline
 
 AVAILABLE_NOW = argparse.Namespace(available_now=True)
 START = datetime(2026, 5, 4, 8, 0, tzinfo=UTC)
@@ -35,17 +33,8 @@ SEED = 3
 
 @pytest.fixture(scope="module")
 def corpus_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    root = tmp_path_factory.mktemp("refine")
-    broker = LocalBroker(broker_settings(root / "kafka"), classpath(PROJECT_HOME, "kafka-broker"))
-    broker.start()
-    try:
-        yield load_settings(
-            "test",
-            [f"lake.root={root / 'lake'}", f"kafka.bootstrap_servers={broker.bootstrap}"],
-            home=PROJECT_HOME,
-        )
-    finally:
-        broker.stop()
+    with own_pipeline(tmp_path_factory.mktemp("refine")) as settings:
+        yield settings
 
 
 def _rating(event_id: str, when: datetime, **fields: object) -> dict[str, object]:

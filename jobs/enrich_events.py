@@ -1,0 +1,3 @@
+from retailstream.jobs.enrich_events import main
+
+raise SystemExit(main())
