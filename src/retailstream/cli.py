@@ -199,7 +199,7 @@ def quality_validate(args: argparse.Namespace) -> int:
         from retailstream.quality.suites import load_suites
 
         suites = load_suites(settings.refine.expectations_dir)
-        references = reference_values(load_references(spark, settings), suites)
+        references = reference_values(load_references(spark, settings), suites.values())
         output = settings.lake.root.parent / "quality"
         report = validate_tables(
             spark, settings.lake.root, suites, references, output, args.max_rows

@@ -179,3 +179,24 @@ def test_every_event_lands_once_where_it_should(
     after = read_table(spark, lake / "quality_metrics").collect()
     assert sum(m.late_rows_dropped for m in after) == 1
     assert ratings.where(F.col("event_id") == "a" * 32).count() == 0
+
+
+def test_quality_validate_passes_on_refined_silver(
+    corpus_settings: Settings, spark: SparkSession, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What refine let through meets its suites under Great Expectations too."""
+    from retailstream.cli import main
+
+    lake = corpus_settings.lake.root
+    code = main(
+        [
+            "--env", "test",
+            "--set", f"lake.root={lake}",
+            "--set", f"kafka.bootstrap_servers={corpus_settings.kafka.bootstrap}",
+            "quality", "validate", "--max-rows", "2000",
+        ]
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "ratings" in out and "clickstream" in out
+    assert list((lake.parent / "quality").rglob("index.html")), "Data Docs were built"
