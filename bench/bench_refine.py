@@ -1,0 +1,441 @@
+"""Bronze -> silver refine, with the expectation suites and without them, in one run.
+
+One throwaway local broker is filled once with generated events (each record
+stamped with the generator's emit time, as a live producer would, so that
+events are not taken for hours late), `world init` writes the reference
+tables and ingest copies the topics into bronze, once. Then, alternately in
+one run and one SparkSession, the refine query of every table
+(`jobs.refine_events.start`, one after the other as `refine --available-now`
+runs them) drains that bronze table:
+
+- without expectations, the baseline: the shipped query (parse, deduplicate
+  by event_id, write silver and quarantine, count the batch) with every
+  suite emptied and the line-sku lookup (orders, shipments) skipped: only
+  parse errors are quarantined;
+- with expectations: the shipped suites of `conf/expectations/`, their
+  reference-data joins and the line-sku lookup of orders and shipments.
+
+Every repetition writes silver, quarantine and checkpoints into a fresh lake
+whose `bronze_events` and `reference` are links to the shared ones. The
+reference tables are loaded and cached once per session, as a running refine
+job holds them. Time is wall time from the first query's start to the last
+one's end; events/s = bronze rows / seconds. Overhead = 1 - with / without.
+
+    .venv/bin/python bench/bench_refine.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import shutil
+import sys
+import tempfile
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from statistics import median
+from typing import Any
+
+from harness import (
+    Case,
+    bench_settings,
+    local_broker,
+    paired_ratios,
+    parse_args,
+    publish_results,
+    run_alternating,
+)
+from pyspark.sql import DataFrame, SparkSession
+
+from retailstream.config import LakeSettings, Settings
+from retailstream.io.delta import StreamTrigger, read_table
+from retailstream.jobs import ingest_events, init_world, refine_events
+from retailstream.kafka.clients import flush_or_fail, producer
+from retailstream.kafka.topics import create_topics, describe_topics
+from retailstream.quality.suites import Suite, load_suites
+from retailstream.schemas import CONTRACTS_BY_TABLE
+from retailstream.session import build_spark
+from retailstream.world import EventGenerator, build_world
+
+WITHOUT = "refine without expectations"
+WITH = "refine with expectations"
+START = datetime(2026, 5, 4, tzinfo=UTC)
+SCALE = "small"
+SHARED = (ingest_events.BRONZE_TABLE, init_world.REFERENCE)
+
+
+# ---------------------------------------------------------------------------
+# Setup, once per run
+
+
+def fill_topics(settings: Settings, events: int, seed: int) -> tuple[int, float]:
+    """Produce `events` generated events, each stamped with its emit time; return
+    (records in Kafka, events/s)."""
+    bootstrap = settings.kafka.bootstrap
+    create_topics(bootstrap, settings.kafka.topics)
+    generator = EventGenerator(build_world(seed, SCALE), seed, START, sim_seconds_per_event=1.0)
+    client = producer(bootstrap)
+    started = time.perf_counter()
+    produced = 0
+    while produced < events:
+        batch = generator.next_batch(min(settings.generator.batch_size, events - produced))
+        for (topic, key, value), emitted in zip(batch.records, batch.emit_times_ms, strict=True):
+            while True:
+                try:
+                    client.produce(topic, key=key, value=value, timestamp=emitted)
+                    break
+                except BufferError:  # the local queue is full: let it deliver
+                    client.poll(0.05)
+        produced += len(batch.records)
+        client.poll(0)
+    flush_or_fail(client)
+    rate = produced / (time.perf_counter() - started)
+    records = sum(t.records for t in describe_topics(bootstrap, sorted(settings.kafka.topics)))
+    return records, rate
+
+
+def bronze_rows_by_topic(spark: SparkSession, settings: Settings) -> dict[str, int]:
+    bronze = read_table(spark, settings.lake.table(ingest_events.BRONZE_TABLE))
+    return {r["topic"]: int(r["count"]) for r in bronze.groupBy("topic").count().collect()}
+
+
+def cached_references(spark: SparkSession, settings: Settings) -> dict[str, DataFrame]:
+    """The reference tables, loaded and cached once (untimed), as a running job holds them."""
+    references = refine_events.load_references(spark, settings)
+    for frame in references.values():
+        frame.count()  # fills the cache
+    return references
+
+
+# ---------------------------------------------------------------------------
+# Where the time goes inside a micro-batch: the handler's writes, timed
+
+
+class StepTimer:
+    """Seconds spent in the refine handler's Delta writes and reason counts, per run.
+
+    The handler persists the micro-batch, so its first write (silver) also
+    reads bronze, parses, deduplicates and validates; the later ones read the
+    cached rows.
+    """
+
+    def __init__(self) -> None:
+        self.current: Counter[str] = Counter()
+
+    def step(self, app_id: str) -> str:
+        if app_id.endswith("_quarantine"):
+            return "quarantine write"
+        if app_id == refine_events.query_name("order_lines"):
+            return "order_lines write"
+        return "silver write (+ read, parse, dedup, validate)"
+
+    @contextlib.contextmanager
+    def installed(self, skip_line_skus: bool) -> Iterator[None]:
+        """Wrap the handler's writes with timers; with `skip_line_skus`, make the
+        line-sku lookup of orders and shipments a no-op (the parsed null stays)."""
+        originals = {
+            name: getattr(refine_events, name)
+            for name in ("append_once", "reason_counts", "fill_unknown_line_skus")
+        }
+
+        def append_once(df: DataFrame, path: Path, app_id: str, version: int) -> None:
+            started = time.perf_counter()
+            try:
+                originals["append_once"](df, path, app_id, version)
+            finally:
+                self.current[self.step(app_id)] += time.perf_counter() - started
+
+        def reason_counts(quarantined: DataFrame) -> dict[str, int]:
+            started = time.perf_counter()
+            try:
+                return originals["reason_counts"](quarantined)
+            finally:
+                self.current["reason counts"] += time.perf_counter() - started
+
+        refine_events.append_once = append_once
+        refine_events.reason_counts = reason_counts
+        if skip_line_skus:
+            refine_events.fill_unknown_line_skus = lambda df, products: df
+        try:
+            yield
+        finally:
+            for name, original in originals.items():
+                setattr(refine_events, name, original)
+
+
+# ---------------------------------------------------------------------------
+# The repetitions
+
+
+class Runs:
+    """Fresh lake roots per repetition (bronze and reference linked), and what each run saw."""
+
+    def __init__(
+        self,
+        spark: SparkSession,
+        settings: Settings,
+        tmp: Path,
+        bronze_rows: dict[str, int],
+        references: dict[str, DataFrame],
+    ) -> None:
+        self.spark = spark
+        self.base = settings
+        self.tmp = tmp
+        self.bronze_rows = bronze_rows
+        self.references = references
+        self.count = 0
+        self.current = settings
+        self.timer = StepTimer()
+        self.details: dict[str, list[dict[str, Any]]] = defaultdict(list)
+
+    def fresh(self) -> None:
+        """Untimed: drop the previous repetition's lake, link a new one to bronze and reference."""
+        if self.count:
+            shutil.rmtree(self.current.lake.root, ignore_errors=True)  # unlinks, never follows
+        self.count += 1
+        root = self.tmp / f"lake-{self.count}"
+        root.mkdir()
+        for name in SHARED:
+            (root / name).symlink_to(self.base.lake.table(name), target_is_directory=True)
+        self.current = self.base.model_copy(update={"lake": LakeSettings(root=root)})
+
+    def case(self, label: str, suites: dict[str, Suite], skip_line_skus: bool) -> Callable[[], int]:
+        def run() -> int:
+            settings = self.current
+            tables: dict[str, dict[str, Any]] = {}
+            self.timer.current = Counter()
+            with self.timer.installed(skip_line_skus):
+                for table in settings.refine.tables:
+                    tables[table] = self.refine_one(settings, table, suites)
+            rows = sum(t["rows_in"] for t in tables.values())
+            self.details[label].append({"steps": dict(self.timer.current), "tables": tables})
+            return rows
+
+        return run
+
+    def refine_one(
+        self, settings: Settings, table: str, suites: dict[str, Suite]
+    ) -> dict[str, Any]:
+        counts = refine_events.BatchCounts()
+        started = time.perf_counter()
+        query = refine_events.start(
+            self.spark,
+            settings,
+            table,
+            StreamTrigger(available_now=True),
+            self.references,
+            suites,
+            counts,
+        )
+        query.awaitTermination()
+        seconds = time.perf_counter() - started
+        if query.exception() is not None:
+            raise RuntimeError(f"refine {table} failed: {query.exception()}")
+        progress = query.recentProgress
+        rows_in = sum(int(p["numInputRows"]) for p in progress)
+        topic = CONTRACTS_BY_TABLE[table].topic
+        if rows_in != self.bronze_rows.get(topic, 0):
+            raise RuntimeError(
+                f"refine {table} read {rows_in:,} rows, bronze holds "
+                f"{self.bronze_rows.get(topic, 0):,} of {topic}"
+            )
+        phases: Counter[str] = Counter()
+        valid = quarantined = 0
+        reasons: Counter[str] = Counter()
+        for p in progress:
+            phases.update(p["durationMs"])
+            counted = counts.pop(int(p["batchId"]))
+            if counted is not None:
+                valid += int(counted["valid"])
+                quarantined += int(counted["quarantined"])
+                reasons.update(counted["by_reason"])
+        return {
+            "seconds": seconds,
+            "rows_in": rows_in,
+            "batches": len(progress),
+            # A stateful query runs a no-data batch after the last data batch to move
+            # the watermark on; foreachBatch calls the handler for it too.
+            "batch_rows_and_ms": [
+                (int(p["numInputRows"]), int(p["durationMs"].get("addBatch", 0))) for p in progress
+            ],
+            "valid": valid,
+            "quarantined": quarantined,
+            "by_reason": dict(reasons.most_common()),
+            "duration_ms": dict(phases),
+        }
+
+
+# ---------------------------------------------------------------------------
+# Summaries
+
+
+def median_by_table(details: list[dict[str, Any]], tables: tuple[str, ...]) -> dict[str, float]:
+    return {t: median(d["tables"][t]["seconds"] for d in details) for t in tables}
+
+
+def median_empty_batches(details: list[dict[str, Any]]) -> float:
+    """Median seconds per repetition in batches that read no rows (addBatch, all tables)."""
+    return median(
+        sum(ms for t in d["tables"].values() for rows, ms in t["batch_rows_and_ms"] if not rows)
+        / 1000
+        for d in details
+    )
+
+
+def median_steps(details: list[dict[str, Any]], seconds: list[float]) -> dict[str, float]:
+    """Median seconds per repetition in each handler step, in the batch outside
+    them, and outside the batches (query start, planning, offsets, stop)."""
+    steps: dict[str, list[float]] = defaultdict(list)
+    for d, total in zip(details, seconds, strict=True):
+        batch = sum(t["duration_ms"].get("addBatch", 0) / 1000 for t in d["tables"].values())
+        for name in sorted({s for x in details for s in x["steps"]}):
+            steps[name].append(d["steps"].get(name, 0.0))
+        steps["rest of the batch (counts, caching)"].append(batch - sum(d["steps"].values()))
+        steps["outside the batches (start, plan, offsets, stop)"].append(total - batch)
+    return {name: median(values) for name, values in steps.items()}
+
+
+def main() -> int:
+    args = parse_args(__doc__)
+    events = 10_000 if args.quick else 300_000
+    repetitions = args.repetitions or (1 if args.quick else 3)
+    # Quick mode is a smoke test: no warm-up, one round (each query costs seconds).
+    warmup = (0 if args.quick else 1) if args.warmup is None else args.warmup
+    began = time.perf_counter()
+
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-refine-") as tmp_name,
+        local_broker(Path(tmp_name)) as broker,
+    ):
+        tmp = Path(tmp_name)
+        settings = bench_settings(tmp, broker.bootstrap)
+        seed = settings.world.seed
+        print(f"producing {events:,} events ...", flush=True)
+        records, produce_rate = fill_topics(settings, events, seed)
+        print(f"  {records:,} records in Kafka ({produce_rate:,.0f} events/s)")
+        print("starting Spark ...", flush=True)
+        spark = build_spark(settings)
+        try:
+            started = time.perf_counter()
+            init_world.write_world(spark, settings, seed, SCALE)
+            print(f"world (seed {seed}, {SCALE}) in {time.perf_counter() - started:.1f} s")
+            started = time.perf_counter()
+            ingest_events.run(spark, settings, argparse.Namespace(available_now=True))
+            bronze_rows = bronze_rows_by_topic(spark, settings)
+            bronze_total = sum(bronze_rows.values())
+            print(f"bronze: {bronze_total:,} rows in {time.perf_counter() - started:.1f} s")
+            if bronze_total != records:
+                raise RuntimeError(f"bronze holds {bronze_total:,} rows, Kafka {records:,}")
+            references = cached_references(spark, settings)
+            shipped = load_suites(settings.refine.expectations_dir)
+            missing = sorted(set(settings.refine.tables) - set(shipped))
+            if missing:
+                raise RuntimeError(f"no suite for {', '.join(missing)}")
+            empty = {t: dataclasses.replace(s, expectations=()) for t, s in shipped.items()}
+            runs = Runs(spark, settings, tmp, bronze_rows, references)
+            cases = [
+                Case(WITHOUT, runs.case(WITHOUT, empty, skip_line_skus=True), runs.fresh),
+                Case(WITH, runs.case(WITH, shipped, skip_line_skus=False), runs.fresh),
+            ]
+            print(f"{warmup} warm-up + {repetitions} rounds")
+            results = run_alternating(cases, repetitions, warmup)
+        finally:
+            spark.stop()
+        master = settings.spark.master
+        tables = settings.refine.tables
+        shuffle_partitions = settings.spark.shuffle_partitions
+
+    details = {label: runs.details[label][warmup:] for label in (WITHOUT, WITH)}
+    by_table = {label: median_by_table(details[label], tables) for label in details}
+    steps = {label: median_steps(details[label], results[label].seconds) for label in details}
+    empty_batches = {label: median_empty_batches(details[label]) for label in details}
+    ratio = results[WITH].median_rate / results[WITHOUT].median_rate
+    ratios = paired_ratios(results, WITH, WITHOUT)
+    last = details[WITH][-1]["tables"]
+    quarantined = {t: last[t]["quarantined"] for t in tables}
+    baseline_quarantined = {t: details[WITHOUT][-1]["tables"][t]["quarantined"] for t in tables}
+    expectation_count = sum(len(shipped[t].expectations) for t in tables)
+    notes = [
+        f"Overhead of the expectations: **{1 - ratio:.1%}** (1 − with / without, ratio of "
+        f"medians; per round {1 - max(ratios):.1%} – {1 - min(ratios):.1%}); aim: under 15 %.",
+        "",
+        "Median seconds per table, without → with (rows; reference joins of its suite): "
+        + "; ".join(
+            f"{t} {by_table[WITHOUT][t]:.1f} → {by_table[WITH][t]:.1f} "
+            f"({bronze_rows.get(CONTRACTS_BY_TABLE[t].topic, 0):,}; "
+            f"{len(shipped[t].value_set_sources())}"
+            + (" + line skus" if CONTRACTS_BY_TABLE[t].line_fields else "")
+            + ")"
+            for t in tables
+        )
+        + ".",
+        "",
+        "Each query runs one data batch, then a no-data batch (it moves the deduplication "
+        "watermark on), which still calls the handler: its empty writes and counts took "
+        + " and ".join(
+            f"{empty_batches[label]:.1f} s {'without' if label == WITHOUT else 'with'}"
+            for label in (WITHOUT, WITH)
+        )
+        + " per repetition (median, six tables).",
+        "",
+        "Where the time goes (median seconds per repetition, summed over the six queries; "
+        "the handler persists each micro-batch, so the silver write also reads, parses, "
+        "deduplicates and validates it):",
+        "",
+        *(
+            f"- {label}: "
+            + ", ".join(f"{name} {secs:.1f}" for name, secs in steps[label].items())
+            + "."
+            for label in (WITHOUT, WITH)
+        ),
+        "",
+        f"Rows quarantined: {sum(quarantined.values()):,} of {bronze_total:,} with the "
+        f"{expectation_count} expectations, {sum(baseline_quarantined.values()):,} (parse "
+        "errors only) without.",
+    ]
+    elapsed = time.perf_counter() - began
+    print(f"\nwhole run {elapsed / 60:.1f} min")
+    publish_results(
+        "refine",
+        "Bronze → silver refine (`bench/bench_refine.py`)",
+        "Events per second of the refine queries of all six tables "
+        "(`jobs.refine_events.start`, one after the other, `availableNow`) with the shipped "
+        "expectation suites, reference joins and line-sku lookup, against the baseline of the "
+        "same queries with empty suites (parse, dedup, silver and quarantine writes); same "
+        f"bronze table, same session (`{master}`), alternating, a fresh silver, quarantine "
+        "and checkpoints each repetition. events/s = bronze rows / wall seconds over the six "
+        "queries.",
+        results,
+        baseline=WITHOUT,
+        params={
+            "events": bronze_total,
+            "repetitions": repetitions,
+            "warmup": warmup,
+            "world": SCALE,
+        },
+        quick=args.quick,
+        notes=notes,
+        extra={
+            "overhead": 1 - ratio,
+            "overhead_per_round": [1 - r for r in ratios],
+            "produce_events_per_second": produce_rate,
+            "bronze_rows_by_topic": bronze_rows,
+            "expectations_per_table": {t: len(shipped[t].expectations) for t in tables},
+            "spark_master": master,
+            "shuffle_partitions": shuffle_partitions,
+            "whole_run_seconds": elapsed,
+            "median_seconds_by_table": by_table,
+            "median_seconds_by_step": steps,
+            "median_seconds_in_no_data_batches": empty_batches,
+            "runs": details,
+        },
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
