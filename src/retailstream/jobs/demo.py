@@ -18,7 +18,7 @@ from retailstream.config import Settings, load_settings
 from retailstream.io.delta import StreamTrigger, read_table
 from retailstream.jars import classpath
 from retailstream.jobs import ingest_events, init_world, produce_events
-from retailstream.jobs.launcher import add_common_flags, guarded
+from retailstream.jobs.launcher import launch_without_spark
 from retailstream.kafka.broker import LocalBroker
 
 
@@ -80,8 +80,10 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="demo", description=__doc__.splitlines()[0])
-    add_common_flags(parser)
-    add_flags(parser)
-    args = parser.parse_args(argv)
-    return guarded(args.verbose, lambda: run_demo(load_settings(args.env, args.overrides), args))
+    return launch_without_spark(
+        __doc__.splitlines()[0],
+        lambda args: run_demo(load_settings(args.env, args.overrides), args),
+        argv,
+        add_flags,
+        prog="demo",
+    )

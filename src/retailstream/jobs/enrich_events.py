@@ -33,7 +33,7 @@ from retailstream.io.delta import (
     read_stream,
     read_table,
 )
-from retailstream.jobs.launcher import launch
+from retailstream.jobs.launcher import available_now_flag, launch
 from retailstream.jobs.refine_events import load_references, silver_table
 from retailstream.transforms.enrich import (
     add_world_events,
@@ -146,13 +146,11 @@ def run(spark: SparkSession, settings: Settings, args: argparse.Namespace) -> in
     return 0
 
 
-def _flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--available-now",
-        action="store_true",
-        help="enrich what silver holds now, then stop (default: run until interrupted)",
-    )
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    return launch(__doc__.splitlines()[0], run, argv, _flags, prog="enrich_events")
+    return launch(
+        __doc__.splitlines()[0],
+        run,
+        argv,
+        available_now_flag("enrich what silver holds"),
+        prog="enrich_events",
+    )

@@ -26,7 +26,7 @@ from retailstream.errors import UserError
 from retailstream.io.checkpoints import next_kafka_offsets
 from retailstream.io.delta import StreamTrigger, append_stream
 from retailstream.io.kafka_source import read_kafka_stream
-from retailstream.jobs.launcher import launch
+from retailstream.jobs.launcher import available_now_flag, launch
 from retailstream.jobs.supervisor import run_supervised
 from retailstream.kafka.broker import broker_reachable
 from retailstream.kafka.clients import require_broker
@@ -136,13 +136,11 @@ def run(spark: SparkSession, settings: Settings, args: argparse.Namespace) -> in
     return 0
 
 
-def _flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--available-now",
-        action="store_true",
-        help="ingest what Kafka holds now, then stop (default: run until interrupted)",
-    )
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    return launch(__doc__.splitlines()[0], run, argv, _flags, prog="ingest_events")
+    return launch(
+        __doc__.splitlines()[0],
+        run,
+        argv,
+        available_now_flag("ingest what Kafka holds"),
+        prog="ingest_events",
+    )

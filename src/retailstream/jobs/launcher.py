@@ -44,6 +44,19 @@ def add_common_flags(parser: argparse.ArgumentParser, suppress_defaults: bool = 
     )
 
 
+def available_now_flag(what: str) -> Callable[[argparse.ArgumentParser], None]:
+    """The `--available-now` flag of a streaming job; `what` says what it drains."""
+
+    def add(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--available-now",
+            action="store_true",
+            help=f"{what} now, then stop (default: run until interrupted)",
+        )
+
+    return add
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     # Py4J wraps the Java exception; its message starts after "An error occurred ...:\n".
@@ -103,6 +116,21 @@ def launch(
         add_flags(parser)
     args = parser.parse_args(argv)
     return guarded(args.verbose, lambda: with_session(run, args))
+
+
+def launch_without_spark(
+    description: str,
+    run: Callable[[argparse.Namespace], int | None],
+    argv: Sequence[str] | None,
+    add_flags: Callable[[argparse.ArgumentParser], None],
+    prog: str,
+) -> int:
+    """Parse the common flags and the command's own, then call `run(args)` (no SparkSession)."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    add_common_flags(parser)
+    add_flags(parser)
+    args = parser.parse_args(argv)
+    return guarded(args.verbose, lambda: run(args))
 
 
 def with_session(

@@ -23,7 +23,7 @@ from retailstream.config import Settings, load_settings
 from retailstream.errors import UserError
 from retailstream.io.truth import TruthWriter, truth_dir
 from retailstream.jobs.init_world import load_world
-from retailstream.jobs.launcher import add_common_flags, guarded
+from retailstream.jobs.launcher import launch_without_spark
 from retailstream.kafka.clients import producer, require_broker
 from retailstream.kafka.publish import PublishReport, publish
 from retailstream.kafka.topics import create_topics
@@ -118,11 +118,7 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="produce", description=__doc__.splitlines()[0])
-    add_common_flags(parser)
-    add_flags(parser)
-    args = parser.parse_args(argv)
-    return guarded(args.verbose, lambda: run(args))
+    return launch_without_spark(__doc__.splitlines()[0], run, argv, add_flags, prog="produce")
 
 
 def run(args: argparse.Namespace) -> int:

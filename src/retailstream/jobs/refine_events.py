@@ -39,7 +39,7 @@ from retailstream.io.delta import (
 )
 from retailstream.jobs.ingest_events import BRONZE_TABLE
 from retailstream.jobs.init_world import reference_table
-from retailstream.jobs.launcher import launch
+from retailstream.jobs.launcher import available_now_flag, launch
 from retailstream.quality.expectations import failed_expectations, fill_unknown_line_skus
 from retailstream.quality.suites import Suite, load_suites
 from retailstream.schemas import CONTRACTS_BY_TABLE, EventContract, silver_schema
@@ -311,13 +311,11 @@ def run(spark: SparkSession, settings: Settings, args: argparse.Namespace) -> in
     return 0
 
 
-def _flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--available-now",
-        action="store_true",
-        help="refine what bronze holds now, then stop (default: run until interrupted)",
-    )
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    return launch(__doc__.splitlines()[0], run, argv, _flags, prog="refine_events")
+    return launch(
+        __doc__.splitlines()[0],
+        run,
+        argv,
+        available_now_flag("refine what bronze holds"),
+        prog="refine_events",
+    )
