@@ -13,11 +13,11 @@ runs them) drains that bronze table:
   suite emptied and the line-sku lookup (orders, shipments) skipped: only
   parse errors are quarantined;
 - with expectations: the shipped suites of `conf/expectations/`, their
-  reference-data joins and the line-sku lookup of orders and shipments.
+  reference value-set joins and the line-sku check of orders and shipments.
 
 Every repetition writes silver, quarantine and checkpoints into a fresh lake
 whose `bronze_events` and `reference` are links to the shared ones. The
-reference tables are loaded and cached once per session, as a running refine
+reference value sets are gathered and cached once per session, as a running refine
 job holds them. Time is wall time from the first query's start to the last
 one's end; events/s = bronze rows / seconds. Overhead = 1 - with / without.
 
@@ -56,6 +56,7 @@ from retailstream.io.delta import StreamTrigger, read_table
 from retailstream.jobs import ingest_events, init_world, refine_events
 from retailstream.kafka.clients import flush_or_fail, producer
 from retailstream.kafka.topics import create_topics, describe_topics
+from retailstream.quality.expectations import KnownValues
 from retailstream.quality.suites import Suite, load_suites
 from retailstream.schemas import CONTRACTS_BY_TABLE
 from retailstream.session import build_spark
@@ -103,12 +104,12 @@ def bronze_rows_by_topic(spark: SparkSession, settings: Settings) -> dict[str, i
     return {r["topic"]: int(r["count"]) for r in bronze.groupBy("topic").count().collect()}
 
 
-def cached_references(spark: SparkSession, settings: Settings) -> dict[str, DataFrame]:
-    """The reference tables, loaded and cached once (untimed), as a running job holds them."""
+def gathered_references(
+    spark: SparkSession, settings: Settings, suites: dict[str, Suite]
+) -> KnownValues:
+    """The reference value sets, gathered once (untimed), as a running refine job does."""
     references = refine_events.load_references(spark, settings)
-    for frame in references.values():
-        frame.count()  # fills the cache
-    return references
+    return refine_events.known_values(spark, references, suites)
 
 
 # ---------------------------------------------------------------------------
@@ -116,7 +117,7 @@ def cached_references(spark: SparkSession, settings: Settings) -> dict[str, Data
 
 
 class StepTimer:
-    """Seconds spent in the refine handler's Delta writes and reason counts, per run.
+    """Seconds spent in the refine handler's Delta writes and batch tally, per run.
 
     The handler persists the micro-batch, so its first write (silver) also
     reads bronze, parses, deduplicates and validates; the later ones read the
@@ -139,7 +140,7 @@ class StepTimer:
         line-sku lookup of orders and shipments a no-op (the parsed null stays)."""
         originals = {
             name: getattr(refine_events, name)
-            for name in ("append_once", "reason_counts", "fill_unknown_line_skus")
+            for name in ("append_once", "tally", "fill_unknown_line_skus")
         }
 
         def append_once(df: DataFrame, path: Path, app_id: str, version: int) -> None:
@@ -149,17 +150,17 @@ class StepTimer:
             finally:
                 self.current[self.step(app_id)] += time.perf_counter() - started
 
-        def reason_counts(quarantined: DataFrame) -> dict[str, int]:
+        def tally(marked: DataFrame) -> dict[str, object]:
             started = time.perf_counter()
             try:
-                return originals["reason_counts"](quarantined)
+                return originals["tally"](marked)
             finally:
-                self.current["reason counts"] += time.perf_counter() - started
+                self.current["tally"] += time.perf_counter() - started
 
         refine_events.append_once = append_once
-        refine_events.reason_counts = reason_counts
+        refine_events.tally = tally
         if skip_line_skus:
-            refine_events.fill_unknown_line_skus = lambda df, products: df
+            refine_events.fill_unknown_line_skus = lambda df, skus: df
         try:
             yield
         finally:
@@ -180,13 +181,13 @@ class Runs:
         settings: Settings,
         tmp: Path,
         bronze_rows: dict[str, int],
-        references: dict[str, DataFrame],
+        known: KnownValues,
     ) -> None:
         self.spark = spark
         self.base = settings
         self.tmp = tmp
         self.bronze_rows = bronze_rows
-        self.references = references
+        self.known = known
         self.count = 0
         self.current = settings
         self.timer = StepTimer()
@@ -227,7 +228,7 @@ class Runs:
             settings,
             table,
             StreamTrigger(available_now=True),
-            self.references,
+            self.known,
             suites,
             counts,
         )
@@ -330,13 +331,13 @@ def main() -> int:
             print(f"bronze: {bronze_total:,} rows in {time.perf_counter() - started:.1f} s")
             if bronze_total != records:
                 raise RuntimeError(f"bronze holds {bronze_total:,} rows, Kafka {records:,}")
-            references = cached_references(spark, settings)
             shipped = load_suites(settings.refine.expectations_dir)
             missing = sorted(set(settings.refine.tables) - set(shipped))
             if missing:
                 raise RuntimeError(f"no suite for {', '.join(missing)}")
             empty = {t: dataclasses.replace(s, expectations=()) for t, s in shipped.items()}
-            runs = Runs(spark, settings, tmp, bronze_rows, references)
+            known = gathered_references(spark, settings, shipped)
+            runs = Runs(spark, settings, tmp, bronze_rows, known)
             cases = [
                 Case(WITHOUT, runs.case(WITHOUT, empty, skip_line_skus=True), runs.fresh),
                 Case(WITH, runs.case(WITH, shipped, skip_line_skus=False), runs.fresh),
@@ -363,7 +364,7 @@ def main() -> int:
         f"Overhead of the expectations: **{1 - ratio:.1%}** (1 − with / without, ratio of "
         f"medians; per round {1 - max(ratios):.1%} – {1 - min(ratios):.1%}); aim: under 15 %.",
         "",
-        "Median seconds per table, without → with (rows; reference joins of its suite): "
+        "Median seconds per table, without → with (rows; reference value sets of its suite): "
         + "; ".join(
             f"{t} {by_table[WITHOUT][t]:.1f} → {by_table[WITH][t]:.1f} "
             f"({bronze_rows.get(CONTRACTS_BY_TABLE[t].topic, 0):,}; "
@@ -404,7 +405,8 @@ def main() -> int:
         "Bronze → silver refine (`bench/bench_refine.py`)",
         "Events per second of the refine queries of all six tables "
         "(`jobs.refine_events.start`, one after the other, `availableNow`) with the shipped "
-        "expectation suites, reference joins and line-sku lookup, against the baseline of the "
+        "expectation suites, reference value-set joins and line-sku check, against the "
+        "baseline of the "
         "same queries with empty suites (parse, dedup, silver and quarantine writes); same "
         f"bronze table, same session (`{master}`), alternating, a fresh silver, quarantine "
         "and checkpoints each repetition. events/s = bronze rows / wall seconds over the six "

@@ -195,7 +195,8 @@ def quality_validate(args: argparse.Namespace) -> int:
 
     def validate(spark, settings: Settings, _: argparse.Namespace) -> int:  # noqa: ANN001
         from retailstream.jobs.refine_events import load_references
-        from retailstream.quality.gx_validation import reference_values, validate_tables
+        from retailstream.quality.gx_validation import validate_tables
+        from retailstream.quality.reference_values import reference_values
         from retailstream.quality.suites import load_suites
 
         suites = load_suites(settings.refine.expectations_dir)

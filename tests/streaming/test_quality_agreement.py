@@ -26,9 +26,11 @@ from retailstream.quality.expectations import (
     FAILED_EXPECTATIONS,
     failed_expectations,
     fill_unknown_line_skus,
+    known_frames,
 )
-from retailstream.quality.gx_validation import open_context, reference_values, validate_frame
+from retailstream.quality.gx_validation import open_context, validate_frame
 from retailstream.quality.gx_validation import validate_tables as validate_silver_tables
+from retailstream.quality.reference_values import PRODUCT_SKUS, reference_values
 from retailstream.quality.suites import (
     BetweenKwargs,
     Expectation,
@@ -58,13 +60,8 @@ def gx_context(output_dir: Path):  # noqa: ANN201 - GX data context
 
 
 @pytest.fixture(scope="module")
-def references(spark: SparkSession) -> dict[str, DataFrame]:
-    return {name: spark.createDataFrame(frame) for name, frame in reference_tables().items()}
-
-
-@pytest.fixture(scope="module")
 def known_values() -> dict[str, list[Any]]:
-    return reference_values(reference_tables(), SUITES.values())
+    return reference_values(reference_tables(), SUITES.values(), extra=[PRODUCT_SKUS])
 
 
 def _violate(row: dict[str, Any], expectation: Expectation, schema: StructType) -> None:
@@ -130,16 +127,16 @@ def defect_table(spark: SparkSession, suite: Suite) -> DataFrame:
 def test_spark_predicates_and_gx_fail_the_same_rows(
     spark: SparkSession,
     table: str,
-    references: dict[str, DataFrame],
     known_values: dict[str, list[Any]],
     gx_context,
     output_dir: Path,
 ) -> None:
     suite = SUITES[table]
+    known = known_frames(spark, known_values)
     df = defect_table(spark, suite)
     if "lines" in df.columns:
-        df = fill_unknown_line_skus(df, references["products"])
-    checked = failed_expectations(df, suite, references).orderBy("offset").cache()
+        df = fill_unknown_line_skus(df, known[PRODUCT_SKUS.key])
+    checked = failed_expectations(df, suite, known).orderBy("offset").cache()
 
     spark_failures = {name: set() for name in suite.names}
     for row in checked.select("offset", FAILED_EXPECTATIONS).collect():
@@ -163,7 +160,6 @@ def test_spark_predicates_and_gx_fail_the_same_rows(
 def test_validate_tables_reads_silver_delta_tables_and_skips_missing_ones(
     spark: SparkSession,
     tmp_path: Path,
-    references: dict[str, DataFrame],
     known_values: dict[str, list[Any]],
     gx_context,
 ) -> None:

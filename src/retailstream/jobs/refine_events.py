@@ -40,7 +40,13 @@ from retailstream.io.delta import (
 from retailstream.jobs.ingest_events import BRONZE_TABLE
 from retailstream.jobs.init_world import reference_table
 from retailstream.jobs.launcher import available_now_flag, launch
-from retailstream.quality.expectations import failed_expectations, fill_unknown_line_skus
+from retailstream.quality.expectations import (
+    KnownValues,
+    failed_expectations,
+    fill_unknown_line_skus,
+    known_frames,
+)
+from retailstream.quality.reference_values import PRODUCT_SKUS, reference_values
 from retailstream.quality.suites import Suite, load_suites
 from retailstream.schemas import CONTRACTS_BY_TABLE, EventContract, silver_schema
 from retailstream.transforms.parse import parse_events
@@ -70,6 +76,15 @@ def load_references(spark: SparkSession, settings: Settings) -> dict[str, DataFr
     return {t: read_table(spark, reference_table(settings, t)).cache() for t in REFERENCE_TABLES}
 
 
+def known_values(
+    spark: SparkSession, references: Mapping[str, DataFrame], suites: Mapping[str, Suite]
+) -> KnownValues:
+    """Every reference value set the suites and the line-sku check use, gathered
+    once per job: reference tables do not change while the stream runs."""
+    values = reference_values(references, suites.values(), extra=[PRODUCT_SKUS])
+    return known_frames(spark, values)
+
+
 def order_lines(orders: DataFrame) -> DataFrame:
     """One row per line of each valid order (pure)."""
     return orders.select(
@@ -90,14 +105,19 @@ def order_lines(orders: DataFrame) -> DataFrame:
     )
 
 
-def split_valid(validated: DataFrame, table: str, batch_id: int) -> tuple[DataFrame, DataFrame]:
-    """(silver rows, quarantine rows) of a validated micro-batch (pure).
+def with_reasons(validated: DataFrame) -> DataFrame:
+    """`validated` plus `_reasons`: its parse errors then its failed expectations (pure)."""
+    return validated.withColumn(
+        "_reasons", F.concat(F.col("parse_errors"), F.col("failed_expectations"))
+    )
+
+
+def split_valid(marked: DataFrame, table: str, batch_id: int) -> tuple[DataFrame, DataFrame]:
+    """(silver rows, quarantine rows) of a micro-batch marked by `with_reasons` (pure).
 
     A row is valid when it parsed and met every expectation; otherwise it goes
     to the quarantine with every reason it failed for.
     """
-    reasons = F.concat(F.col("parse_errors"), F.col("failed_expectations"))
-    marked = validated.withColumn("_reasons", reasons)
     silver_columns = [f.name for f in silver_schema(table).fields]
     valid = marked.where(F.size("_reasons") == 0).select(*silver_columns)
     quarantined = marked.where(F.size("_reasons") > 0).select(
@@ -115,11 +135,20 @@ def split_valid(validated: DataFrame, table: str, batch_id: int) -> tuple[DataFr
     return valid, quarantined
 
 
-def reason_counts(quarantined: DataFrame) -> dict[str, int]:
-    rows = (
-        quarantined.select(F.explode("reasons").alias("reason")).groupBy("reason").count().collect()
-    )
-    return {row["reason"]: int(row["count"]) for row in rows}
+def tally(marked: DataFrame) -> dict[str, object]:
+    """Rows, valid, quarantined and quarantined-by-reason of a marked batch, in one job.
+
+    Grouping by the whole reason list keeps the result to a handful of rows
+    (one per distinct combination), which the driver sums.
+    """
+    rows = marked.groupBy("_reasons").count().collect()
+    total = sum(int(r["count"]) for r in rows)
+    bad = sum(int(r["count"]) for r in rows if r["_reasons"])
+    by_reason: dict[str, int] = {}
+    for row in rows:
+        for reason in row["_reasons"]:
+            by_reason[reason] = by_reason.get(reason, 0) + int(row["count"])
+    return {"rows": total, "valid": total - bad, "quarantined": bad, "by_reason": by_reason}
 
 
 class BatchCounts:
@@ -142,7 +171,7 @@ def refine_batch_handler(
     settings: Settings,
     contract: EventContract,
     suite: Suite,
-    references: Mapping[str, DataFrame],
+    known: KnownValues,
     counts: BatchCounts,
 ) -> Callable[[DataFrame, int], None]:
     """The foreachBatch handler of one table: validate, split, write silver and quarantine.
@@ -162,9 +191,9 @@ def refine_batch_handler(
         try:
             checked = batch
             if contract.line_fields:
-                checked = fill_unknown_line_skus(checked, references["products"])
-            validated = failed_expectations(checked, suite, references).persist()
-            valid, quarantined = split_valid(validated, table, batch_id)
+                checked = fill_unknown_line_skus(checked, known[PRODUCT_SKUS.key])
+            marked = with_reasons(failed_expectations(checked, suite, known)).persist()
+            valid, quarantined = split_valid(marked, table, batch_id)
             append_once(valid, silver_table(settings, table), query_name(table), batch_id)
             if table == "orders":
                 append_once(
@@ -179,14 +208,8 @@ def refine_batch_handler(
                 f"{query_name(table)}_quarantine",
                 batch_id,
             )
-            by_reason = reason_counts(quarantined)
-            total = validated.count()
-            bad = quarantined.count()
-            counts.put(
-                batch_id,
-                {"rows": total, "valid": total - bad, "quarantined": bad, "by_reason": by_reason},
-            )
-            validated.unpersist()
+            counts.put(batch_id, tally(marked))
+            marked.unpersist()
         finally:
             batch.unpersist()
 
@@ -198,11 +221,12 @@ def start(
     settings: Settings,
     table: str,
     trigger: StreamTrigger,
-    references: Mapping[str, DataFrame],
+    known: KnownValues,
     suites: Mapping[str, Suite],
     counts: BatchCounts,
 ) -> StreamingQuery:
-    """Start the refine query of one table."""
+    """Start the refine query of one table; `known` holds the reference values
+    (`known_values`)."""
     contract = CONTRACTS_BY_TABLE[table]
     parsed = (
         read_stream(spark, settings.lake.table(BRONZE_TABLE))
@@ -212,7 +236,7 @@ def start(
     deduplicated = parsed.withWatermark(
         "_wm_time", settings.refine.watermark_delay
     ).dropDuplicatesWithinWatermark(["_dedup_key"])
-    handler = refine_batch_handler(settings, contract, suites[table], references, counts)
+    handler = refine_batch_handler(settings, contract, suites[table], known, counts)
     return foreach_batch_stream(
         deduplicated,
         handler,
@@ -275,7 +299,7 @@ def run_queries(spark: SparkSession, settings: Settings, trigger: StreamTrigger)
     stops); continuous runs start them all and wait.
     """
     suites = load_suites(settings.refine.expectations_dir)
-    references = load_references(spark, settings)
+    known = known_values(spark, load_references(spark, settings), suites)
     counts = {table: BatchCounts() for table in settings.refine.tables}
     batches: dict[str, int] = {}
 
@@ -286,7 +310,7 @@ def run_queries(spark: SparkSession, settings: Settings, trigger: StreamTrigger)
 
     queries = {}
     for table in settings.refine.tables:
-        query = start(spark, settings, table, trigger, references, suites, counts[table])
+        query = start(spark, settings, table, trigger, known, suites, counts[table])
         if trigger.available_now:
             query.awaitTermination()
             drain(table, query)

@@ -14,15 +14,20 @@ The GX rules mirrored here:
 - Column-pair expectations skip a row per `ignore_row_if`; any other row
   with a missing value fails (pandas compares NaT/NaN as False).
 
+Reference lookups (`value_set_from`, line skus) are broadcast joins against
+small cached frames of the distinct reference values, built once per job
+(`known_frames`): no shuffle of the batch, and a plan that stays small (a
+literal `isin` of thousands of ids took seconds to plan on every batch).
 Everything is a pure DataFrame -> DataFrame function, for batch and
 foreachBatch alike.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import Any
 
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import DataType, DoubleType, FloatType, IntegerType
 
@@ -34,12 +39,13 @@ from retailstream.quality.suites import (
     NotNullKwargs,
     PairGreaterKwargs,
     Suite,
-    ValueSetSource,
 )
 
 FAILED_EXPECTATIONS = "failed_expectations"
 # Bronze coordinates: the address of a row, unique within a silver batch.
 ROW_KEY = ("topic", "partition", "offset")
+# Reference value sets by `table.column`, each a one-column (`value`) DataFrame.
+KnownValues = Mapping[str, DataFrame]
 
 
 def _missing(column: Column, data_type: DataType) -> Column:
@@ -80,8 +86,8 @@ def _pair_fails(df: DataFrame, kwargs: PairGreaterKwargs) -> Column:
 def _row_fails(df: DataFrame, expectation: Expectation, known_flag: str | None) -> Column:
     """True where the row fails `expectation`, never null.
 
-    `known_flag` names the column set by the reference join (true where the
-    value is in the reference set) for `value_set_from` expectations.
+    `known_flag` names the column the reference join set (true where the value
+    is in the reference set, else null) for a `value_set_from` expectation.
     """
     kwargs = expectation.kwargs
     if isinstance(kwargs, PairGreaterKwargs):
@@ -103,101 +109,92 @@ def _row_fails(df: DataFrame, expectation: Expectation, known_flag: str | None) 
     return F.coalesce(~missing & ~holds, F.lit(False))
 
 
-def _flag_known(
-    df: DataFrame, column: str, reference: DataFrame, source: ValueSetSource, flag: str
-) -> DataFrame:
-    """`df` plus `flag`: true where `column`'s value is in the reference column, else null.
+def known_frames(spark: SparkSession, values: Mapping[str, Sequence[Any]]) -> KnownValues:
+    """Each reference value set as a small cached one-column (`value`) DataFrame.
 
-    The reference side is deduplicated, so the left join keeps one output row
-    per input row, and broadcast: reference tables are small next to a stream.
+    Built once per job from the values `reference_values` gathered: a batch then
+    checks membership with a broadcast hash join (no shuffle, a small plan),
+    where a literal `isin` of thousands of ids costs seconds of planning per batch.
     """
-    known = (
-        reference.select(F.col(source.column).alias(f"{flag}_value"))
-        .where(F.col(f"{flag}_value").isNotNull())
-        .distinct()
-        .withColumn(flag, F.lit(True))
-    )
-    joined = df.join(F.broadcast(known), on=df[column] == known[f"{flag}_value"], how="left")
+    frames = {}
+    for key, column in values.items():
+        kind = "string" if all(isinstance(v, str) for v in column) else "long"
+        frame = spark.createDataFrame([(v,) for v in column], f"value {kind}").cache()
+        frame.count()
+        frames[key] = frame
+    return frames
+
+
+def _flag_known(df: DataFrame, column: str, known: DataFrame, flag: str) -> DataFrame:
+    """`df` plus `flag`: true where `column`'s value is in `known`, else null (one row per row:
+    `known` holds distinct values)."""
+    marked = known.select(F.col("value").alias(f"{flag}_value"), F.lit(True).alias(flag))
+    joined = df.join(F.broadcast(marked), on=df[column] == marked[f"{flag}_value"], how="left")
     return joined.drop(f"{flag}_value")
 
 
-def failed_expectations(
-    df: DataFrame, suite: Suite, references: Mapping[str, DataFrame]
-) -> DataFrame:
+def failed_expectations(df: DataFrame, suite: Suite, known: KnownValues) -> DataFrame:
     """`df` plus `failed_expectations: array<string>`, the names of the expectations
     each row fails (empty when it passes every one).
 
     Expects `df` to hold the columns the suite names (a silver-shaped frame) and
-    `references` to map each reference table a `value_set_from` names
-    (`products`, `stores`...) to a DataFrame with that column. Row order is
-    not kept (the reference lookups are joins); the row count is.
+    `known` to map each `value_set_from` source of the suite (`products.sku`)
+    to its distinct values (`known_frames`). Row order is not kept (reference
+    lookups are broadcast joins); the row count is.
     """
-    missing_tables = sorted({s.table for s in suite.value_set_sources()} - set(references))
-    if missing_tables:
+    missing_sources = sorted({s.key for s in suite.value_set_sources()} - set(known))
+    if missing_sources:
         raise KeyError(
-            f"the {suite.table} suite needs reference tables {', '.join(missing_tables)}"
+            f"the {suite.table} suite needs reference values {', '.join(missing_sources)}"
         )
     joined = df
-    flags: dict[tuple[str, ValueSetSource], str] = {}  # one join per (column, source)
+    flags: dict[tuple[str, str], str] = {}  # one join per (column, source)
     for expectation in suite.expectations:
         source = expectation.value_set_from
         if source is None:
             continue
         column = expectation.columns[0]
-        if (column, source) not in flags:
+        if (column, source.key) not in flags:
             flag = f"__known_{len(flags)}"
-            joined = _flag_known(joined, column, references[source.table], source, flag)
-            flags[column, source] = flag
+            joined = _flag_known(joined, column, known[source.key], flag)
+            flags[column, source.key] = flag
+
+    def flag_of(e: Expectation) -> str | None:
+        return flags.get((e.columns[0], e.value_set_from.key)) if e.value_set_from else None
+
     # One array of (name or null) per row, then nulls dropped: a single select.
     reasons = F.array_compact(
-        F.array(
-            *(
-                F.when(
-                    _row_fails(
-                        df,
-                        e,
-                        flags.get((e.columns[0], e.value_set_from)) if e.value_set_from else None,
-                    ),
-                    F.lit(e.name),
-                )
-                for e in suite.expectations
-            )
-        )
+        F.array(*(F.when(_row_fails(df, e, flag_of(e)), F.lit(e.name)) for e in suite.expectations))
     )
     return joined.select(*(F.col(c) for c in df.columns), reasons.alias(FAILED_EXPECTATIONS))
 
 
-def fill_unknown_line_skus(df: DataFrame, products: DataFrame) -> DataFrame:
+def fill_unknown_line_skus(df: DataFrame, skus: DataFrame) -> DataFrame:
     """`df` with `unknown_line_skus` set: how many `lines` elements have a sku
-    that is not in `products.sku` (a line without a sku counts as unknown);
-    null when `lines` is null, 0 when it is empty.
+    that is not in `skus` (`known_frames`; a line without a sku counts as
+    unknown); null when `lines` is null, 0 when it is empty.
 
     Expects `df` to have `lines` (array of structs with `sku`) and the bronze
     coordinates (topic, partition, offset), which identify a row; the column
     replaces an existing `unknown_line_skus` or is appended. Row order is not kept.
     """
-    known = (
-        products.select(F.col("sku").alias("known_sku"))
-        .where(F.col("known_sku").isNotNull())
-        .distinct()
-        .withColumn("is_known", F.lit(True))
-    )
-    line_skus = df.select(*ROW_KEY, F.explode("lines").alias("line")).select(
-        *ROW_KEY, F.col("line.sku").alias("line_sku")
-    )
+    known = skus.select(F.col("value").alias("known_sku"))
+    lines = df.select(*ROW_KEY, F.explode("lines").alias("line"))
+    # Only rows with an unknown sku are grouped: usually a handful, so both the
+    # grouping and the join back are small (the latter broadcast), and the
+    # batch itself is never shuffled.
     unknown_per_row = (
-        line_skus.join(F.broadcast(known), on=F.col("line_sku") == F.col("known_sku"), how="left")
+        lines.join(F.broadcast(known), on=F.col("line.sku") == F.col("known_sku"), how="left_anti")
         .groupBy(*ROW_KEY)
-        .agg(F.count_if(F.col("is_known").isNull()).alias("unknown_count"))
+        .agg(F.count("*").alias("unknown_count"))
     )
-    # Rows with null or empty lines have no exploded lines, hence no match here.
     unknown_line_skus = (
         F.when(F.col("lines").isNull(), F.lit(None))
         .otherwise(F.coalesce(F.col("unknown_count"), F.lit(0)))
         .cast(IntegerType())
         .alias("unknown_line_skus")
     )
-    joined = df.join(unknown_per_row, on=list(ROW_KEY), how="left")
+    joined = df.join(F.broadcast(unknown_per_row), on=list(ROW_KEY), how="left")
     columns = [unknown_line_skus if c == "unknown_line_skus" else F.col(c) for c in df.columns]
     if "unknown_line_skus" not in df.columns:
         columns.append(unknown_line_skus)

@@ -18,7 +18,7 @@ times per run, so a 100k-value set costs it about ten seconds).
 from __future__ import annotations
 
 import sys
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -196,26 +196,6 @@ def gx_suite(suite: Suite) -> ExpectationSuite:
             meta["value_set_from"] = e.value_set_from.key
         expectations.append(classes[e.type](**kwargs, meta=meta))
     return gx.ExpectationSuite(name=suite.table, expectations=expectations)
-
-
-def reference_values(
-    tables: Mapping[str, pd.DataFrame | DataFrame], suites: Iterable[Suite]
-) -> dict[str, list[Any]]:
-    """The distinct values of every reference column the suites name, keyed by
-    `table.column` (`products.sku`), from pandas or Spark reference tables
-    (`build_world(...).tables()`, or the Delta tables of `world init`)."""
-    values: dict[str, list[Any]] = {}
-    for source in dict.fromkeys(s for suite in suites for s in suite.value_set_sources()):
-        if source.table not in tables:
-            raise UserError(f"no reference table {source.table}: run `retailstream world init`")
-        table = tables[source.table]
-        if isinstance(table, pd.DataFrame):
-            column = table[source.column].dropna().unique().tolist()
-        else:
-            rows = table.select(source.column).where(table[source.column].isNotNull()).distinct()
-            column = [row[0] for row in rows.collect()]
-        values[source.key] = sorted(column)
-    return values
 
 
 def _suite_parameters(

@@ -13,7 +13,9 @@ from retailstream.quality.expectations import (
     FAILED_EXPECTATIONS,
     failed_expectations,
     fill_unknown_line_skus,
+    known_frames,
 )
+from retailstream.quality.reference_values import PRODUCT_SKUS, reference_values
 from retailstream.quality.suites import Suite, load_suite, load_suites
 from support import PROJECT_HOME
 
@@ -30,8 +32,10 @@ def suite_of(tmp_path: Path, table: str, entries: str) -> Suite:
 
 
 def failures(df: DataFrame, suite: Suite, references: dict | None = None) -> dict[int, list]:
-    """offset -> names of the expectations that row fails."""
-    result = failed_expectations(df, suite, references or {})
+    """offset -> names of the expectations that row fails, with the reference
+    values gathered from `references` as the refine job gathers them."""
+    known = known_frames(df.sparkSession, reference_values(references or {}, [suite]))
+    result = failed_expectations(df, suite, known)
     return {r["offset"]: r[FAILED_EXPECTATIONS] for r in result.collect()}
 
 
@@ -180,7 +184,7 @@ def test_a_missing_reference_table_is_named(spark: SparkSession, tmp_path: Path)
         "    value_set_from: {table: products, column: sku}\n",
     )
     df = spark.createDataFrame([(1, "SKU-000001")], "offset long, sku string")
-    with pytest.raises(KeyError, match="needs reference tables products"):
+    with pytest.raises(KeyError, match="needs reference values products.sku"):
         failed_expectations(df, suite, {})
 
 
@@ -241,11 +245,12 @@ def test_failed_expectations_is_a_non_null_array_and_keeps_the_columns(
 def test_clean_generated_events_pass_every_shipped_suite(spark: SparkSession) -> None:
     suites = load_suites(PROJECT_HOME / "conf" / "expectations")
     references = {name: spark.createDataFrame(frame) for name, frame in reference_tables().items()}
+    known = known_frames(spark, reference_values(references, suites.values(), extra=[PRODUCT_SKUS]))
     for table, rows in clean_rows().items():
         df = silver_frame(spark, table, list(rows))
         if "lines" in df.columns:
-            df = fill_unknown_line_skus(df, references["products"])
-        result = failed_expectations(df, suites[table], references).collect()
+            df = fill_unknown_line_skus(df, known[PRODUCT_SKUS.key])
+        result = failed_expectations(df, suites[table], known).collect()
         assert len(result) == len(rows)
         failing = [(r["offset"], r[FAILED_EXPECTATIONS]) for r in result if r[FAILED_EXPECTATIONS]]
         assert not failing, f"{table}: {failing}"
@@ -268,10 +273,9 @@ def test_unknown_line_skus_counts_lines_whose_sku_is_not_a_product(spark: SparkS
         ],
         LINES_DDL,
     )
-    products = spark.createDataFrame(
-        [("SKU-000001",), ("SKU-000002",), ("SKU-000002",)], "sku string"
+    result = fill_unknown_line_skus(
+        df, known_frames(spark, {"p": ["SKU-000001", "SKU-000002"]})["p"]
     )
-    result = fill_unknown_line_skus(df, products)
     assert result.columns == df.columns
     assertDataFrameEqual(
         result.select("partition", "offset", "unknown_line_skus"),
@@ -287,7 +291,6 @@ def test_unknown_line_skus_is_appended_when_the_frame_lacks_it(spark: SparkSessi
         [("t", 0, 1, [("SKU-404", 1)])],
         "topic string, partition int, offset long, lines array<struct<sku: string, quantity: int>>",
     )
-    products = spark.createDataFrame([("SKU-000001",)], "sku string")
-    result = fill_unknown_line_skus(df, products)
+    result = fill_unknown_line_skus(df, known_frames(spark, {"p": ["SKU-000001"]})["p"])
     assert result.columns == [*df.columns, "unknown_line_skus"]
     assert result.collect()[0]["unknown_line_skus"] == 1

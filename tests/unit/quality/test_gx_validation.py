@@ -12,9 +12,9 @@ from retailstream.errors import UserError
 from retailstream.quality.gx_validation import (
     gx_suite,
     open_context,
-    reference_values,
     validate_frame,
 )
+from retailstream.quality.reference_values import reference_values
 from retailstream.quality.suites import Suite, load_suite, load_suites
 from support import PROJECT_HOME
 
