@@ -5,11 +5,14 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 JARS   := .cache/jars/manifest.json
+# The browser tests drive Debian's Chromium through its ChromeDriver.
+CHROMEDRIVER := /usr/bin/chromedriver
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 
 .PHONY: setup demo test test-unit lint bench kafka-start kafka-stop clean
 
-setup: $(STAMP) $(JARS)
+setup: $(STAMP) $(JARS) $(CHROMEDRIVER)
 
 # The virtualenv with the package (editable) and its dev tools.
 $(STAMP): setup.py pyproject.toml src/retailstream/VERSION
@@ -22,6 +25,10 @@ $(STAMP): setup.py pyproject.toml src/retailstream/VERSION
 $(JARS): $(STAMP) src/retailstream/jars.py
 	$(BIN)/retailstream jars resolve
 	@touch $@
+
+$(CHROMEDRIVER):
+	$(SUDO) apt-get install -y --no-install-recommends chromium chromium-driver \
+	  || { $(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends chromium chromium-driver; }
 
 demo: setup
 	$(BIN)/retailstream demo

@@ -23,7 +23,7 @@ setup(
     python_requires=">=3.10,<3.14",
     package_dir={"": "src"},
     packages=find_packages("src"),
-    package_data={"retailstream": ["py.typed", "VERSION", "resources/*"]},
+    package_data={"retailstream": ["py.typed", "VERSION", "resources/*", "serve/static/*"]},
     install_requires=[
         "pyspark==4.2.0",
         # The newest Delta build for Spark 4.2 on Maven Central is 4.4.0 (the
@@ -47,6 +47,8 @@ setup(
             "pytest==9.2.0",
             "pytest-timeout==2.4.0",
             "httpx>=0.27,<1",
+            # Drives Debian's chromium (with its chromedriver) in the browser tests.
+            "selenium==4.51.0",  # 4.52 needs a certifi newer than PyPI mirrors here hold
             "ruff>=0.6",
         ],
     },

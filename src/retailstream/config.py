@@ -138,6 +138,43 @@ class RefineSettings(_Frozen):
     )  # fmt: skip
 
 
+class ViewsSettings(_Frozen):
+    """Silver -> gold: the materialized views and the serving store they are upserted into."""
+
+    trigger_interval: str = "2 seconds"
+    views: tuple[str, ...] = (
+        "item_ratings", "sales_by_region", "trending_items", "inventory_positions",
+    )  # fmt: skip
+    # Ratings kept newest-first in each item's document.
+    last_ratings: int = Field(10, ge=0)
+    # Event-time window of sales_by_region, and how late (event time to arrival
+    # in Kafka) an order may be and still count in its window; later orders are
+    # counted per view as `late_orders`, never silently.
+    sales_window: str = "1 minute"
+    sales_lateness_s: float = Field(600.0, ge=0)
+    # trending_items: velocity over the last N minutes of event time, top K per category.
+    trending_minutes: int = Field(15, ge=1)
+    trending_top: int = Field(10, ge=1)
+    # inventory_positions: on hand at or below this is low stock.
+    low_stock_threshold: int = Field(2, ge=0)
+    # The SQLite serving store; default <lake>/_serving/views.db.
+    sqlite_path: Path | None = None
+
+
+class ServeSettings(_Frozen):
+    """The HTTP API and dashboard (`retailstream serve`)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    # Commands (POST) need this bearer token; set it from the environment
+    # (RETAILSTREAM_SERVE__API_TOKEN). Empty: commands are refused.
+    api_token: str = ""
+    # When true, queries (GET) need the token too.
+    protect_queries: bool = False
+    # Read-your-writes: how long a query carrying a consistency token waits at most.
+    consistency_wait_s: float = Field(5.0, ge=0)
+
+
 class WorldSettings(_Frozen):
     """The simulated retailer (`retailstream world init`)."""
 
@@ -163,6 +200,8 @@ class Settings(_Frozen):
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     refine: RefineSettings = Field(default_factory=RefineSettings)
+    views: ViewsSettings = Field(default_factory=ViewsSettings)
+    serve: ServeSettings = Field(default_factory=ServeSettings)
     world: WorldSettings = Field(default_factory=WorldSettings)
     generator: GeneratorSettings = Field(default_factory=GeneratorSettings)
 
@@ -343,12 +382,16 @@ def _anchor_paths(settings: Settings, home: Path) -> Settings:
     spark = settings.spark
     broker = settings.kafka.local_broker
     refine = settings.refine
+    views = settings.views
+    lake_root = _absolute(settings.lake.root, home)
+    sqlite_path = views.sqlite_path or lake_root / "_serving" / "views.db"
     return settings.model_copy(
         update={
+            "views": views.model_copy(update={"sqlite_path": _absolute(sqlite_path, home)}),
             "refine": refine.model_copy(
                 update={"expectations_dir": _absolute(refine.expectations_dir, home)}
             ),
-            "lake": settings.lake.model_copy(update={"root": _absolute(settings.lake.root, home)}),
+            "lake": settings.lake.model_copy(update={"root": lake_root}),
             "spark": spark.model_copy(
                 update={"driver_log": spark.driver_log and _absolute(spark.driver_log, home)}
             ),

@@ -1,0 +1,256 @@
+"""Views: silver -> gold materialized views, upserted into the serving store.
+
+Reads (as streams): the silver tables each view is made of; as tables: the
+same silver tables in full, and the reference data.
+Writes, per view `v` and micro-batch:
+- `<lake>/gold/<v>`: a Delta table, MERGEd by the view's key (or overwritten
+  for a top-K view), checkpoint `<lake>/_checkpoints/views_<v>`;
+- the serving store (`views.sqlite_path`): the same rows, upserted in the same
+  batch, and how far into each Kafka partition the view has read (for the
+  API's read-your-writes tokens).
+
+A micro-batch recomputes the keys it touched from every stored silver fact
+(`views.definitions`), so a replayed batch rewrites identical rows: the view
+is exactly-once without extra bookkeeping, and `rebuild` equals it.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+
+from delta.tables import DeltaTable
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.streaming import StreamingQuery
+
+from retailstream.config import Settings
+from retailstream.errors import UserError
+from retailstream.io.delta import (
+    StreamTrigger,
+    foreach_batch_stream,
+    read_stream,
+    read_table,
+    write_table,
+)
+from retailstream.jobs.init_world import reference_table
+from retailstream.jobs.launcher import available_now_flag, launch
+from retailstream.jobs.refine_events import silver_table
+from retailstream.views.definitions import ViewDefinition, definitions
+from retailstream.views.store import ServingStore, open_store
+
+CATALOGUE = {
+    "products": ("sku", "name", "category", "season", "brand", "price"),
+    "stores": ("store_id", "city", "region", "country", "lat", "lon"),
+}
+
+
+def gold_table(settings: Settings, view: str) -> Path:
+    return settings.lake.table(f"gold/{view}")
+
+
+def query_name(view: str) -> str:
+    return f"views_{view}"
+
+
+def _exists(path: Path) -> bool:
+    return (path / "_delta_log").is_dir()
+
+
+def chosen_views(settings: Settings, names: Sequence[str] | None = None) -> list[ViewDefinition]:
+    known = definitions(settings.views)
+    names = list(names or settings.views.views)
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise UserError(f"unknown view {', '.join(unknown)}; views: {', '.join(known)}")
+    return [known[n] for n in names]
+
+
+def require_inputs(settings: Settings, views: Sequence[ViewDefinition]) -> None:
+    """Fail in one line when a silver or reference table a view needs is missing."""
+    missing_silver = sorted(
+        {t for v in views for t in v.sources if not _exists(silver_table(settings, t))}
+    )
+    if missing_silver:
+        raise UserError(
+            f"silver tables missing ({', '.join(missing_silver)}): run `retailstream run refine`"
+        )
+    needed = {t for v in views for t in v.references} | set(CATALOGUE)
+    missing = sorted(t for t in needed if not _exists(reference_table(settings, t)))
+    if missing:
+        raise UserError(
+            f"reference tables missing ({', '.join(missing)}): run `retailstream world init`"
+        )
+
+
+def load_references(spark: SparkSession, settings: Settings) -> dict[str, DataFrame]:
+    """The reference tables the views read (static while the job runs: cached)."""
+    names = {t for v in definitions(settings.views).values() for t in v.references}
+    return {t: read_table(spark, reference_table(settings, t)).cache() for t in sorted(names)}
+
+
+def publish_catalogue(
+    store: ServingStore,
+    references: Mapping[str, DataFrame],
+    spark: SparkSession,
+    settings: Settings,
+) -> None:
+    """The products and stores the API checks commands and lookups against."""
+    for name, columns in CATALOGUE.items():
+        frame = (
+            references[name]
+            if name in references
+            else read_table(spark, reference_table(settings, name))
+        )
+        store.replace(name, [r.asDict() for r in frame.select(*columns).collect()])
+
+
+def all_facts(
+    spark: SparkSession, settings: Settings, view: ViewDefinition, as_of: datetime | None
+) -> DataFrame:
+    """Every stored silver fact of `view` (up to event time `as_of`)."""
+    silver = {t: read_table(spark, silver_table(settings, t)) for t in view.sources}
+    facts = view.facts(silver)
+    if as_of is not None:
+        facts = facts.where(F.col("event_time") <= F.lit(as_of).cast("timestamp"))
+    return facts
+
+
+def compute_view(
+    spark: SparkSession,
+    settings: Settings,
+    view: ViewDefinition,
+    references: Mapping[str, DataFrame],
+    touched: DataFrame | None = None,
+    as_of: datetime | None = None,
+) -> DataFrame:
+    """The rows of `view` from stored silver: all of them, or those of the keys in `touched`."""
+    facts = all_facts(spark, settings, view, as_of)
+    if touched is None or view.key is None:
+        return view.compute(facts, references, settings.views, None, as_of)
+    keys = touched.select(*view.key).distinct()
+    restricted = facts.join(keys, list(view.key), "left_semi")
+    return view.compute(restricted, references, settings.views, keys, as_of)
+
+
+def _merge(rows: DataFrame, path: Path, key: Sequence[str]) -> None:
+    condition = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in key)
+    (
+        DeltaTable.forPath(rows.sparkSession, str(path))
+        .alias("t")
+        .merge(rows.alias("s"), condition)
+        .whenMatchedUpdateAll()
+        .whenNotMatchedInsertAll()
+        .execute()
+    )
+
+
+def store_rows(rows: DataFrame) -> list[dict]:
+    return [r.asDict(recursive=True) for r in rows.collect()]
+
+
+def advance_positions(store: ServingStore, view: str, batch: DataFrame) -> None:
+    """Record the highest Kafka offset per topic-partition the batch brought into `view`."""
+    latest = batch.groupBy("topic", "partition").agg(F.max("offset").alias("offset")).collect()
+    by_topic: dict[str, dict[int, int]] = {}
+    for row in latest:
+        by_topic.setdefault(row["topic"], {})[int(row["partition"])] = int(row["offset"])
+    for topic, offsets in by_topic.items():
+        store.advance(view, topic, offsets)
+
+
+def views_batch_handler(
+    spark: SparkSession,
+    settings: Settings,
+    view: ViewDefinition,
+    references: Mapping[str, DataFrame],
+    store: ServingStore,
+) -> Callable[[DataFrame, int], None]:
+    """The foreachBatch handler of one view (a factory, so tests can call it on static frames)."""
+    path = gold_table(settings, view.name)
+
+    def handle(batch: DataFrame, batch_id: int) -> None:
+        exists = _exists(path)
+        if exists and batch.isEmpty():
+            return
+        batch = batch.persist()
+        try:
+            keyed = exists and view.key is not None
+            rows = compute_view(spark, settings, view, references, batch if keyed else None)
+            rows = rows.persist()
+            if keyed:
+                _merge(rows, path, view.key)
+                store.upsert(view.name, store_rows(rows))
+            else:
+                write_table(rows, path, mode="overwrite")
+                store.replace(view.name, store_rows(rows))
+            rows.unpersist()
+            advance_positions(store, view.name, batch)
+        finally:
+            batch.unpersist()
+
+    return handle
+
+
+def start(
+    spark: SparkSession,
+    settings: Settings,
+    view: ViewDefinition,
+    references: Mapping[str, DataFrame],
+    store: ServingStore,
+    trigger: StreamTrigger,
+) -> StreamingQuery:
+    """Start the query that keeps `view` up to date with its silver tables."""
+    streams = {t: read_stream(spark, silver_table(settings, t)) for t in view.sources}
+    return foreach_batch_stream(
+        view.facts(streams),
+        views_batch_handler(spark, settings, view, references, store),
+        settings.lake.checkpoint(query_name(view.name)),
+        query_name(view.name),
+        trigger,
+    )
+
+
+def start_all(
+    spark: SparkSession,
+    settings: Settings,
+    trigger: StreamTrigger,
+    names: Sequence[str] | None = None,
+) -> list[StreamingQuery]:
+    """Publish the catalogue and start one query per configured view."""
+    views = chosen_views(settings, names)
+    require_inputs(settings, views)
+    references = load_references(spark, settings)
+    store = open_store(settings.views.sqlite_path)
+    publish_catalogue(store, references, spark, settings)
+    return [start(spark, settings, v, references, store, trigger) for v in views]
+
+
+def rebuild(
+    spark: SparkSession, settings: Settings, name: str, as_of: datetime | None = None
+) -> DataFrame:
+    """`name` recomputed in batch from every stored silver fact (up to `as_of`)."""
+    (view,) = chosen_views(settings, [name])
+    require_inputs(settings, [view])
+    return compute_view(spark, settings, view, load_references(spark, settings), as_of=as_of)
+
+
+def run(spark: SparkSession, settings: Settings, args: argparse.Namespace) -> int:
+    trigger = StreamTrigger(args.available_now, settings.views.trigger_interval)
+    queries = start_all(spark, settings, trigger)
+    for query in queries:
+        query.awaitTermination()
+    print(f"views up to date: {', '.join(q.name for q in queries)}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return launch(
+        __doc__.splitlines()[0],
+        run,
+        argv,
+        available_now_flag("bring the views up to date with silver"),
+        prog="build_views",
+    )

@@ -1,0 +1,355 @@
+"""The HTTP API and dashboard: commands go to Kafka, queries read the serving store.
+
+CQRS: `POST` publishes an event and answers 202 once Kafka has it; `GET`s read
+the views the gold job maintains in the serving store. The two meet through
+consistency tokens (see `consistency.py`). `create_app` builds the app from
+settings; the store and publisher may be passed in (tests, other stores).
+"""
+
+# No `from __future__ import annotations`: FastAPI reads the route signatures' types at runtime.
+
+import asyncio
+import hmac
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Protocol
+
+from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Response
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.staticfiles import StaticFiles
+
+from retailstream.config import Settings
+from retailstream.serve import queries
+from retailstream.serve.commands import Published, PublishError, RateItem, RatingPublisher
+from retailstream.serve.consistency import (
+    ConsistencyToken,
+    InvalidTokenError,
+    wait_until_included,
+)
+from retailstream.serve.errors import ApiError, ErrorBody, install_error_handlers
+from retailstream.serve.health import BrokerProbe, health
+from retailstream.serve.models import (
+    Accepted,
+    Alerts,
+    Health,
+    Inventory,
+    ItemRatings,
+    SalesByRegion,
+    SalesByStore,
+    Trending,
+)
+from retailstream.views.store import ServingStore, open_store
+from retailstream.world.records import TOPIC_RATINGS
+
+STATIC_DIR = Path(__file__).parent / "static"
+ITEM_VIEW = "item_ratings"
+VERSION = (Path(__file__).parents[1] / "VERSION").read_text().strip()
+
+
+class Publisher(Protocol):
+    """What the command side needs from Kafka (`RatingPublisher`)."""
+
+    topic: str
+
+    def publish(self, sku: str, customer_id: str, stars: int) -> Published: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class AppState:
+    settings: Settings
+    store: ServingStore
+    publisher: Publisher
+    probe: BrokerProbe
+
+
+def _state(request: Request) -> AppState:
+    return request.app.state.retailstream
+
+
+State = Annotated[AppState, Depends(_state)]
+_bearer = HTTPBearer(
+    auto_error=False,
+    description="The API token of serve.api_token (RETAILSTREAM_SERVE__API_TOKEN)",
+)
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
+def _authorize(expected: str, credentials: HTTPAuthorizationCredentials | None) -> None:
+    """401 without a bearer token, 403 with a wrong one or when no token is configured."""
+    if not expected:
+        raise ApiError(
+            403,
+            "api_token_not_configured",
+            "this server has no serve.api_token: set RETAILSTREAM_SERVE__API_TOKEN to allow it",
+        )
+    if credentials is None:
+        raise ApiError(
+            401,
+            "unauthorized",
+            "send the API token as `Authorization: Bearer <token>`",
+            {"WWW-Authenticate": "Bearer"},
+        )
+    if not hmac.compare_digest(credentials.credentials.encode(), expected.encode()):
+        raise ApiError(403, "forbidden", "the API token is not valid")
+
+
+def require_command_token(state: State, credentials: Credentials) -> None:
+    _authorize(state.settings.serve.api_token, credentials)
+
+
+def require_query_token(state: State, credentials: Credentials) -> None:
+    if state.settings.serve.protect_queries:
+        _authorize(state.settings.serve.api_token, credentials)
+
+
+def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    return {status: {"model": ErrorBody} for status in statuses}
+
+
+commands = APIRouter(tags=["commands"], dependencies=[Depends(require_command_token)])
+views = APIRouter(tags=["queries"], dependencies=[Depends(require_query_token)])
+service = APIRouter(tags=["service"])
+
+
+@commands.post(
+    "/v1/items/{sku}/ratings",
+    status_code=202,
+    response_model=Accepted,
+    responses=_errors(401, 403, 404, 422, 503),
+    summary="Rate an item (1-5 stars)",
+)
+def rate_item(sku: str, body: RateItem, state: State, response: Response) -> Accepted:
+    """Publish an `item_rated` event to Kafka and answer once Kafka has acknowledged it.
+
+    The answer's `consistency_token`, passed to `GET /v1/items/{sku}`, makes
+    that query wait until the rating is in the view (read-your-writes).
+    """
+    if queries.product(state.store, sku) is None:
+        raise ApiError(404, "unknown_sku", f"no product {sku!r} in the catalogue")
+    try:
+        published = state.publisher.publish(sku, body.customer_id, body.stars)
+    except PublishError as exc:
+        raise ApiError(503, "broker_unavailable", str(exc), {"Retry-After": "5"}) from exc
+    token = ConsistencyToken(published.topic, published.partition, published.offset).encode()
+    response.headers["Location"] = f"/v1/items/{sku}?consistency_token={token}"
+    return Accepted(
+        event_id=published.event_id,
+        consistency_token=token,
+        topic=published.topic,
+        partition=published.partition,
+        offset=published.offset,
+    )
+
+
+def _token(text: str, expected_topic: str) -> ConsistencyToken:
+    try:
+        token = ConsistencyToken.decode(text)
+    except InvalidTokenError as exc:
+        raise ApiError(400, "invalid_consistency_token", str(exc)) from exc
+    if token.topic != expected_topic:
+        raise ApiError(
+            400,
+            "invalid_consistency_token",
+            f"the token is for topic {token.topic}; this view follows {expected_topic}",
+        )
+    return token
+
+
+@views.get(
+    "/v1/items/{sku}",
+    response_model=None,
+    responses={200: {"model": ItemRatings}, **_errors(400, 401, 403, 404, 422)},
+    summary="An item's ratings (read-your-writes with a consistency token)",
+)
+async def get_item(
+    sku: str,
+    state: State,
+    consistency_token: Annotated[
+        str | None, Query(description="From a command's answer: wait until it is in the view")
+    ] = None,
+    x_consistency_token: Annotated[
+        str | None, Header(description="Same as ?consistency_token=")
+    ] = None,
+    wait: Annotated[
+        float | None,
+        Query(ge=0, le=3600, allow_inf_nan=False, description="Wait at most this (s)"),
+    ] = None,
+) -> JSONResponse:
+    """The item's ratings document: count, average, histogram and the last ratings.
+
+    With a consistency token the query waits, up to `serve.consistency_wait_s`
+    (or `?wait=` if lower), until the view includes that write. The answer then
+    holds `consistency`: whether it does, and by how many offsets it is still
+    behind if not (with a `Retry-After` header). An unrated item has a zero
+    document; an unknown sku is 404.
+    """
+    raw = consistency_token if consistency_token is not None else x_consistency_token
+    token = _token(raw, state.publisher.topic) if raw is not None else None
+    if await asyncio.to_thread(queries.product, state.store, sku) is None:
+        raise ApiError(404, "unknown_sku", f"no product {sku!r} in the catalogue")
+    if token is None:
+        doc = await asyncio.to_thread(queries.item_ratings, state.store, sku)
+        return JSONResponse({**(doc or {}), "consistency": None})
+    limit = state.settings.serve.consistency_wait_s
+    report = await wait_until_included(
+        lambda: state.store.positions(ITEM_VIEW, token.topic),
+        token,
+        limit if wait is None else min(wait, limit),
+    )
+    # Read after the wait: the view's rows are written before its position moves.
+    doc = await asyncio.to_thread(queries.item_ratings, state.store, sku)
+    headers = {} if report.token_satisfied else {"Retry-After": "1"}
+    return JSONResponse({**(doc or {}), "consistency": report.as_dict()}, headers=headers)
+
+
+@views.get(
+    "/v1/sales/regions",
+    response_model=None,
+    responses={200: {"model": SalesByRegion}, **_errors(401, 403, 422)},
+    summary="Revenue per region: totals and a per-window time series",
+)
+def sales_regions(
+    state: State,
+    windows: Annotated[int, Query(ge=1, le=1440, description="Windows in each series")] = 60,
+) -> dict[str, Any]:
+    """Totals per region over all one-minute windows, and each region's last `windows` windows."""
+    return queries.sales_by_region(state.store, windows)
+
+
+@views.get(
+    "/v1/sales/stores",
+    response_model=None,
+    responses={200: {"model": SalesByStore}, **_errors(401, 403)},
+    summary="Sales totals per store, with locations (the dashboard's map)",
+)
+def sales_stores(state: State) -> dict[str, Any]:
+    """Every store with lat/lon and its sales totals; online sales have no location."""
+    return queries.sales_by_store(state.store)
+
+
+@views.get(
+    "/v1/trending",
+    response_model=None,
+    responses={200: {"model": Trending}, **_errors(401, 403, 422)},
+    summary="Trending items per category",
+)
+def get_trending(
+    state: State,
+    category: Annotated[str | None, Query(description="Only this category")] = None,
+    limit: Annotated[int, Query(ge=1, le=100, description="Top N of each category")] = 10,
+) -> dict[str, Any]:
+    """The top items of each category by recent add-to-cart and order velocity (rank 1 = top)."""
+    return queries.trending(state.store, category or None, limit)
+
+
+@views.get(
+    "/v1/inventory/{store_id}",
+    response_model=None,
+    responses={200: {"model": Inventory}, **_errors(401, 403, 404, 422)},
+    summary="A store's stock positions",
+)
+def get_inventory(
+    store_id: str,
+    state: State,
+    low_stock_only: Annotated[bool, Query(description="Only positions at low stock")] = False,
+) -> dict[str, Any]:
+    """Initial, delivered, sold and on-hand units of every sku the store carries."""
+    answer = queries.inventory(state.store, store_id, low_stock_only)
+    if answer is None:
+        raise ApiError(404, "unknown_store", f"no store {store_id!r}")
+    return answer
+
+
+@views.get(
+    "/v1/alerts/low-stock",
+    response_model=None,
+    responses={200: {"model": Alerts}, **_errors(401, 403, 422)},
+    summary="Low-stock alerts across all stores",
+)
+def low_stock(
+    state: State,
+    limit: Annotated[int, Query(ge=1, le=1000, description="Return at most this many")] = 50,
+) -> dict[str, Any]:
+    """Positions at or below `views.low_stock_threshold`, emptiest first."""
+    return queries.low_stock_alerts(state.store, limit)
+
+
+@views.get(
+    "/v1/alerts/disruptions",
+    response_model=None,
+    responses={200: {"model": Alerts}, **_errors(401, 403)},
+    summary="Predicted shipment disruptions (empty until the disruption model exists)",
+)
+def disruptions(state: State) -> dict[str, Any]:
+    """Shipments predicted to be late; always empty for now (the hook for the ML view)."""
+    return queries.disruption_alerts()
+
+
+@service.get(
+    "/v1/health",
+    response_model=None,
+    responses={200: {"model": Health}, 503: {"model": Health}},
+    summary="Store, broker and view positions",
+)
+async def get_health(state: State) -> JSONResponse:
+    """`ok`, `degraded` (Kafka unreachable: commands fail) or `down` (store unreadable, 503).
+
+    Open even when queries are protected, for load balancers and monitors.
+    """
+    topics = dict.fromkeys([*state.settings.kafka.topics, TOPIC_RATINGS])
+    status, document = await asyncio.to_thread(
+        health, state.store, state.probe, state.settings.views.views, topics
+    )
+    return JSONResponse({**document, "version": VERSION}, status_code=status)
+
+
+@service.get("/", include_in_schema=False)
+def dashboard() -> FileResponse:
+    return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+
+def create_app(
+    settings: Settings, store: ServingStore | None = None, publisher: Publisher | None = None
+) -> FastAPI:
+    """The API + dashboard app. Without `store`/`publisher`, the configured ones.
+
+    A publisher made here is closed (its queue flushed) when the app shuts down;
+    one passed in belongs to the caller.
+    """
+    owned = publisher is None
+    state = AppState(
+        settings=settings,
+        store=store if store is not None else open_store(settings.views.sqlite_path),
+        publisher=publisher or RatingPublisher(settings.kafka.bootstrap),
+        probe=BrokerProbe(settings.kafka.bootstrap),
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        if owned:
+            await asyncio.to_thread(state.publisher.close)
+
+    app = FastAPI(
+        title="retailstream",
+        version=VERSION,
+        summary="Retail analytics: rate items (commands) and read live views (queries).",
+        description=(
+            "Commands are published to Kafka and answered 202 with a consistency token; "
+            "queries read the views the streaming jobs maintain. Errors are "
+            '`{"error": code, "detail": ...}`. The dashboard is at `/`.'
+        ),
+        lifespan=lifespan,
+    )
+    app.state.retailstream = state
+    install_error_handlers(app)
+    app.include_router(commands)
+    app.include_router(views)
+    app.include_router(service)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    return app

@@ -1,0 +1,211 @@
+"""The serving store: the query side of CQRS, where the API reads the gold views.
+
+Each gold micro-batch upserts the rows it changed here, right after its Delta
+write; the API answers key lookups from it without touching Spark. SQLite (WAL
+journal: one writer, readers never blocked) is the embedded default; another
+database can take its place by implementing `ServingStore`.
+
+Every view is a table with typed key columns and a JSON `doc` holding the
+whole row, so the API can return a row as the view wrote it and filter on keys.
+`positions` records, per view and Kafka topic-partition, the highest bronze
+offset a view has included: the API compares a consistency token (the offset
+a command was written at) with it for read-your-writes.
+
+Writes are idempotent: an upsert replaces by key, `replace` swaps a whole view
+in one transaction, and a position only moves forward.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class ViewTable:
+    """A view's shape in the store: its key columns (the upsert key) and indexed columns."""
+
+    name: str
+    key: tuple[str, ...]
+    indexed: tuple[str, ...] = ()
+
+
+VIEW_TABLES = {
+    t.name: t
+    for t in (
+        ViewTable("item_ratings", ("sku",), ("category",)),
+        ViewTable("sales_by_region", ("window_start", "store_id"), ("region",)),
+        ViewTable("trending_items", ("category", "rank")),
+        ViewTable("inventory_positions", ("store_id", "sku"), ("low_stock",)),
+        # The catalogue the API checks commands and lookups against (from `world init`).
+        ViewTable("products", ("sku",), ("category",)),
+        ViewTable("stores", ("store_id",), ("region",)),
+    )
+}
+
+
+class ServingStore(Protocol):
+    """What the gold job writes and the API reads."""
+
+    def upsert(self, view: str, rows: Iterable[Mapping[str, Any]]) -> int: ...
+
+    def replace(self, view: str, rows: Iterable[Mapping[str, Any]]) -> int: ...
+
+    def get(self, view: str, **key: Any) -> dict[str, Any] | None: ...
+
+    def rows(
+        self, view: str, where: Mapping[str, Any] | None = None, order_by: Sequence[str] = ()
+    ) -> list[dict[str, Any]]: ...
+
+    def advance(self, view: str, topic: str, offsets: Mapping[int, int]) -> None: ...
+
+    def positions(self, view: str, topic: str) -> dict[int, int]: ...
+
+
+def _json_default(value: object) -> str:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def to_json(value: object) -> str:
+    """JSON of a view row: timestamps as ISO 8601 text."""
+    return json.dumps(value, default=_json_default, separators=(",", ":"))
+
+
+def _key_value(value: object) -> object:
+    """A key column value as SQLite stores it (timestamps as ISO text, like the doc)."""
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, bool):
+        return int(value)
+    return value
+
+
+class SqliteStore:
+    """`ServingStore` on one SQLite file (WAL). Safe to share between threads."""
+
+    def __init__(self, path: Path, timeout_s: float = 30.0) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._timeout_s = timeout_s
+        self._db().execute("PRAGMA journal_mode=WAL")  # not allowed inside a transaction
+        with self._transaction() as db:
+            for table in VIEW_TABLES.values():
+                columns = ", ".join(f'"{c}"' for c in table.key + table.indexed)
+                db.execute(
+                    f'CREATE TABLE IF NOT EXISTS "{table.name}" ({columns}, doc TEXT NOT NULL, '
+                    f"PRIMARY KEY ({', '.join(repr(c) for c in table.key)}))"
+                )
+                for column in table.indexed:
+                    db.execute(
+                        f'CREATE INDEX IF NOT EXISTS "{table.name}_{column}" '
+                        f'ON "{table.name}" ("{column}")'
+                    )
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS positions (view TEXT, topic TEXT, partition INTEGER, "
+                '"offset" INTEGER NOT NULL, PRIMARY KEY (view, topic, partition))'
+            )
+
+    def _db(self) -> sqlite3.Connection:
+        """This thread's connection (sqlite3 connections must stay on their thread)."""
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.path, timeout=self._timeout_s, isolation_level=None)
+            db.execute("PRAGMA synchronous=NORMAL")
+            self._local.db = db
+        return db
+
+    def _transaction(self) -> _Transaction:
+        return _Transaction(self._db())
+
+    @staticmethod
+    def _table(view: str) -> ViewTable:
+        try:
+            return VIEW_TABLES[view]
+        except KeyError:
+            raise KeyError(f"unknown view {view!r}; views: {', '.join(VIEW_TABLES)}") from None
+
+    def _insert(self, db: sqlite3.Connection, table: ViewTable, rows: Iterable[Mapping]) -> int:
+        columns = table.key + table.indexed
+        names = ", ".join(f'"{c}"' for c in (*columns, "doc"))
+        marks = ", ".join("?" for _ in range(len(columns) + 1))
+        values = [(*(_key_value(row[c]) for c in columns), to_json(dict(row))) for row in rows]
+        db.executemany(f'INSERT OR REPLACE INTO "{table.name}" ({names}) VALUES ({marks})', values)
+        return len(values)
+
+    def upsert(self, view: str, rows: Iterable[Mapping[str, Any]]) -> int:
+        """Insert or replace `rows` by the view's key; returns how many were written."""
+        table = self._table(view)
+        with self._transaction() as db:
+            return self._insert(db, table, rows)
+
+    def replace(self, view: str, rows: Iterable[Mapping[str, Any]]) -> int:
+        """Make `rows` the whole view, atomically (readers see the old or the new one)."""
+        table = self._table(view)
+        with self._transaction() as db:
+            db.execute(f'DELETE FROM "{table.name}"')
+            return self._insert(db, table, rows)
+
+    def get(self, view: str, **key: Any) -> dict[str, Any] | None:
+        found = self.rows(view, where=key)
+        return found[0] if found else None
+
+    def rows(
+        self, view: str, where: Mapping[str, Any] | None = None, order_by: Sequence[str] = ()
+    ) -> list[dict[str, Any]]:
+        """The docs of the rows whose key/indexed columns equal `where`, in `order_by` order."""
+        table = self._table(view)
+        allowed = set(table.key + table.indexed)
+        where = dict(where or {})
+        unknown = sorted((set(where) | set(order_by)) - allowed)
+        if unknown:
+            raise KeyError(f"{view} can only be filtered or ordered by {sorted(allowed)}")
+        sql = f'SELECT doc FROM "{table.name}"'
+        if where:
+            sql += " WHERE " + " AND ".join(f'"{c}" = ?' for c in where)
+        if order_by:
+            sql += " ORDER BY " + ", ".join(f'"{c}"' for c in order_by)
+        cursor = self._db().execute(sql, [_key_value(v) for v in where.values()])
+        return [json.loads(doc) for (doc,) in cursor.fetchall()]
+
+    def advance(self, view: str, topic: str, offsets: Mapping[int, int]) -> None:
+        """Record that `view` includes `topic` up to these offsets (never moves back)."""
+        with self._transaction() as db:
+            db.executemany(
+                "INSERT INTO positions VALUES (?, ?, ?, ?) ON CONFLICT (view, topic, partition) "
+                'DO UPDATE SET "offset" = max("offset", excluded."offset")',
+                [(view, topic, int(p), int(o)) for p, o in offsets.items()],
+            )
+
+    def positions(self, view: str, topic: str) -> dict[int, int]:
+        cursor = self._db().execute(
+            'SELECT partition, "offset" FROM positions WHERE view = ? AND topic = ?', (view, topic)
+        )
+        return {int(p): int(o) for p, o in cursor.fetchall()}
+
+
+class _Transaction:
+    """`with` = one IMMEDIATE transaction on an autocommit connection (commit or roll back)."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.db.execute("BEGIN IMMEDIATE")
+        return self.db
+
+    def __exit__(self, kind: object, error: object, trace: object) -> None:
+        self.db.execute("COMMIT" if kind is None else "ROLLBACK")
+
+
+def open_store(path: Path) -> SqliteStore:
+    """The configured serving store (`settings.views.sqlite_path`)."""
+    return SqliteStore(path)

@@ -1,0 +1,187 @@
+"""Gold views: maintained by the stream in several micro-batches, with duplicates
+and late events in the input, they equal a rebuild from silver, and the
+serving store holds what the Delta tables hold."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import pytest
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.testing import assertDataFrameEqual
+
+from retailstream.config import Settings
+from retailstream.io.delta import read_table
+from retailstream.jobs import build_views, ingest_events, init_world, refine_events
+from retailstream.jobs.refine_events import silver_table
+from retailstream.kafka.clients import flush_or_fail, producer
+from retailstream.kafka.topics import create_topics
+from retailstream.views.store import VIEW_TABLES, SqliteStore, to_json
+from retailstream.world import DefectRates, EventGenerator, build_world
+from support import own_pipeline
+
+AVAILABLE_NOW = argparse.Namespace(available_now=True)
+SEED = 11
+VIEWS = ("item_ratings", "sales_by_region", "trending_items", "inventory_positions")
+# Plenty of the defects views must withstand; the others are quarantined by silver.
+DEFECTS = DefectRates(duplicate=0.03, out_of_order=0.03, late_time=0.01)
+
+
+def produce(settings: Settings, generator: EventGenerator, events: int) -> None:
+    client = producer(settings.kafka.bootstrap)
+    batch = generator.next_batch(events)
+    for record, emitted in zip(batch.records, batch.emit_times_ms, strict=True):
+        client.produce(record.topic, key=record.key, value=record.value, timestamp=emitted)
+    flush_or_fail(client)
+
+
+def run_pipeline(spark: SparkSession, settings: Settings) -> None:
+    ingest_events.run(spark, settings, AVAILABLE_NOW)
+    refine_events.run(spark, settings, AVAILABLE_NOW)
+    build_views.run(spark, settings, AVAILABLE_NOW)
+
+
+@pytest.fixture(scope="module")
+def streamed(tmp_path_factory: pytest.TempPathFactory, spark: SparkSession) -> Iterator[Settings]:
+    """Views built by the stream over two rounds of events (first batch, then merges)."""
+    with own_pipeline(tmp_path_factory.mktemp("views")) as settings:
+        create_topics(settings.kafka.bootstrap, settings.kafka.topics)
+        init_world.write_world(spark, settings, SEED, "small")
+        generator = EventGenerator(
+            build_world(SEED, "small"), SEED, datetime(2026, 6, 1, 9, tzinfo=UTC), 4.0, DEFECTS
+        )
+        for events in (4000, 3000):
+            produce(settings, generator, events)
+            run_pipeline(spark, settings)
+        yield settings
+
+
+def gold(spark: SparkSession, settings: Settings, view: str) -> DataFrame:
+    return read_table(spark, build_views.gold_table(settings, view))
+
+
+@pytest.mark.parametrize("view", VIEWS)
+def test_a_rebuilt_view_equals_the_streamed_one(
+    streamed: Settings, spark: SparkSession, view: str
+) -> None:
+    streamed_rows = gold(spark, streamed, view)
+    assert streamed_rows.count() > 0
+    assertDataFrameEqual(build_views.rebuild(spark, streamed, view), streamed_rows)
+
+
+@pytest.mark.parametrize("view", VIEWS)
+def test_the_serving_store_holds_the_gold_rows(
+    streamed: Settings, spark: SparkSession, view: str
+) -> None:
+    store = SqliteStore(streamed.views.sqlite_path)
+    key = VIEW_TABLES[view].key
+    served = {tuple(doc[k] for k in key): doc for doc in store.rows(view)}
+    # The documents are the gold rows as JSON (timestamps as ISO text).
+    gold_docs = [
+        json.loads(to_json(r)) for r in build_views.store_rows(gold(spark, streamed, view))
+    ]
+    assert len(served) == len(gold_docs)
+    for doc in gold_docs:
+        assert served[tuple(doc[k] for k in key)] == doc
+
+
+def test_item_ratings_count_each_valid_rating_once(streamed: Settings, spark: SparkSession) -> None:
+    ratings = read_table(spark, silver_table(streamed, "ratings"))
+    expected = {
+        r["sku"]: (r["n"], r["stars"], r["five"])
+        for r in ratings.groupBy("sku")
+        .agg(
+            F.count("*").alias("n"),
+            F.sum("stars").alias("stars"),
+            F.count_if(F.col("stars") == 5).alias("five"),
+        )
+        .collect()
+    }
+    docs = gold(spark, streamed, "item_ratings").collect()
+    assert {d["sku"] for d in docs} == set(expected)
+    for doc in docs:
+        n, stars, five = expected[doc["sku"]]
+        assert doc["ratings_count"] == n
+        assert doc["average_stars"] == pytest.approx(stars / n, abs=1e-4)
+        assert doc["histogram"]["5"] == five and sum(doc["histogram"].values()) == n
+        times = [r["event_time"] for r in doc["last_ratings"]]
+        assert times == sorted(times, reverse=True) and len(times) == min(n, 10)
+        assert doc["name"] and doc["category"]
+
+
+def test_duplicates_in_the_stream_are_not_counted_twice(
+    streamed: Settings, spark: SparkSession
+) -> None:
+    bronze = read_table(spark, streamed.lake.table(ingest_events.BRONZE_TABLE))
+    ratings = bronze.where(F.col("topic") == "shop.ratings")
+    distinct_ids = ratings.select(F.get_json_object(F.col("value").cast("string"), "$.event_id"))
+    assert ratings.count() > distinct_ids.distinct().count(), "the input has duplicates"
+    total = gold(spark, streamed, "item_ratings").agg(F.sum("ratings_count")).first()[0]
+    assert total == read_table(spark, silver_table(streamed, "ratings")).count()
+
+
+def test_inventory_is_initial_plus_deliveries_minus_sales(
+    streamed: Settings, spark: SparkSession
+) -> None:
+    positions = gold(spark, streamed, "inventory_positions")
+    initial = read_table(spark, init_world.reference_table(streamed, "initial_stock"))
+    assert positions.count() >= initial.count()
+    sold = (
+        read_table(spark, silver_table(streamed, "order_lines"))
+        .where(F.col("store_id").isNotNull())
+        .groupBy("store_id", "sku")
+        .agg(F.sum("quantity").alias("expected_sold"))
+    )
+    checked = positions.join(sold, ["store_id", "sku"], "left").fillna(0, ["expected_sold"])
+    assert checked.where(F.col("sold") != F.col("expected_sold")).count() == 0
+    assert positions.where(
+        F.col("on_hand") != F.col("initial") + F.col("delivered") - F.col("sold")
+    ).isEmpty()
+    assert positions.where(F.col("delivered") > 0).count() > 0, "some deliveries arrived"
+    assert positions.where("low_stock").count() > 0
+
+
+def test_sales_windows_add_up_to_the_orders(streamed: Settings, spark: SparkSession) -> None:
+    sales = gold(spark, streamed, "sales_by_region")
+    orders = read_table(spark, silver_table(streamed, "orders")).count()
+    totals = sales.agg(F.sum("orders"), F.sum("late_orders")).first()
+    assert totals[0] + totals[1] == orders
+    assert sales.where(F.col("region").isNull()).isEmpty()
+
+
+def test_positions_say_how_far_each_view_has_read(streamed: Settings, spark: SparkSession) -> None:
+    store = SqliteStore(streamed.views.sqlite_path)
+    ratings = read_table(spark, silver_table(streamed, "ratings"))
+    expected = {
+        r["partition"]: r["offset"]
+        for r in ratings.groupBy("partition").agg(F.max("offset").alias("offset")).collect()
+    }
+    assert store.positions("item_ratings", "shop.ratings") == expected
+
+
+def test_a_replayed_micro_batch_changes_nothing(streamed: Settings, spark: SparkSession) -> None:
+    (view,) = build_views.chosen_views(streamed, ["item_ratings"])
+    store = SqliteStore(streamed.views.sqlite_path)
+    references = build_views.load_references(spark, streamed)
+    handler = build_views.views_batch_handler(spark, streamed, view, references, store)
+    before = gold(spark, streamed, "item_ratings").collect()
+    served = store.rows("item_ratings", order_by=["sku"])
+    batch = view.facts({"ratings": read_table(spark, silver_table(streamed, "ratings"))}).limit(50)
+    handler(batch, 1)
+    handler(batch, 1)
+    assertDataFrameEqual(gold(spark, streamed, "item_ratings"), before)
+    assert store.rows("item_ratings", order_by=["sku"]) == served
+
+
+def test_rebuild_as_of_a_time_leaves_later_events_out(
+    streamed: Settings, spark: SparkSession
+) -> None:
+    ratings = read_table(spark, silver_table(streamed, "ratings"))
+    middle = ratings.agg(F.percentile_approx("event_time", 0.5)).first()[0]
+    rebuilt = build_views.rebuild(spark, streamed, "item_ratings", as_of=middle)
+    expected = ratings.where(F.col("event_time") <= F.lit(middle)).count()
+    assert rebuilt.agg(F.sum("ratings_count")).first()[0] == expected
