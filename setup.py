@@ -37,6 +37,8 @@ setup(
         "pyarrow>=18,<26",
         "confluent-kafka==2.16.1",
         "fastapi>=0.115,<1",
+        # Swagger UI and ReDoc served from the package: /docs works offline.
+        "fastapi-offline==1.7.7",
         "uvicorn>=0.30,<1",
         "pydantic>=2.7,<3",
         "PyYAML>=6.0,<7",

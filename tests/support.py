@@ -8,6 +8,9 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from retailstream.config import LocalBrokerSettings, Settings, load_settings
 from retailstream.jars import classpath
@@ -56,3 +59,32 @@ def own_pipeline(root: Path) -> Iterator[Settings]:
         )
     finally:
         broker.stop()
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+
+
+@contextlib.contextmanager
+def headless_chromium(user_data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """Debian's Chromium, headless, driven through its ChromeDriver (selenium)."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
+        pytest.fail("Chromium and ChromeDriver are needed: `make setup` installs them")
+    monkeypatch.setenv("SE_OFFLINE", "true")  # Selenium Manager must never download
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for argument in (
+        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--no-first-run", "--disable-sync",
+        "--window-size=1280,1000", f"--user-data-dir={user_data_dir}",
+    ):  # fmt: skip
+        options.add_argument(argument)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(options=options, service=Service(executable_path=str(CHROMEDRIVER)))
+    try:
+        yield driver
+    finally:
+        driver.quit()

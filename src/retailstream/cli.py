@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
@@ -29,10 +30,25 @@ JOBS = {
     "ingest": "retailstream.jobs.ingest_events",
     "refine": "retailstream.jobs.refine_events",
     "enrich": "retailstream.jobs.enrich_events",
+    "views": "retailstream.jobs.build_views",
 }
-JOB_SCRIPTS = {"ingest": "ingest_events", "refine": "refine_events", "enrich": "enrich_events"}
+JOB_SCRIPTS = {
+    "ingest": "ingest_events",
+    "refine": "refine_events",
+    "enrich": "enrich_events",
+    "views": "build_views",
+}
 
 Handler = Callable[[argparse.Namespace], int | None]
+
+
+def _timestamp(text: str) -> datetime:
+    """An ISO 8601 time for a flag; naive times are UTC."""
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -229,6 +245,27 @@ def submit(args: argparse.Namespace) -> int:
     return subprocess.call(command)
 
 
+def views_rebuild(args: argparse.Namespace) -> int:
+    """Recompute a gold view in batch from silver (repair, or a past state with --as-of)."""
+    from retailstream.jobs import build_views
+
+    return int(with_session(build_views.rebuild_command, args) or 0)
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Serve the query/command API and the dashboard until interrupted."""
+    from retailstream.serve.server import run_server
+
+    settings = _settings(args)
+    print(
+        f"retailstream API and dashboard on http://{args.host or settings.serve.host}:"
+        f"{args.port if args.port is not None else settings.serve.port}/",
+        flush=True,
+    )
+    run_server(settings, host=args.host, port=args.port)
+    return 0
+
+
 # -- parser -----------------------------------------------------------------
 
 
@@ -330,8 +367,36 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--master", help="Spark master URL (default: spark-submit's)")
     sub.add_argument("job_args", nargs=argparse.REMAINDER, help="the job's own flags")
 
+    views = commands.add_parser(
+        "views", help="the gold views", description="The gold materialized views."
+    )
+    view_commands = views.add_subparsers(dest="action", metavar="ACTION", required=True)
+    rebuild = command(
+        view_commands,
+        "rebuild",
+        "recompute a view from silver; with --as-of, a past state into its own table",
+        views_rebuild,
+    )
+    rebuild.add_argument(
+        "view",
+        choices=["item_ratings", "sales_by_region", "trending_items", "inventory_positions"],
+    )
+    rebuild.add_argument(
+        "--as-of",
+        type=_timestamp,
+        metavar="TIME",
+        help="event time to stop at, ISO 8601 (UTC unless an offset is given)",
+    )
+
+    serve_cmd = command(commands, "serve", "serve the query/command API and the dashboard", serve)
+    serve_cmd.add_argument("--host", help="interface to listen on (default: serve.host)")
+    serve_cmd.add_argument("--port", type=int, help="port (default: serve.port)")
+
     demo_cmd = command(
-        commands, "demo", "start the broker, publish events, ingest them, show bronze", demo
+        commands,
+        "demo",
+        "the whole platform live: broker, events, bronze, silver, views, dashboard",
+        demo,
     )
     demo_job.add_flags(demo_cmd)
     return parser

@@ -19,16 +19,13 @@ from typing import Any
 import httpx
 import pytest
 from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.support.ui import WebDriverWait
 
 from retailstream.config import load_settings
 from retailstream.serve.server import BackgroundServer, start_background
 from retailstream.views.store import SqliteStore
-from support import PROJECT_HOME
+from support import PROJECT_HOME, headless_chromium
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
 REFRESH_MS = 500  # the page polls every 2 s by default; faster here to keep the test short
 WAIT_S = 20
 
@@ -187,23 +184,8 @@ def server(tmp_path: Path, store: SqliteStore) -> Iterator[tuple[BackgroundServe
 
 @pytest.fixture
 def browser(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[webdriver.Chrome]:
-    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
-        pytest.fail("Chromium and ChromeDriver are needed: `make setup` installs them")
-    monkeypatch.setenv("SE_OFFLINE", "true")  # Selenium Manager must never download
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for argument in (
-        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--no-first-run", "--disable-sync",
-        "--window-size=1280,1000", f"--user-data-dir={tmp_path / 'chromium'}",
-    ):  # fmt: skip
-        options.add_argument(argument)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(options=options, service=Service(executable_path=str(CHROMEDRIVER)))
-    try:
+    with headless_chromium(tmp_path / "chromium", monkeypatch) as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 def _snapshot(driver: webdriver.Chrome) -> dict[str, Any]:

@@ -446,6 +446,11 @@ def test_openapi_and_docs_are_served(http: httpx.Client) -> None:
     assert "bearer" in json.dumps(spec.json()["components"]["securitySchemes"]).lower()
     docs = http.get("/docs")
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
+    # Swagger UI comes from the package, not a CDN (the API must document itself offline).
+    assets = re.findall(r'(?:src|href)="([^"]+\.(?:js|css))"', docs.text)
+    assert assets and all(a.startswith("/") for a in assets), assets
+    for asset in assets:
+        assert http.get(asset).status_code == 200, asset
     page = http.get("/")
     assert page.status_code == 200 and 'data-testid="total-revenue"' in page.text
     assert http.get("/static/dashboard.js").status_code == 200

@@ -6,8 +6,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import StreamingQuery
+from pyspark.sql.types import StructType
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,25 @@ def append_stream(
     if partition_by:
         writer = writer.partitionBy(*partition_by)
     return writer.start(str(path))
+
+
+def has_commits(path: Path) -> bool:
+    """True once the Delta table at `path` has its first commit (a reader can see a schema).
+
+    A writer creates `_delta_log/` before it commits, so the folder alone is not enough
+    for a reader that races the first write.
+    """
+    log = path / "_delta_log"
+    return log.is_dir() and any(log.glob("*.json"))
+
+
+def create_if_missing(spark: SparkSession, path: Path, schema: StructType) -> None:
+    """Create an empty Delta table at `path` unless one is there.
+
+    Needed before several streaming queries append to one table: their first
+    commits would otherwise race to create it (DELTA_PROTOCOL_CHANGED).
+    """
+    DeltaTable.createIfNotExists(spark).location(str(path)).addColumns(schema).execute()
 
 
 def read_table(spark: SparkSession, path: Path, version: int | None = None) -> DataFrame:

@@ -1,25 +1,34 @@
-"""Demo: broker -> world -> generated events -> bronze, printing each step.
+"""Demo: broker -> world -> live events -> bronze -> silver -> gold -> API and dashboard.
 
-Reads/writes: starts the local broker when config uses it and it is not
-running, writes the reference data (`world init`), publishes generated events
-at a steady rate (`produce`), ingests everything into `<lake>/bronze_events`
-(available-now) and prints what bronze holds per topic.
+Starts the local broker when config uses it and it is not running, writes the
+reference data (`world init`), publishes generated events at a steady rate
+(`produce`, on a thread), runs ingest, refine and the views as streaming
+queries in one Spark application, and serves the API and dashboard. Runs
+until Ctrl-C (or `--duration`), then stops the producer (flushed), every
+query (checkpointed) and the server: a later run resumes where this one ended.
 """
 
 from __future__ import annotations
 
 import argparse
+import secrets
+import signal
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
-from pyspark.sql import functions as F
+from pyspark.sql import SparkSession
+from pyspark.sql.streaming import StreamingQuery
 
 from retailstream.config import Settings, load_settings
-from retailstream.io.delta import StreamTrigger, read_table
+from retailstream.errors import UserError
+from retailstream.io.delta import StreamTrigger, has_commits
 from retailstream.jars import classpath
-from retailstream.jobs import ingest_events, init_world, produce_events
+from retailstream.jobs import build_views, ingest_events, init_world, produce_events, refine_events
 from retailstream.jobs.launcher import launch_without_spark
 from retailstream.kafka.broker import LocalBroker
+from retailstream.views.store import open_store
 
 
 def _start_local_broker(settings: Settings) -> LocalBroker | None:
@@ -36,10 +45,91 @@ def _start_local_broker(settings: Settings) -> LocalBroker | None:
     return local
 
 
+def _wait_for(path: Path, what: str, alive: Callable[[], None], timeout_s: float = 600) -> None:
+    """Block until the Delta table at `path` exists (its first micro-batch committed)."""
+    deadline = time.monotonic() + timeout_s
+    while not has_commits(path):
+        alive()
+        if time.monotonic() > deadline:
+            raise UserError(f"{what} did not appear within {timeout_s:.0f}s")
+        time.sleep(0.5)
+
+
+class Pipeline:
+    """The demo's streaming queries in one Spark application: ingest, refine, views."""
+
+    def __init__(self, spark: SparkSession, settings: Settings) -> None:
+        self.spark = spark
+        self.settings = settings
+        self.queries: list[StreamingQuery] = []
+        self.refine: refine_events.RefineRun | None = None
+        self.refine_queries: dict[str, StreamingQuery] = {}
+
+    def check(self) -> None:
+        """Raise the first query failure (a demo that silently stalls helps nobody)."""
+        for query in self.queries:
+            error = query.exception()
+            if error is not None:
+                raise UserError(f"query {query.name} failed: {str(error).splitlines()[0]}")
+
+    def start(self) -> None:
+        settings = self.settings
+        ingest = StreamTrigger(False, settings.ingest.trigger_interval)
+        self.queries.append(ingest_events.start(self.spark, settings, ingest))
+        _wait_for(settings.lake.table(ingest_events.BRONZE_TABLE), "bronze", self.check)
+        self.refine = refine_events.RefineRun(self.spark, settings)
+        refine = StreamTrigger(False, settings.refine.trigger_interval)
+        for table in settings.refine.tables:
+            self.refine_queries[table] = self.refine.start(table, refine)
+        self.queries.extend(self.refine_queries.values())
+        # Each view starts as soon as its own silver tables exist (their first
+        # refine batch), so the first view does not wait for the slowest table.
+        views = StreamTrigger(False, settings.views.trigger_interval)
+        chosen = build_views.chosen_views(settings)
+        references = build_views.load_references(self.spark, settings)
+        store = open_store(settings.views.sqlite_path)
+        for view in chosen:
+            for table in view.sources:
+                _wait_for(
+                    refine_events.silver_table(settings, table), f"silver {table}", self.check
+                )
+            if view is chosen[0]:
+                build_views.publish_catalogue(store, references, self.spark, settings)
+            self.queries.append(
+                build_views.start(self.spark, settings, view, references, store, views)
+            )
+
+    def drain_metrics(self) -> None:
+        if self.refine is not None:
+            for table, query in self.refine_queries.items():
+                self.refine.drain(table, query)
+
+    def stop(self) -> None:
+        """Stop every query (each resumes from its checkpoint next time: nothing is lost)."""
+        for query in self.queries:
+            if query.isActive:
+                query.stop()
+        self.drain_metrics()
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def run_demo(settings: Settings, args: argparse.Namespace) -> int:
+    from retailstream.serve.server import start_background
     from retailstream.session import build_spark
 
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops the demo as cleanly as Ctrl-C
+
+    if not settings.serve.api_token:  # commands need a token: make a one-off one for the demo
+        serve = settings.serve.model_copy(update={"api_token": secrets.token_urlsafe(12)})
+        settings = settings.model_copy(update={"serve": serve})
     broker = _start_local_broker(settings)
+    stop_producing = threading.Event()
+    producer_thread: threading.Thread | None = None
+    server = None
+    pipeline: Pipeline | None = None
     try:
         started = time.monotonic()
         spark = build_spark(settings)
@@ -47,35 +137,64 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
         print(
             f"[2/5] Spark {spark.version} up and the world written in "
             f"{time.monotonic() - started:.1f}s: {counts['products']} products, "
-            f"{counts['stores']} stores, {counts['customers']} customers"
+            f"{counts['stores']} stores, {counts['customers']} customers",
+            flush=True,
         )
         produce_args = argparse.Namespace(
-            events=args.events, duration=None, rate=args.rate, seed=int(time.time()),
-            start=None, sim_seconds_per_event=None, quiet=True,
+            events=None, duration="8760h",  # until the demo stops it
+            rate=args.rate, seed=int(time.time()), start=None, sim_seconds_per_event=None,
+            quiet=True,
         )  # fmt: skip
-        report = produce_events.produce(settings, produce_args)
-        print(f"[3/5] published {report.events} events at {report.rate:,.0f} events/s")
-        ingest_started = time.monotonic()
-        query = ingest_events.start(spark, settings, StreamTrigger(available_now=True))
-        query.awaitTermination()
-        print(f"[4/5] ingested into bronze in {time.monotonic() - ingest_started:.1f}s")
-        bronze_path = settings.lake.table(ingest_events.BRONZE_TABLE)
-        per_topic = read_table(spark, bronze_path).groupBy("topic").agg(F.count("*").alias("n"))
-        print(f"[5/5] the bronze event store at {bronze_path} holds:")
-        for row in per_topic.orderBy("topic").collect():
-            print(f"        {row['topic']:<26} {row['n']:>8} records")
+        reports: list[produce_events.PublishReport] = []
+        producer_thread = threading.Thread(
+            target=lambda: reports.append(
+                produce_events.produce(settings, produce_args, stop_producing.is_set)
+            ),
+            name="demo-producer",
+            daemon=True,
+        )
+        producer_thread.start()
+        print(f"[3/5] producing events at {args.rate:,.0f} events/s", flush=True)
+        pipeline = Pipeline(spark, settings)
+        pipeline.start()
+        print(
+            f"[4/5] streaming: ingest -> refine -> views ({len(pipeline.queries)} queries) "
+            f"after {time.monotonic() - started:.0f}s",
+            flush=True,
+        )
+        server, url = start_background(settings, port=settings.serve.port)
+        print(
+            f"[5/5] dashboard and API at {url}/  (API docs: {url}/docs); Ctrl-C stops", flush=True
+        )
+        deadline = time.monotonic() + args.duration if args.duration else None
+        while deadline is None or time.monotonic() < deadline:
+            pipeline.check()
+            pipeline.drain_metrics()
+            time.sleep(2)
+    except KeyboardInterrupt:
+        print("\nstopping ...", flush=True)
     finally:
+        stop_producing.set()
+        if producer_thread is not None:
+            producer_thread.join(timeout=60)
+        if pipeline is not None:
+            pipeline.stop()
+        if server is not None:
+            server.stop()
         if broker is not None and not args.keep_broker:
             broker.stop()
             print(
                 f"Kafka broker stopped (its data stays in {settings.kafka.local_broker.data_dir})"
             )
+    print("stopped cleanly: every query resumes from its checkpoint on the next run")
     return 0
 
 
 def add_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--events", type=int, default=20_000, help="events to publish")
-    parser.add_argument("--rate", type=float, default=10_000, help="events per second")
+    parser.add_argument(
+        "--duration", type=float, help="stop after this many seconds (default: until Ctrl-C)"
+    )
+    parser.add_argument("--rate", type=float, default=200, help="events per second")
     parser.add_argument("--keep-broker", action="store_true", help="leave the broker running")
 
 

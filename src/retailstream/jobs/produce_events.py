@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
 from datetime import UTC, datetime
 
@@ -52,7 +52,10 @@ def parse_duration(text: str) -> float:
         ) from None
 
 
-def produce(settings: Settings, args: argparse.Namespace) -> PublishReport:
+def produce(
+    settings: Settings, args: argparse.Namespace, stop: Callable[[], bool] = lambda: False
+) -> PublishReport:
+    """Publish generated events as `args` says (until `stop()` at the latest)."""
     if (args.events is None) == (args.duration is None):
         raise UserError("say how much to produce: exactly one of --events N or --duration D")
     if args.rate is not None and args.rate <= 0:
@@ -87,6 +90,7 @@ def produce(settings: Settings, args: argparse.Namespace) -> PublishReport:
             max_seconds=max_seconds,
             batch_size=settings.generator.batch_size,
             on_progress=bar.update,
+            stop=stop,
         )
     print(
         f"published {report.events} events in {report.seconds:.1f}s "

@@ -33,6 +33,7 @@ from retailstream.errors import UserError
 from retailstream.io.delta import (
     StreamTrigger,
     append_once,
+    create_if_missing,
     foreach_batch_stream,
     read_stream,
     read_table,
@@ -48,7 +49,12 @@ from retailstream.quality.expectations import (
 )
 from retailstream.quality.reference_values import PRODUCT_SKUS, reference_values
 from retailstream.quality.suites import Suite, load_suites
-from retailstream.schemas import CONTRACTS_BY_TABLE, EventContract, silver_schema
+from retailstream.schemas import (
+    CONTRACTS_BY_TABLE,
+    QUARANTINE_SCHEMA,
+    EventContract,
+    silver_schema,
+)
 from retailstream.transforms.parse import parse_events
 
 QUARANTINE_TABLE = "quarantine"
@@ -292,25 +298,46 @@ def write_metrics(spark: SparkSession, settings: Settings, rows: list[dict]) -> 
         append_once(one, settings.lake.table(METRICS_TABLE), f"metrics_{table}", batch_id)
 
 
+class RefineRun:
+    """The refine queries of one job: the suites and reference values they share,
+    and the per-batch counts the metrics writer drains."""
+
+    def __init__(self, spark: SparkSession, settings: Settings) -> None:
+        self.spark = spark
+        self.settings = settings
+        self.suites = load_suites(settings.refine.expectations_dir)
+        self.known = known_values(spark, load_references(spark, settings), self.suites)
+        self.counts = {table: BatchCounts() for table in settings.refine.tables}
+        # Every table's query appends to the one quarantine: create it before they race to.
+        create_if_missing(spark, settings.lake.table(QUARANTINE_TABLE), QUARANTINE_SCHEMA)
+
+    def start(self, table: str, trigger: StreamTrigger) -> StreamingQuery:
+        return start(
+            self.spark, self.settings, table, trigger, self.known, self.suites, self.counts[table]
+        )
+
+    def drain(self, table: str, query: StreamingQuery) -> int:
+        """Write the metrics rows of the batches `query` completed; return how many."""
+        rows = metrics_rows(table, query.recentProgress, self.counts[table])
+        write_metrics(self.spark, self.settings, rows)
+        return len(rows)
+
+
 def run_queries(spark: SparkSession, settings: Settings, trigger: StreamTrigger) -> dict[str, int]:
     """Run the refine query of every configured table until they end; return batches per table.
 
     Available-now runs them one after the other (each drains bronze and
     stops); continuous runs start them all and wait.
     """
-    suites = load_suites(settings.refine.expectations_dir)
-    known = known_values(spark, load_references(spark, settings), suites)
-    counts = {table: BatchCounts() for table in settings.refine.tables}
+    refine = RefineRun(spark, settings)
     batches: dict[str, int] = {}
 
     def drain(table: str, query: StreamingQuery) -> None:
-        rows = metrics_rows(table, query.recentProgress, counts[table])
-        write_metrics(spark, settings, rows)
-        batches[table] = batches.get(table, 0) + len(rows)
+        batches[table] = batches.get(table, 0) + refine.drain(table, query)
 
     queries = {}
     for table in settings.refine.tables:
-        query = start(spark, settings, table, trigger, known, suites, counts[table])
+        query = refine.start(table, trigger)
         if trigger.available_now:
             query.awaitTermination()
             drain(table, query)

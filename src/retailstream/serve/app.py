@@ -20,6 +20,7 @@ from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Respons
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 
 from retailstream.config import Settings
 from retailstream.serve import queries
@@ -335,7 +336,7 @@ def create_app(
         if owned:
             await asyncio.to_thread(state.publisher.close)
 
-    app = FastAPI(
+    app = FastAPIOffline(
         title="retailstream",
         version=VERSION,
         summary="Retail analytics: rate items (commands) and read live views (queries).",

@@ -201,15 +201,15 @@ def trending_items(
 ) -> DataFrame:
     """The top items per category by add-to-cart count plus units ordered in the
     `trending_minutes` up to `as_of` (default: the newest event time seen)."""
-    end = (
-        F.lit(as_of).cast("timestamp") if as_of else F.max("event_time").over(Window.partitionBy())
-    )
-    marked = facts.withColumn("window_end", end).withColumn(
-        "window_start",
-        F.col("window_end") - F.make_dt_interval(mins=F.lit(settings.trending_minutes)),
-    )
-    recent = marked.where(
-        (F.col("event_time") > F.col("window_start")) & (F.col("event_time") <= F.col("window_end"))
+    # The newest event time first (one small aggregate, a job of its own), so
+    # that the window's scan reads only the last minutes of facts.
+    newest = as_of or facts.agg(F.max("event_time")).first()[0] or datetime(1970, 1, 1)
+    window_end = F.lit(newest).cast("timestamp")
+    window_start = window_end - F.make_dt_interval(mins=F.lit(settings.trending_minutes))
+    recent = (
+        facts.where((F.col("event_time") > window_start) & (F.col("event_time") <= window_end))
+        .withColumn("window_start", window_start)
+        .withColumn("window_end", window_end)
     )
     per_item = recent.groupBy("window_start", "window_end", "sku").agg(
         F.sum("add_to_cart").cast("long").alias("add_to_cart"),

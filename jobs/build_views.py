@@ -1,0 +1,3 @@
+from retailstream.jobs.build_views import main
+
+raise SystemExit(main())
