@@ -10,13 +10,15 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
+import pytest
 from pyspark.sql import SparkSession
 
 from retailstream.io.delta import read_table
 from retailstream.jobs import ingest_events
 from retailstream.kafka.broker import free_port, port_in_use
-from support import PROJECT_HOME, run_cli
+from support import PROJECT_HOME, headless_chromium, run_cli
 
 
 def _get(url: str) -> dict:
@@ -24,8 +26,36 @@ def _get(url: str) -> dict:
         return json.loads(answer.read())
 
 
+def _page_revenue(browser: Any) -> float | None:
+    value = browser.execute_script(
+        "const e = document.querySelector('[data-testid=\"total-revenue\"]');"
+        "return e && e.dataset.value !== undefined ? Number(e.dataset.value) : null;"
+    )
+    return None if value is None else float(value)
+
+
+def _dashboard_follows_the_api(browser: Any, url: str) -> None:
+    """The page shows the revenue the API answered, and follows it as it grows, in place."""
+    browser.get(f"{url}/")
+    browser.execute_script("window.__sameDocument = 'yes'")  # gone if the page reloads
+    shown: list[float] = []
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(set(shown)) < 2:
+        revenue = _page_revenue(browser)
+        latest = _get(f"{url}/v1/sales/regions")["total"]["revenue"]
+        if revenue:
+            # The page polls the same API, so what it shows is never ahead of
+            # the API's answer that follows the read (revenue only grows).
+            assert 0 < revenue <= latest + 0.01, (revenue, latest)
+            shown.append(revenue)
+        time.sleep(0.5)
+    assert len(set(shown)) >= 2, f"the page did not follow the sales: {shown[-5:]}"
+    assert shown == sorted(shown), "revenue only grows"
+    assert browser.execute_script("return window.__sameDocument") == "yes", "no reload"
+
+
 def test_demo_serves_live_views_and_stops_cleanly_on_ctrl_c(
-    tmp_path: Path, spark: SparkSession
+    tmp_path: Path, spark: SparkSession, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     port, api_port = free_port(), free_port()
     flags = [
@@ -37,7 +67,7 @@ def test_demo_serves_live_views_and_stops_cleanly_on_ctrl_c(
         "--set", "spark.master=local[2]",
     ]  # fmt: skip
     demo = subprocess.Popen(
-        [str(Path(sys.executable).parent / "retailstream"), "demo", "--rate", "300",
+        [str(Path(sys.executable).parent / "retailstream"), "demo", "--rate", "100",
          "--set", f"serve.port={api_port}", *flags],
         cwd=PROJECT_HOME, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
@@ -67,6 +97,8 @@ def test_demo_serves_live_views_and_stops_cleanly_on_ctrl_c(
         else:
             raise AssertionError("sales did not grow while events flowed")
         assert _get(f"{url}/v1/health")["status"] in {"ok", "degraded"}
+        with headless_chromium(tmp_path / "chromium", monkeypatch) as browser:
+            _dashboard_follows_the_api(browser, url)
     finally:
         demo.send_signal(signal.SIGINT)
         out, err = demo.communicate(timeout=180)
