@@ -12,6 +12,10 @@ untouched, so each benchmark can be rerun on its own.
     publish_results("ingest", "Kafka -> bronze", "what against what", results,
                     baseline="bare read", params={...}, quick=args.quick)
 
+Figures that are not events per second (latencies, requests/s) go through
+`publish_tables` instead: `Table`s of rows, each row a dict, shown by `Column`s
+(`percentiles` gives p50/p95/p99/max of a sample), the same JSON and section.
+
 `--quick` runs are smoke tests: their JSON goes to `<name>.quick.json` and
 BENCHMARKS.md is not touched, so a CI run never replaces real figures.
 """
@@ -21,6 +25,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import platform
 import re
@@ -400,6 +405,18 @@ def publish_results(
         "notes": list(notes),
         **({"extra": extra} if extra else {}),
     }
+    _save_and_show(payload, table, when, info, quick)
+    return payload
+
+
+def _save_and_show(
+    payload: dict[str, Any], table: list[str], when: datetime, info: dict[str, Any], quick: bool
+) -> None:
+    """Write the JSON, print the table and notes, and (full runs only) the BENCHMARKS.md section.
+
+    `payload` holds name, title, description, params and notes; `table` is Markdown lines.
+    """
+    name, params = payload["name"], payload["params"]
     json_path = RESULTS_DIR / (f"{name}.quick.json" if quick else f"{name}.json")
     _write_atomically(json_path, json.dumps(payload, indent=2, default=str) + "\n")
 
@@ -410,14 +427,14 @@ def publish_results(
     print(f"\nsaved {json_path.relative_to(PROJECT_HOME)}")
     if quick:
         print("quick mode: BENCHMARKS.md left as it is")
-        return payload
+        return
 
     sizes = ", ".join(f"{k}={v:,}" if isinstance(v, int) else f"{k}={v}" for k, v in params.items())
     body = "\n".join(
         [
-            f"### {title}",
+            f"### {payload['title']}",
             "",
-            description,
+            payload["description"],
             "",
             *table,
             "",
@@ -430,4 +447,100 @@ def publish_results(
     document = MARKDOWN.read_text() if MARKDOWN.exists() else "# Benchmarks\n"
     _write_atomically(MARKDOWN, replace_section(document, name, body))
     print(f"updated {MARKDOWN.name} section bench:{name}")
+
+
+# ---------------------------------------------------------------------------
+# Latency-shaped results: percentiles and tables of rows
+
+
+def percentiles(
+    values: Sequence[float], points: Sequence[int] = (50, 95, 99)
+) -> dict[str, float | None]:
+    """`{"p50": ..., "p95": ..., "p99": ..., "max": ...}` of `values` (empty: all None).
+
+    Linear interpolation between the closest ranks ("inclusive"), so that a
+    small sample's p99 lies between its two largest values rather than past them.
+    """
+    ordered = sorted(values)
+    if not ordered:
+        return {**{f"p{p}": None for p in points}, "max": None}
+    if len(ordered) == 1:
+        return {**{f"p{p}": ordered[0] for p in points}, "max": ordered[0]}
+    cuts = statistics.quantiles(ordered, n=100, method="inclusive")
+    return {**{f"p{p}": cuts[p - 1] for p in points}, "max": ordered[-1]}
+
+
+@dataclass(frozen=True)
+class Column:
+    """A column of a `Table`: the row key it shows, its header, and a format spec for numbers."""
+
+    key: str
+    header: str
+    spec: str = ""  # e.g. ",.0f"; empty: ints with thousands separators, other values as str
+
+
+@dataclass(frozen=True)
+class Table:
+    """Rows of figures (dicts) with the columns to show; `caption` is a line above the table."""
+
+    caption: str
+    columns: Sequence[Column]
+    rows: Sequence[dict[str, Any]]
+
+    @staticmethod
+    def cell(value: Any, spec: str) -> str:
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return "–"
+        if spec and isinstance(value, int | float) and not isinstance(value, bool):
+            return format(value, spec)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return f"{value:,}"
+        return str(value)
+
+    def markdown(self) -> list[str]:
+        lines = [f"{self.caption}", ""] if self.caption else []
+        lines.append("| " + " | ".join(c.header for c in self.columns) + " |")
+        lines.append(
+            "|" + "|".join("---" if i == 0 else "---:" for i in range(len(self.columns))) + "|"
+        )
+        for row in self.rows:
+            cells = (self.cell(row.get(c.key), c.spec) for c in self.columns)
+            lines.append("| " + " | ".join(cells) + " |")
+        return lines
+
+
+def publish_tables(
+    name: str,
+    title: str,
+    description: str,
+    tables: Sequence[Table],
+    params: dict[str, Any],
+    quick: bool,
+    notes: Iterable[str] = (),
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """`publish_results` for figures that are not events per second (latencies, requests/s).
+
+    Prints the tables, writes `results/<name>.json` (every row with all its keys,
+    not only the shown columns) and, in full runs only, the BENCHMARKS.md section:
+    the title, `description`, each table under its caption, `notes`, the machine.
+    """
+    info = machine()
+    when = datetime.now(UTC).replace(microsecond=0)
+    lines: list[str] = []
+    for table in tables:
+        lines.extend([*([""] if lines else []), *table.markdown()])
+    payload = {
+        "name": name,
+        "title": title,
+        "description": description,
+        "measured_at": when.isoformat(),
+        "mode": "quick" if quick else "full",
+        "params": params,
+        "machine": info,
+        "tables": [{"caption": t.caption, "rows": list(t.rows)} for t in tables],
+        "notes": list(notes),
+        **({"extra": extra} if extra else {}),
+    }
+    _save_and_show(payload, lines, when, info, quick)
     return payload

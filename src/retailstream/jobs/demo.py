@@ -45,6 +45,9 @@ def _start_local_broker(settings: Settings) -> LocalBroker | None:
     return local
 
 
+METRICS_EVERY_S = 30.0
+
+
 def _wait_for(path: Path, what: str, alive: Callable[[], None], timeout_s: float = 600) -> None:
     """Block until the Delta table at `path` exists (its first micro-batch committed)."""
     deadline = time.monotonic() + timeout_s
@@ -167,10 +170,13 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
             f"[5/5] dashboard and API at {url}/  (API docs: {url}/docs); Ctrl-C stops", flush=True
         )
         deadline = time.monotonic() + args.duration if args.duration else None
+        next_drain = time.monotonic() + METRICS_EVERY_S
         while deadline is None or time.monotonic() < deadline:
             pipeline.check()
-            pipeline.drain_metrics()
-            time.sleep(2)
+            if time.monotonic() >= next_drain:  # a Delta commit per table: not too often
+                pipeline.drain_metrics()
+                next_drain = time.monotonic() + METRICS_EVERY_S
+            time.sleep(1)
     except KeyboardInterrupt:
         print("\nstopping ...", flush=True)
     finally:

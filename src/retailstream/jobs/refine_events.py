@@ -289,13 +289,19 @@ METRICS_DDL = (
 
 
 def write_metrics(spark: SparkSession, settings: Settings, rows: list[dict]) -> None:
+    """Append metrics rows: one commit per table, idempotent by its newest batch id.
+
+    Delta skips a (txnAppId, txnVersion) at or below the last one written, so a
+    drain repeated after a crash writes nothing twice; one commit per drain
+    (not per batch) keeps a long-running job from spending its time on them.
+    """
     if not rows:
         return
     frame = spark.createDataFrame(rows, METRICS_DDL)
-    # In batch order: Delta skips a (txnAppId, txnVersion) at or below the last one written.
-    for table, batch_id in sorted({(r["table"], r["batch_id"]) for r in rows}):
-        one = frame.where((F.col("table") == table) & (F.col("batch_id") == batch_id))
-        append_once(one, settings.lake.table(METRICS_TABLE), f"metrics_{table}", batch_id)
+    for table in sorted({r["table"] for r in rows}):
+        newest = max(r["batch_id"] for r in rows if r["table"] == table)
+        one = frame.where(F.col("table") == table)
+        append_once(one, settings.lake.table(METRICS_TABLE), f"metrics_{table}", newest)
 
 
 class RefineRun:
