@@ -167,7 +167,9 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
         )
         server, url = start_background(settings, port=settings.serve.port)
         print(
-            f"[5/5] dashboard and API at {url}/  (API docs: {url}/docs); Ctrl-C stops", flush=True
+            f"[5/5] dashboard and API at {url}/  (API docs: {url}/docs; command token: "
+            f"{settings.serve.api_token}); Ctrl-C stops",
+            flush=True,
         )
         deadline = time.monotonic() + args.duration if args.duration else None
         next_drain = time.monotonic() + METRICS_EVERY_S
