@@ -31,11 +31,12 @@ from retailstream.errors import UserError
 from retailstream.io.delta import (
     StreamTrigger,
     foreach_batch_stream,
+    has_commits,
     read_stream,
     read_table,
     write_table,
 )
-from retailstream.jobs.init_world import reference_table
+from retailstream.jobs import refine_events
 from retailstream.jobs.launcher import available_now_flag, launch
 from retailstream.jobs.refine_events import silver_table
 from retailstream.views.definitions import ViewDefinition, definitions
@@ -55,10 +56,6 @@ def query_name(view: str) -> str:
     return f"views_{view}"
 
 
-def _exists(path: Path) -> bool:
-    return (path / "_delta_log").is_dir()
-
-
 def chosen_views(settings: Settings, names: Sequence[str] | None = None) -> list[ViewDefinition]:
     known = definitions(settings.views)
     names = list(names or settings.views.views)
@@ -68,43 +65,27 @@ def chosen_views(settings: Settings, names: Sequence[str] | None = None) -> list
     return [known[n] for n in names]
 
 
-def require_inputs(settings: Settings, views: Sequence[ViewDefinition]) -> None:
-    """Fail in one line when a silver or reference table a view needs is missing."""
-    missing_silver = sorted(
-        {t for v in views for t in v.sources if not _exists(silver_table(settings, t))}
+def require_silver(settings: Settings, views: Sequence[ViewDefinition]) -> None:
+    """Fail in one line when a silver table a view is made of is missing."""
+    missing = sorted(
+        {t for v in views for t in v.sources if not has_commits(silver_table(settings, t))}
     )
-    if missing_silver:
-        raise UserError(
-            f"silver tables missing ({', '.join(missing_silver)}): run `retailstream run refine`"
-        )
-    needed = {t for v in views for t in v.references} | set(CATALOGUE)
-    missing = sorted(t for t in needed if not _exists(reference_table(settings, t)))
     if missing:
         raise UserError(
-            f"reference tables missing ({', '.join(missing)}): run `retailstream world init`"
+            f"silver tables missing ({', '.join(missing)}): run `retailstream run refine`"
         )
 
 
 def load_references(spark: SparkSession, settings: Settings) -> dict[str, DataFrame]:
-    """The reference tables the views read (static while the job runs: cached)."""
-    names = {t for v in definitions(settings.views).values() for t in v.references}
-    return {t: read_table(spark, reference_table(settings, t)).cache() for t in sorted(names)}
+    """The reference tables the views and the catalogue read (cached; one-line error if absent)."""
+    needed = {t for v in definitions(settings.views).values() for t in v.references}
+    return refine_events.load_references(spark, settings, sorted(needed | set(CATALOGUE)))
 
 
-def publish_catalogue(
-    store: ServingStore,
-    references: Mapping[str, DataFrame],
-    spark: SparkSession,
-    settings: Settings,
-) -> None:
+def publish_catalogue(store: ServingStore, references: Mapping[str, DataFrame]) -> None:
     """The products and stores the API checks commands and lookups against."""
     for name, columns in CATALOGUE.items():
-        frame = (
-            references[name]
-            if name in references
-            else read_table(spark, reference_table(settings, name))
-        )
-        store.replace(name, [r.asDict() for r in frame.select(*columns).collect()])
+        store.replace(name, [r.asDict() for r in references[name].select(*columns).collect()])
 
 
 def all_facts(
@@ -172,7 +153,7 @@ def views_batch_handler(
     path = gold_table(settings, view.name)
 
     def handle(batch: DataFrame, batch_id: int) -> None:
-        exists = _exists(path)
+        exists = has_commits(path)
         if exists and batch.isEmpty():
             return
         batch = batch.persist()
@@ -218,14 +199,23 @@ def start_all(
     settings: Settings,
     trigger: StreamTrigger,
     names: Sequence[str] | None = None,
+    ready: Callable[[ViewDefinition], None] = lambda view: None,
 ) -> list[StreamingQuery]:
-    """Publish the catalogue and start one query per configured view."""
+    """Publish the catalogue and start one query per configured view.
+
+    `ready(view)` is called before each view starts (the demo waits there for
+    the view's silver tables, so the first view need not wait for the last).
+    """
     views = chosen_views(settings, names)
-    require_inputs(settings, views)
     references = load_references(spark, settings)
     store = open_store(settings.views.sqlite_path)
-    publish_catalogue(store, references, spark, settings)
-    return [start(spark, settings, v, references, store, trigger) for v in views]
+    publish_catalogue(store, references)
+    queries = []
+    for view in views:
+        ready(view)
+        require_silver(settings, [view])
+        queries.append(start(spark, settings, view, references, store, trigger))
+    return queries
 
 
 def rebuild(
@@ -233,7 +223,7 @@ def rebuild(
 ) -> DataFrame:
     """`name` recomputed in batch from every stored silver fact (up to `as_of`)."""
     (view,) = chosen_views(settings, [name])
-    require_inputs(settings, [view])
+    require_silver(settings, [view])
     return compute_view(spark, settings, view, load_references(spark, settings), as_of=as_of)
 
 

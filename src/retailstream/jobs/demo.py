@@ -28,7 +28,7 @@ from retailstream.jars import classpath
 from retailstream.jobs import build_views, ingest_events, init_world, produce_events, refine_events
 from retailstream.jobs.launcher import launch_without_spark
 from retailstream.kafka.broker import LocalBroker
-from retailstream.views.store import open_store
+from retailstream.views.definitions import ViewDefinition
 
 
 def _start_local_broker(settings: Settings) -> LocalBroker | None:
@@ -85,22 +85,19 @@ class Pipeline:
         for table in settings.refine.tables:
             self.refine_queries[table] = self.refine.start(table, refine)
         self.queries.extend(self.refine_queries.values())
+
         # Each view starts as soon as its own silver tables exist (their first
         # refine batch), so the first view does not wait for the slowest table.
-        views = StreamTrigger(False, settings.views.trigger_interval)
-        chosen = build_views.chosen_views(settings)
-        references = build_views.load_references(self.spark, settings)
-        store = open_store(settings.views.sqlite_path)
-        for view in chosen:
+        def sources_committed(view: ViewDefinition) -> None:
             for table in view.sources:
                 _wait_for(
                     refine_events.silver_table(settings, table), f"silver {table}", self.check
                 )
-            if view is chosen[0]:
-                build_views.publish_catalogue(store, references, self.spark, settings)
-            self.queries.append(
-                build_views.start(self.spark, settings, view, references, store, views)
-            )
+
+        views = StreamTrigger(False, settings.views.trigger_interval)
+        self.queries.extend(
+            build_views.start_all(self.spark, settings, views, ready=sources_committed)
+        )
 
     def drain_metrics(self) -> None:
         if self.refine is not None:

@@ -35,6 +35,7 @@ from retailstream.io.delta import (
     append_once,
     create_if_missing,
     foreach_batch_stream,
+    has_commits,
     read_stream,
     read_table,
 )
@@ -70,16 +71,16 @@ def query_name(table: str) -> str:
     return f"refine_{table}"
 
 
-def load_references(spark: SparkSession, settings: Settings) -> dict[str, DataFrame]:
-    """The reference tables the expectations check ids against (small: cached)."""
-    missing = [
-        t for t in REFERENCE_TABLES if not (reference_table(settings, t) / "_delta_log").is_dir()
-    ]
+def load_references(
+    spark: SparkSession, settings: Settings, tables: Sequence[str] = REFERENCE_TABLES
+) -> dict[str, DataFrame]:
+    """The reference `tables` a job checks or joins against (small, static: cached)."""
+    missing = [t for t in tables if not has_commits(reference_table(settings, t))]
     if missing:
         raise UserError(
             f"reference tables missing ({', '.join(missing)}): run `retailstream world init` first"
         )
-    return {t: read_table(spark, reference_table(settings, t)).cache() for t in REFERENCE_TABLES}
+    return {t: read_table(spark, reference_table(settings, t)).cache() for t in tables}
 
 
 def known_values(
