@@ -76,10 +76,14 @@ def require_silver(settings: Settings, views: Sequence[ViewDefinition]) -> None:
         )
 
 
+def reference_tables(settings: Settings) -> set[str]:
+    """The reference tables the views and the catalogue read."""
+    return {t for v in definitions(settings.views).values() for t in v.references} | set(CATALOGUE)
+
+
 def load_references(spark: SparkSession, settings: Settings) -> dict[str, DataFrame]:
     """The reference tables the views and the catalogue read (cached; one-line error if absent)."""
-    needed = {t for v in definitions(settings.views).values() for t in v.references}
-    return refine_events.load_references(spark, settings, sorted(needed | set(CATALOGUE)))
+    return refine_events.load_references(spark, settings, sorted(reference_tables(settings)))
 
 
 def publish_catalogue(store: ServingStore, references: Mapping[str, DataFrame]) -> None:
@@ -199,23 +203,19 @@ def start_all(
     settings: Settings,
     trigger: StreamTrigger,
     names: Sequence[str] | None = None,
-    ready: Callable[[ViewDefinition], None] = lambda view: None,
+    references: Mapping[str, DataFrame] | None = None,
 ) -> list[StreamingQuery]:
     """Publish the catalogue and start one query per configured view.
 
-    `ready(view)` is called before each view starts (the demo waits there for
-    the view's silver tables, so the first view need not wait for the last).
+    `references`: the loaded reference tables, when the caller has them already.
     """
     views = chosen_views(settings, names)
-    references = load_references(spark, settings)
+    require_silver(settings, views)
+    if references is None:
+        references = load_references(spark, settings)
     store = open_store(settings.views.sqlite_path)
     publish_catalogue(store, references)
-    queries = []
-    for view in views:
-        ready(view)
-        require_silver(settings, [view])
-        queries.append(start(spark, settings, view, references, store, trigger))
-    return queries
+    return [start(spark, settings, view, references, store, trigger) for view in views]
 
 
 def rebuild(

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
 from retailstream.config import Settings, load_settings
@@ -28,7 +28,7 @@ from retailstream.jars import classpath
 from retailstream.jobs import build_views, ingest_events, init_world, produce_events, refine_events
 from retailstream.jobs.launcher import launch_without_spark
 from retailstream.kafka.broker import LocalBroker
-from retailstream.views.definitions import ViewDefinition
+from retailstream.views.store import ServingStore, open_store
 
 
 def _start_local_broker(settings: Settings) -> LocalBroker | None:
@@ -67,6 +67,8 @@ class Pipeline:
         self.queries: list[StreamingQuery] = []
         self.refine: refine_events.RefineRun | None = None
         self.refine_queries: dict[str, StreamingQuery] = {}
+        self.references: dict[str, DataFrame] = {}
+        self.store: ServingStore | None = None
 
     def check(self) -> None:
         """Raise the first query failure (a demo that silently stalls helps nobody)."""
@@ -75,29 +77,39 @@ class Pipeline:
             if error is not None:
                 raise UserError(f"query {query.name} failed: {str(error).splitlines()[0]}")
 
+    def prepare(self) -> None:
+        """What the queries share, done once before events flow (nothing competes yet):
+        the reference tables, the suites and their value sets, the empty silver
+        tables (so the views need not wait for refine's first batches) and the catalogue
+        the API checks commands against."""
+        settings = self.settings
+        tables = set(refine_events.REFERENCE_TABLES) | build_views.reference_tables(settings)
+        self.references = refine_events.load_references(self.spark, settings, sorted(tables))
+        self.refine = refine_events.RefineRun(self.spark, settings, self.references)
+        self.refine.create_silver_tables()
+        self.store = open_store(settings.views.sqlite_path)
+        build_views.publish_catalogue(self.store, self.references)
+
     def start(self) -> None:
         settings = self.settings
+        if self.refine is None or self.store is None:
+            self.prepare()
+        assert self.refine is not None and self.store is not None
         ingest = StreamTrigger(False, settings.ingest.trigger_interval)
         self.queries.append(ingest_events.start(self.spark, settings, ingest))
+        # Ingest's first batch goes first: Spark runs the jobs of one application
+        # in order (FIFO), so the chain to the first view is ingest, refine, views.
         _wait_for(settings.lake.table(ingest_events.BRONZE_TABLE), "bronze", self.check)
-        self.refine = refine_events.RefineRun(self.spark, settings)
         refine = StreamTrigger(False, settings.refine.trigger_interval)
         for table in settings.refine.tables:
             self.refine_queries[table] = self.refine.start(table, refine)
         self.queries.extend(self.refine_queries.values())
-
-        # Each view starts as soon as its own silver tables exist (their first
-        # refine batch), so the first view does not wait for the slowest table.
-        def sources_committed(view: ViewDefinition) -> None:
-            for table in view.sources:
-                _wait_for(
-                    refine_events.silver_table(settings, table), f"silver {table}", self.check
-                )
-
+        # The silver tables exist (prepare): no view waits for its first refine batch.
         views = StreamTrigger(False, settings.views.trigger_interval)
-        self.queries.extend(
-            build_views.start_all(self.spark, settings, views, ready=sources_committed)
-        )
+        for view in build_views.chosen_views(settings):
+            self.queries.append(
+                build_views.start(self.spark, settings, view, self.references, self.store, views)
+            )
 
     def drain_metrics(self) -> None:
         if self.refine is not None:
@@ -140,6 +152,14 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
             f"{counts['stores']} stores, {counts['customers']} customers",
             flush=True,
         )
+        pipeline = Pipeline(spark, settings)
+        pipeline.prepare()
+        server, url = start_background(settings, port=settings.serve.port)
+        print(
+            f"[3/5] dashboard and API at {url}/  (API docs: {url}/docs; command token: "
+            f"{settings.serve.api_token}); the views fill as events flow",
+            flush=True,
+        )
         produce_args = argparse.Namespace(
             events=None, duration="8760h",  # until the demo stops it
             rate=args.rate, seed=int(time.time()), start=None, sim_seconds_per_event=None,
@@ -154,18 +174,11 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
             daemon=True,
         )
         producer_thread.start()
-        print(f"[3/5] producing events at {args.rate:,.0f} events/s", flush=True)
-        pipeline = Pipeline(spark, settings)
+        print(f"[4/5] producing events at {args.rate:,.0f} events/s", flush=True)
         pipeline.start()
         print(
-            f"[4/5] streaming: ingest -> refine -> views ({len(pipeline.queries)} queries) "
-            f"after {time.monotonic() - started:.0f}s",
-            flush=True,
-        )
-        server, url = start_background(settings, port=settings.serve.port)
-        print(
-            f"[5/5] dashboard and API at {url}/  (API docs: {url}/docs; command token: "
-            f"{settings.serve.api_token}); Ctrl-C stops",
+            f"[5/5] streaming: ingest -> refine -> views ({len(pipeline.queries)} queries) "
+            f"after {time.monotonic() - started:.0f}s; Ctrl-C stops",
             flush=True,
         )
         deadline = time.monotonic() + args.duration if args.duration else None

@@ -309,14 +309,36 @@ class RefineRun:
     """The refine queries of one job: the suites and reference values they share,
     and the per-batch counts the metrics writer drains."""
 
-    def __init__(self, spark: SparkSession, settings: Settings) -> None:
+    def __init__(
+        self,
+        spark: SparkSession,
+        settings: Settings,
+        references: Mapping[str, DataFrame] | None = None,
+    ) -> None:
+        """`references`: the loaded reference tables, when the caller has them already."""
         self.spark = spark
         self.settings = settings
         self.suites = load_suites(settings.refine.expectations_dir)
-        self.known = known_values(spark, load_references(spark, settings), self.suites)
+        if references is None:
+            references = load_references(spark, settings)
+        self.known = known_values(spark, references, self.suites)
         self.counts = {table: BatchCounts() for table in settings.refine.tables}
         # Every table's query appends to the one quarantine: create it before they race to.
         create_if_missing(spark, settings.lake.table(QUARANTINE_TABLE), QUARANTINE_SCHEMA)
+
+    def create_silver_tables(self) -> None:
+        """Create each silver table (empty) that is not there yet.
+
+        Lets the queries that read silver start at once instead of waiting for
+        each table's first refine batch.
+        """
+        for table in self.settings.refine.tables:
+            schema = silver_schema(table)
+            create_if_missing(self.spark, silver_table(self.settings, table), schema)
+            if table == "orders":
+                empty = self.spark.createDataFrame([], schema)
+                lines = silver_table(self.settings, "order_lines")
+                create_if_missing(self.spark, lines, order_lines(empty).schema)
 
     def start(self, table: str, trigger: StreamTrigger) -> StreamingQuery:
         return start(
