@@ -4,9 +4,7 @@ One throwaway local broker, one lake in a temporary folder, `world init`
 (small), generated background traffic from `produce` on a thread at a fixed
 rate, the demo's `Pipeline` (ingest -> refine -> views as continuous
 streaming queries in one SparkSession, the configured trigger intervals) and
-the API on a free port (`serve.server.start_background`). Before the pipeline
-starts, one `availableNow` pass of ingest and refine creates the tables it
-needs (`catch_up`: a work-around for two races of its start-up).
+the API on a free port (`serve.server.start_background`).
 
 1. Freshness, per background rate. About once a second a probe POSTs a
    rating of a random known sku by a random known customer
@@ -94,7 +92,6 @@ from harness import (
 from pyspark.sql import SparkSession
 
 from retailstream.config import Settings
-from retailstream.io.delta import StreamTrigger
 from retailstream.jobs import build_views, ingest_events, produce_events, refine_events
 from retailstream.jobs.demo import Pipeline
 from retailstream.jobs.init_world import load_world, write_world
@@ -586,38 +583,6 @@ def summarise_load(runs: dict[tuple[int, str], list[dict[str, Any]]]) -> list[di
 # The run
 
 
-def catch_up(spark: SparkSession, settings: Settings) -> float:
-    """One `availableNow` pass of ingest, then of refine (`run --available-now`); returns seconds.
-
-    A work-around for two races of the pipeline's start-up, which fail it now
-    and then: the six refine queries start together and their first batches
-    race to create the one quarantine table they share (`DELTA_PROTOCOL_CHANGED`),
-    and the views start reading a silver table as soon as its `_delta_log`
-    folder exists, which can be before its first commit (`DELTA_SCHEMA_NOT_SET`).
-    This pass creates bronze, the silver tables the views read and quarantine
-    with the pipeline's own queries and checkpoints, which the continuous
-    queries resume from. Steady state, where the probes run, is not affected.
-    """
-    started = time.perf_counter()
-    time.sleep(2.0)  # a few records in Kafka: a query over empty topics creates no table
-    ingest = ingest_events.start(spark, settings, StreamTrigger(available_now=True))
-    ingest.awaitTermination()
-    if ingest.exception() is not None:
-        raise RuntimeError(f"ingest failed: {ingest.exception()}")
-    read = {t for view in build_views.chosen_views(settings) for t in view.sources}
-    needed = tuple(t for t in settings.refine.tables if t in read)
-    refine = settings.refine.model_copy(update={"tables": needed})
-    refine_events.run_queries(
-        spark, settings.model_copy(update={"refine": refine}), StreamTrigger(available_now=True)
-    )
-    tables = [refine_events.silver_table(settings, t) for t in needed]
-    tables.append(settings.lake.table(refine_events.QUARANTINE_TABLE))
-    missing = [path.name for path in tables if not (path / "_delta_log").is_dir()]
-    if missing:
-        raise RuntimeError(f"the catch-up pass did not create {', '.join(missing)}")
-    return time.perf_counter() - started
-
-
 def wait_for_first_view(store: SqliteStore, health: Callable[[], None]) -> float:
     """Block until item_ratings has taken in its first ratings; return the seconds waited."""
     started = time.perf_counter()
@@ -688,8 +653,6 @@ def measure_freshness(
     started = time.perf_counter()
     traffic.start(plan.rates[0], seed=1)
     log(f"background traffic at {plan.rates[0]:,.0f} events/s")
-    seconds = catch_up(spark, settings)
-    log(f"  ingest and refine caught up (availableNow) in {seconds:.0f} s (see `catch_up`)")
     log("starting the pipeline ...")
     pipeline.start()
     supervisor = Supervisor(pipeline)

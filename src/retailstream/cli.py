@@ -37,6 +37,12 @@ JOB_SCRIPTS = {
     "refine": "refine_events",
     "enrich": "enrich_events",
     "views": "build_views",
+    "train-recommender": "train_recommender",
+    "train-disruption": "train_disruption",
+}
+TRAINERS = {
+    "recommender": "retailstream.jobs.train_recommender",
+    "disruption": "retailstream.jobs.train_disruption",
 }
 
 Handler = Callable[[argparse.Namespace], int | None]
@@ -252,6 +258,57 @@ def views_rebuild(args: argparse.Namespace) -> int:
     return int(with_session(build_views.rebuild_command, args) or 0)
 
 
+def train(args: argparse.Namespace) -> int:
+    """Train a model from the lake's history and register it in MLflow."""
+    module = importlib.import_module(TRAINERS[args.model])
+    return int(module.main([*_forward_common(args), *args.train_args]))
+
+
+def _registered_name(settings: Settings, name: str) -> str:
+    """A model's registered name from its short name (`recommender`) or as given."""
+    short = {
+        "recommender": settings.ml.recommender_model,
+        "disruption": settings.ml.disruption_model,
+    }
+    return short.get(name, name)
+
+
+def models_list(args: argparse.Namespace) -> int:
+    from retailstream.ml import registry
+
+    rows = registry.versions(registry.client(_settings(args).ml))
+    if not rows:
+        print("no registered models yet: `retailstream train recommender` registers the first")
+        return 0
+    print(f"{'model':32} {'version':>7}  {'aliases':12} {'holdout metric':28} run")
+    for r in rows:
+        metric = f"{r.metric} {r.value:.4f}" if r.value is not None else "-"
+        print(
+            f"{r.model:32} {r.version:>7}  {','.join(r.aliases) or '-':12} {metric:28} {r.run_id}"
+        )
+    return 0
+
+
+def models_promote(args: argparse.Namespace) -> int:
+    from retailstream.ml import registry
+
+    settings = _settings(args)
+    name = _registered_name(settings, args.model)
+    registry.promote(registry.client(settings.ml), name, args.version)
+    print(f"{name}: version {args.version} is the champion")
+    return 0
+
+
+def models_rollback(args: argparse.Namespace) -> int:
+    from retailstream.ml import registry
+
+    settings = _settings(args)
+    name = _registered_name(settings, args.model)
+    version = registry.rollback(registry.client(settings.ml), name)
+    print(f"{name}: champion rolled back to version {version}")
+    return 0
+
+
 def serve(args: argparse.Namespace) -> int:
     """Serve the query/command API and the dashboard until interrupted."""
     from retailstream.serve.server import run_server
@@ -387,6 +444,40 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="TIME",
         help="event time to stop at, ISO 8601 (UTC unless an offset is given)",
     )
+
+    train_cmd = command(commands, "train", "train a model and register it in MLflow", train)
+    train_cmd.add_argument("model", choices=sorted(TRAINERS), help="the model")
+    train_cmd.add_argument(
+        "train_args",
+        nargs=argparse.REMAINDER,
+        help="the trainer's own flags (see `train MODEL --help`)",
+    )
+
+    models = commands.add_parser(
+        "models", help="the MLflow model registry", description="Registered models and champions."
+    )
+    model_commands = models.add_subparsers(dest="action", metavar="ACTION", required=True)
+    command(
+        model_commands,
+        "list",
+        "every registered version, its aliases and holdout metric",
+        models_list,
+    )
+    promote = command(
+        model_commands,
+        "promote",
+        "make a version the champion (the alias serving reads)",
+        models_promote,
+    )
+    promote.add_argument("model", help="registered name, or `recommender` / `disruption`")
+    promote.add_argument("version", help="the version number")
+    rollback = command(
+        model_commands,
+        "rollback",
+        "give the champion alias back to the previous champion",
+        models_rollback,
+    )
+    rollback.add_argument("model", help="registered name, or `recommender` / `disruption`")
 
     serve_cmd = command(commands, "serve", "serve the query/command API and the dashboard", serve)
     serve_cmd.add_argument("--host", help="interface to listen on (default: serve.host)")

@@ -175,6 +175,55 @@ class ServeSettings(_Frozen):
     consistency_wait_s: float = Field(5.0, ge=0)
 
 
+class RecommenderSettings(_Frozen):
+    """ALS on ratings: time-based splits, the hyperparameter grid, what is served."""
+
+    # The newest share of ratings held out for the final evaluation, and the
+    # newest share of the rest that picks the hyperparameters.
+    holdout_fraction: float = Field(0.2, gt=0.0, lt=1.0)
+    validation_fraction: float = Field(0.2, gt=0.0, lt=1.0)
+    ranks: tuple[int, ...] = (8, 16)
+    reg_params: tuple[float, ...] = (0.1, 0.3, 1.0)
+    max_iter: int = Field(10, ge=1)
+    # Recommendations per customer, and the stars from which a held-out rating
+    # counts as relevant for precision@k and NDCG@k.
+    top_k: int = Field(10, ge=1)
+    relevant_stars: float = Field(4.0, ge=1.0, le=5.0)
+    # Fewer ratings than this in the training split: refuse to train.
+    min_ratings: int = Field(200, ge=1)
+    seed: int = 7
+
+
+class DisruptionSettings(_Frozen):
+    """Gradient-boosted trees on enriched shipments: late by more than a margin?"""
+
+    # Delivered more than this many minutes after the ETA counts as late.
+    margin_minutes: int = Field(60, ge=0)
+    holdout_fraction: float = Field(0.2, gt=0.0, lt=1.0)
+    validation_fraction: float = Field(0.2, gt=0.0, lt=1.0)
+    iterations: tuple[int, ...] = (20, 50)
+    depths: tuple[int, ...] = (3, 5)
+    # Fewer delivered shipments than this in the training split: refuse to train.
+    min_rows: int = Field(200, ge=1)
+    seed: int = 7
+
+
+class MlSettings(_Frozen):
+    """Training, the MLflow tracking store and model registry."""
+
+    # MLflow's tracking store and artifacts; empty URI: SQLite under store_dir.
+    store_dir: Path = Path("models")
+    tracking_uri: str = ""
+    recommender_model: str = "retailstream-recommender"
+    recommender: RecommenderSettings = Field(default_factory=RecommenderSettings)
+    disruption_model: str = "retailstream-disruption"
+    disruption: DisruptionSettings = Field(default_factory=DisruptionSettings)
+
+    @property
+    def tracking(self) -> str:
+        return self.tracking_uri or f"sqlite:///{self.store_dir / 'mlflow.db'}"
+
+
 class WorldSettings(_Frozen):
     """The simulated retailer (`retailstream world init`)."""
 
@@ -202,6 +251,7 @@ class Settings(_Frozen):
     refine: RefineSettings = Field(default_factory=RefineSettings)
     views: ViewsSettings = Field(default_factory=ViewsSettings)
     serve: ServeSettings = Field(default_factory=ServeSettings)
+    ml: MlSettings = Field(default_factory=MlSettings)
     world: WorldSettings = Field(default_factory=WorldSettings)
     generator: GeneratorSettings = Field(default_factory=GeneratorSettings)
 
@@ -392,6 +442,9 @@ def _anchor_paths(settings: Settings, home: Path) -> Settings:
                 update={"expectations_dir": _absolute(refine.expectations_dir, home)}
             ),
             "lake": settings.lake.model_copy(update={"root": lake_root}),
+            "ml": settings.ml.model_copy(
+                update={"store_dir": _absolute(settings.ml.store_dir, home)}
+            ),
             "spark": spark.model_copy(
                 update={"driver_log": spark.driver_log and _absolute(spark.driver_log, home)}
             ),

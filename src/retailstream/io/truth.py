@@ -42,6 +42,12 @@ class TruthWriter:
             path = folder / f"part-{self.run_id}-{self._parts:06d}.parquet"
             # Write to a hidden name, then rename: readers never see half a file.
             tmp = folder / f".{path.name}.tmp"
-            pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp)
+            # Microsecond timestamps: Spark reads no nanosecond Parquet timestamps.
+            pq.write_table(
+                pa.Table.from_pandas(frame, preserve_index=False),
+                tmp,
+                coerce_timestamps="us",
+                allow_truncated_timestamps=True,
+            )
             tmp.rename(path)
             self.rows_written[table] = self.rows_written.get(table, 0) + len(frame)

@@ -45,6 +45,7 @@ from retailstream.views.store import ServingStore, open_store
 CATALOGUE = {
     "products": ("sku", "name", "category", "season", "brand", "price"),
     "stores": ("store_id", "city", "region", "country", "lat", "lon"),
+    "customers": ("customer_id", "home_region"),
 }
 
 
@@ -87,7 +88,7 @@ def load_references(spark: SparkSession, settings: Settings) -> dict[str, DataFr
 
 
 def publish_catalogue(store: ServingStore, references: Mapping[str, DataFrame]) -> None:
-    """The products and stores the API checks commands and lookups against."""
+    """The products, stores and customers the API checks commands and lookups against."""
     for name, columns in CATALOGUE.items():
         store.replace(name, [r.asDict() for r in references[name].select(*columns).collect()])
 

@@ -38,6 +38,7 @@ from retailstream.serve.models import (
     Health,
     Inventory,
     ItemRatings,
+    Recommendations,
     SalesByRegion,
     SalesByStore,
     Trending,
@@ -263,6 +264,21 @@ def get_inventory(
     answer = queries.inventory(state.store, store_id, low_stock_only)
     if answer is None:
         raise ApiError(404, "unknown_store", f"no store {store_id!r}")
+    return answer
+
+
+@views.get(
+    "/v1/customers/{customer_id}/recommendations",
+    response_model=None,
+    responses={200: {"model": Recommendations}, **_errors(401, 403, 404)},
+    summary="A customer's recommended items",
+)
+def get_recommendations(customer_id: str, state: State) -> dict[str, Any]:
+    """The recommender champion's top items for the customer, best first; a customer
+    without history gets the items most liked in their home region."""
+    answer = queries.recommendations(state.store, customer_id)
+    if answer is None:
+        raise ApiError(404, "unknown_customer", f"no customer {customer_id!r}")
     return answer
 
 

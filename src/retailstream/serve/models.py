@@ -133,6 +133,24 @@ class Inventory(_Open):
     items: list[Position]
 
 
+class Recommended(_Open):
+    rank: int
+    sku: str
+    name: str | None = None
+    category: str | None = None
+    score: float | None = Field(None, description="Predicted stars (model) or well-rated count")
+
+
+class Recommendations(_Open):
+    """A customer's top items: the champion model's, or what their region likes."""
+
+    customer_id: str
+    source: str = Field(description="`model`, `popular_in_region`, or `none` before any training")
+    model_version: str | None = None
+    region: str | None = None
+    items: list[Recommended]
+
+
 class Alerts(_Open):
     count: int = Field(description="How many alerts there are in all (items may be capped)")
     items: list[dict[str, Any]]

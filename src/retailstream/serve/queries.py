@@ -165,6 +165,30 @@ def low_stock_alerts(store: ServingStore, limit: int = 50) -> dict[str, Any]:
     return {"count": len(items), "items": items[:limit]}
 
 
+def recommendations(store: ServingStore, customer_id: str) -> dict[str, Any] | None:
+    """The champion's list for a customer it knows; else the popular items of their
+    home region; None for an unknown customer."""
+    listed = store.get("recommendations", customer_id=customer_id)
+    if listed is not None:
+        return {**listed, "source": "model"}
+    customer = store.get("customers", customer_id=customer_id)
+    if customer is None:
+        return None
+    region = customer.get("home_region")
+    popular = store.get("popular_by_region", region=region)
+    if popular is None:  # no recommender trained yet
+        return {"customer_id": customer_id, "source": "none", "region": region, "items": []}
+    for item in popular["items"]:
+        item.setdefault("score", item.get("hits"))
+    return {
+        "customer_id": customer_id,
+        "source": "popular_in_region",
+        "model_version": popular.get("model_version"),
+        "region": region,
+        "items": popular["items"],
+    }
+
+
 def disruption_alerts() -> dict[str, Any]:
     """Predicted shipment disruptions: none until the disruption model writes a view."""
     return {"count": 0, "items": []}

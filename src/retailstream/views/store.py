@@ -46,6 +46,11 @@ VIEW_TABLES = {
         # The catalogue the API checks commands and lookups against (from `world init`).
         ViewTable("products", ("sku",), ("category",)),
         ViewTable("stores", ("store_id",), ("region",)),
+        ViewTable("customers", ("customer_id",), ("home_region",)),
+        # The recommender champion's lists (`train recommender`), and what is
+        # popular per region for customers it does not know.
+        ViewTable("recommendations", ("customer_id",)),
+        ViewTable("popular_by_region", ("region",)),
     )
 }
 

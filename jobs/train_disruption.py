@@ -1,0 +1,3 @@
+from retailstream.jobs.train_disruption import main
+
+raise SystemExit(main())

@@ -1,0 +1,3 @@
+from retailstream.jobs.train_recommender import main
+
+raise SystemExit(main())

@@ -1,0 +1,171 @@
+"""Train the disruption model: will a departed shipment be late? Tracked and registered in MLflow.
+
+Reads: `silver/shipments_enriched` (features at departure) and `silver/shipments`
+(the delivered records: how late), each at its current Delta version (logged);
+the generator's shipment truth when there is one (the true probabilities: the
+best score any model could reach on that data).
+Writes: one MLflow run (parameters, ROC-AUC and PR-AUC of the model, of a
+baseline and of the truth on the same holdout, the input versions, the PR
+curves, the model with its signature and an input example), registered as a
+new version of `ml.disruption_model`; it becomes the `champion` only if its
+PR-AUC beats the current champion's on this run's holdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict
+from typing import Any
+
+from pyspark.ml import PipelineModel
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from retailstream.config import Settings
+from retailstream.io.truth import truth_dir
+from retailstream.jobs.launcher import launch
+from retailstream.jobs.refine_events import silver_table
+from retailstream.ml import disruption as dis
+from retailstream.ml import registry, runs
+from retailstream.ml.splits import time_split
+
+EXPERIMENT = "disruption"
+HINT = "run `retailstream run refine` and `retailstream run enrich` first"
+
+
+def shipment_truth(spark: SparkSession, settings: Settings) -> DataFrame | None:
+    folder = truth_dir(settings.lake.root, "shipment_truth")
+    return spark.read.parquet(str(folder)) if any(folder.glob("*.parquet")) else None
+
+
+def scored(model: PipelineModel, rows: DataFrame) -> DataFrame:
+    predictions = model.transform(rows)
+    return predictions.withColumn("p_late", dis.late_probability(predictions))
+
+
+def plot_pr_curves(curves: Mapping[str, tuple[Sequence[float], Sequence[float]]]) -> Callable:
+    """Precision against recall, one curve per scorer (model, baseline, truth)."""
+
+    def draw(axes: Any) -> None:
+        for label, (recall, precision) in curves.items():
+            axes.plot(recall, precision, label=label)
+        axes.set_xlabel("recall")
+        axes.set_ylabel("precision")
+        axes.set_ylim(0, 1.02)
+        axes.legend()
+
+    return draw
+
+
+def pr_curves(holdout: DataFrame, scores: Sequence[str]) -> dict[str, tuple[list, list]]:
+    """(recall, precision) points of each score column on the held-out rows (collected: small)."""
+    from sklearn.metrics import precision_recall_curve
+
+    frame = holdout.select("late", *scores).toPandas()
+    curves = {}
+    for score in scores:
+        if frame[score].notna().all() and frame["late"].nunique() == 2:
+            precision, recall, _ = precision_recall_curve(frame["late"], frame[score])
+            curves[score] = (list(recall), list(precision))
+    return curves
+
+
+def compare_on_holdout(
+    new: PipelineModel, champion: PipelineModel, holdout: DataFrame
+) -> tuple[float, float]:
+    """(new PR-AUC, champion PR-AUC) on the same held-out rows."""
+    mine = dis.aucs(scored(new, holdout), "p_late")["pr_auc"]
+    theirs = dis.aucs(scored(champion, holdout), "p_late")["pr_auc"]
+    return mine, theirs
+
+
+def train(spark: SparkSession, settings: Settings, args: argparse.Namespace) -> int:
+    conf = settings.ml.disruption
+    enriched, enriched_lineage = runs.pinned_table(
+        spark, silver_table(settings, "shipments_enriched"), HINT
+    )
+    shipments, shipments_lineage = runs.pinned_table(
+        spark, silver_table(settings, "shipments"), HINT
+    )
+    rows = dis.labelled(enriched, shipments, conf.margin_minutes).persist()
+    split = time_split(
+        rows, conf.holdout_fraction, conf.validation_fraction, column="departed_at"
+    ).persist()
+    sizes = split.sizes()
+    runs.require_rows(sizes, conf.min_rows, "delivered shipments")
+    print(f"delivered shipments by departure time: {sizes['train']:,} train, "
+          f"{sizes['validation']:,} validation, {sizes['holdout']:,} holdout")  # fmt: skip
+
+    trials = dis.grid_search(split.train, split.validation, conf.iterations, conf.depths, conf.seed)
+    best = trials[0]
+    print(f"chosen on validation: maxIter {best.max_iter}, maxDepth {best.max_depth} "
+          f"(PR-AUC {best.validation_pr_auc:.4f}; {len(trials)} tried)")  # fmt: skip
+    seen = split.train.unionByName(split.validation)
+    model = dis.gbt_pipeline(best.max_iter, best.max_depth, conf.seed).fit(seen)
+    holdout = dis.carrier_baseline(seen, scored(model, split.holdout)).persist()
+    metrics = {
+        **{f"holdout_{k}": v for k, v in dis.aucs(holdout, "p_late").items()},
+        **{f"baseline_{k}": v for k, v in dis.aucs(holdout, "baseline_score").items()},
+        "validation_pr_auc": best.validation_pr_auc,
+        "holdout_late_rate": float(holdout.agg(F.avg("late")).first()[0] or 0.0),  # type: ignore[index]
+    }
+    scores = ["p_late", "baseline_score"]
+    truth = shipment_truth(spark, settings)
+    if truth is not None:
+        probabilities = truth.select("shipment_id", F.col("true_delay_probability").alias("truth"))
+        holdout = holdout.join(probabilities, "shipment_id", "left").persist()
+        with_truth = holdout.where(F.col("truth").isNotNull())
+        metrics.update({f"truth_{k}": v for k, v in dis.aucs(with_truth, "truth").items()})
+        scores.append("truth")
+
+    import mlflow
+    import mlflow.spark
+
+    name = settings.ml.disruption_model
+    registry.use_experiment(settings.ml, EXPERIMENT)
+    tracking = registry.client(settings.ml)
+    with mlflow.start_run(run_name=f"gbt-iter{best.max_iter}-depth{best.max_depth}"):
+        mlflow.log_params(
+            {
+                "max_iter": best.max_iter, "max_depth": best.max_depth, "seed": conf.seed,
+                "grid_iterations": list(conf.iterations), "grid_depths": list(conf.depths),
+                "margin_minutes": conf.margin_minutes, "features": ",".join(
+                    (*dis.NUMERIC, *dis.CATEGORICAL)),
+                **{f"rows_{part}": n for part, n in sizes.items()},
+            }
+        )  # fmt: skip
+        mlflow.log_metrics(runs.finite(metrics))
+        inputs = {"shipments_enriched": enriched_lineage, "shipments": shipments_lineage}
+        mlflow.log_dict(inputs, "inputs.json")
+        for table, lineage in inputs.items():
+            mlflow.set_tag(f"input.silver_{table}.delta_version", lineage["delta_version"])
+        mlflow.log_dict({"trials": [asdict(t) for t in trials]}, "validation_grid.json")
+        runs.log_figure(plot_pr_curves(pr_curves(holdout, scores)), "pr_curve.png")
+        example = split.holdout.select(*dis.CATEGORICAL, *dis.NUMERIC, "departed_at").limit(5)
+        version = registry.log_model(
+            model, name, example.toPandas(), scored(model, example).select("p_late").toPandas()
+        )
+        tracking.set_model_version_tag(name, version, "holdout_metric", "holdout_pr_auc")
+        tracking.set_model_version_tag(
+            name, version, "holdout_value", str(metrics["holdout_pr_auc"])
+        )
+
+        def against(champion_version: str) -> tuple[float, float]:
+            champion = mlflow.spark.load_model(f"models:/{name}/{champion_version}")
+            pair = compare_on_holdout(model, champion, split.holdout)
+            mlflow.log_metrics(runs.finite({"vs_champion_new_pr_auc": pair[0],
+                                            "vs_champion_champion_pr_auc": pair[1]}))  # fmt: skip
+            return pair
+
+        verdict = registry.judge(tracking, name, version, "PR-AUC", against, higher_is_better=True)
+        mlflow.set_tag("promoted", str(verdict.promoted).lower())
+    print(json.dumps({k: round(v, 4) for k, v in metrics.items()}))
+    state = "is the champion" if verdict.promoted else "registered, not promoted"
+    print(f"{name} v{version} {state}: {verdict.reason}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return launch(__doc__.splitlines()[0], train, argv, prog="train_disruption")

@@ -1,0 +1,194 @@
+"""The MLflow model registry as retailstream uses it: stable names, a `champion` alias.
+
+A new version becomes the champion only when it beats the current one on the
+same holdout; `promote` and `rollback` move the alias by hand. The alias's
+history (which versions held it, newest last) is kept as a tag on the
+registered model, so `rollback` knows where to go back to.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import mlflow
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from retailstream.config import MlSettings
+from retailstream.errors import UserError
+
+CHAMPION = "champion"
+HISTORY_TAG = "champion_history"
+
+
+def client(settings: MlSettings) -> MlflowClient:
+    """A client of the configured tracking store and registry (created on first use)."""
+    settings.store_dir.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(settings.tracking)
+    mlflow.set_registry_uri(settings.tracking)
+    return MlflowClient(tracking_uri=settings.tracking, registry_uri=settings.tracking)
+
+
+def use_experiment(settings: MlSettings, name: str) -> str:
+    """Make `name` the active experiment, its artifacts under `store_dir/artifacts`; return its id."""
+    tracking = client(settings)
+    experiment = tracking.get_experiment_by_name(name)
+    if experiment is None:
+        location = (settings.store_dir / "artifacts" / name).as_uri()
+        experiment_id = tracking.create_experiment(name, artifact_location=location)
+    else:
+        experiment_id = experiment.experiment_id
+    mlflow.set_experiment(experiment_id=experiment_id)
+    return experiment_id
+
+
+def champion_version(tracking: MlflowClient, name: str) -> str | None:
+    """The version number the `champion` alias points at, or None (no model, or no champion)."""
+    try:
+        return str(tracking.get_model_version_by_alias(name, CHAMPION).version)
+    except MlflowException:
+        return None
+
+
+def _history(tracking: MlflowClient, name: str) -> list[str]:
+    tags = tracking.get_registered_model(name).tags
+    return [v for v in tags.get(HISTORY_TAG, "").split(",") if v]
+
+
+def set_champion(tracking: MlflowClient, name: str, version: str) -> None:
+    """Point `champion` at `version` and append it to the alias's history."""
+    tracking.get_model_version(name, version)  # fails clearly for an unknown version
+    tracking.set_registered_model_alias(name, CHAMPION, version)
+    history = [*_history(tracking, name), str(version)]
+    tracking.set_registered_model_tag(name, HISTORY_TAG, ",".join(history[-50:]))
+
+
+def promote(tracking: MlflowClient, name: str, version: str) -> None:
+    """Make `version` the champion by hand (`retailstream models promote`)."""
+    _require_model(tracking, name)
+    try:
+        tracking.get_model_version(name, version)
+    except MlflowException:
+        raise UserError(f"{name} has no version {version}") from None
+    set_champion(tracking, name, version)
+
+
+def rollback(tracking: MlflowClient, name: str) -> str:
+    """Give `champion` back to the version that held it before the current one; return it."""
+    _require_model(tracking, name)
+    history = _history(tracking, name)
+    current = champion_version(tracking, name)
+    if current is None:
+        raise UserError(f"{name} has no champion to roll back")
+    while history and history[-1] == current:
+        history.pop()
+    if not history:
+        raise UserError(f"{name}: version {current} is the first champion; nothing to roll back to")
+    previous = history[-1]
+    tracking.set_registered_model_alias(name, CHAMPION, previous)
+    tracking.set_registered_model_tag(name, HISTORY_TAG, ",".join(history))
+    return previous
+
+
+def _require_model(tracking: MlflowClient, name: str) -> None:
+    try:
+        tracking.get_registered_model(name)
+    except MlflowException:
+        known = ", ".join(m.name for m in tracking.search_registered_models()) or "none yet"
+        raise UserError(f"no registered model {name!r} (registered: {known})") from None
+
+
+@dataclass(frozen=True)
+class VersionRow:
+    """One line of `retailstream models list`."""
+
+    model: str
+    version: str
+    aliases: tuple[str, ...]
+    run_id: str
+    metric: str
+    value: float | None
+    created: int
+
+
+def versions(tracking: MlflowClient, metric_tag: str = "holdout_metric") -> list[VersionRow]:
+    """Every version of every registered model, newest first within a model."""
+    rows = []
+    for model in tracking.search_registered_models():
+        # A search does not fill in aliases: ask for the one that matters.
+        champion = champion_version(tracking, model.name)
+        for v in tracking.search_model_versions(f"name = '{model.name}'"):
+            metric = v.tags.get(metric_tag, "")
+            value = v.tags.get("holdout_value")
+            rows.append(
+                VersionRow(
+                    model=model.name,
+                    version=str(v.version),
+                    aliases=(CHAMPION,) if str(v.version) == champion else (),
+                    run_id=v.run_id or "",
+                    metric=metric,
+                    value=float(value) if value else None,
+                    created=int(v.creation_timestamp or 0),
+                )
+            )
+    return sorted(rows, key=lambda r: (r.model, -int(r.version)))
+
+
+def log_model(model: Any, name: str, example: pd.DataFrame, example_output: pd.DataFrame) -> str:
+    """Log a Spark ML model to the active run with its signature and an input example,
+    register it as a new version of `name`, and return the version number."""
+    import mlflow.spark
+    from mlflow.models import infer_signature
+
+    signature = infer_signature(example, example_output)
+    info = mlflow.spark.log_model(
+        model, "model", registered_model_name=name, signature=signature, input_example=example
+    )
+    version = info.registered_model_version
+    if version is None:  # older clients: find the version this run registered
+        run_id = mlflow.active_run().info.run_id  # type: ignore[union-attr]
+        tracking = MlflowClient()
+        (version,) = [
+            v.version for v in tracking.search_model_versions(f"name = '{name}'")
+            if v.run_id == run_id
+        ]  # fmt: skip
+    return str(version)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Whether a new version takes the champion alias, and why."""
+
+    promoted: bool
+    reason: str
+
+
+def judge(
+    tracking: MlflowClient,
+    name: str,
+    version: str,
+    metric: str,
+    score: Callable[[str], tuple[float, float]],
+    higher_is_better: bool,
+) -> Verdict:
+    """Decide on the champion and move the alias when the new `version` wins.
+
+    `score(champion_version)` returns (new, champion) on the same holdout rows.
+    A tie keeps the current champion. Also tags the version with its verdict.
+    """
+    current = champion_version(tracking, name)
+    if current is None:
+        verdict = Verdict(True, "no champion yet")
+    else:
+        new, old = score(current)
+        better = new > old if higher_is_better else new < old
+        verdict = Verdict(
+            better, f"holdout {metric} {new:.4f} vs champion v{current} {old:.4f} on the same rows"
+        )
+    tracking.set_model_version_tag(name, version, "verdict", verdict.reason)
+    if verdict.promoted:
+        set_champion(tracking, name, version)
+    return verdict

@@ -1,0 +1,61 @@
+"""What every training job does around its model: pinned inputs, size checks, MLflow logging."""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from delta.tables import DeltaTable
+from pyspark.sql import DataFrame, SparkSession
+
+from retailstream.errors import UserError
+from retailstream.io.delta import has_commits, read_table
+
+
+def pinned_table(spark: SparkSession, path: Path, hint: str) -> tuple[DataFrame, dict[str, Any]]:
+    """A Delta table read at its current version, and that version (the run's lineage):
+    the run reads one snapshot even while streams keep appending."""
+    if not has_commits(path):
+        raise UserError(f"no table at {path}: {hint}")
+    latest = DeltaTable.forPath(spark, str(path)).history(1).first()
+    assert latest is not None
+    version = int(latest["version"])
+    return read_table(spark, path, version), {"table": str(path), "delta_version": version}
+
+
+def require_rows(sizes: Mapping[str, int], minimum: int, what: str) -> None:
+    """Refuse a split too small to train or judge on, before anything is logged or registered."""
+    if sizes["train"] < minimum or not sizes["validation"] or not sizes["holdout"]:
+        total = sum(sizes.values())
+        raise UserError(
+            f"too few {what} to train: {total:,} in all, split by time into "
+            f"{sizes['train']:,} train / {sizes['validation']:,} validation / "
+            f"{sizes['holdout']:,} holdout (need at least {minimum:,} to train on and "
+            "some in each later split); nothing was registered or changed"
+        )
+
+
+def finite(metrics: Mapping[str, float]) -> dict[str, float]:
+    """The metrics MLflow can store (a NaN means "not measurable here": left out)."""
+    return {k: v for k, v in metrics.items() if not math.isnan(v)}
+
+
+def log_figure(draw: Callable[[Any], None], name: str) -> None:
+    """Draw on a fresh matplotlib axes (headless) and log the PNG to the active run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import mlflow
+
+    figure, axes = plt.subplots(figsize=(5, 3.5))
+    draw(axes)
+    figure.tight_layout()
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / name
+        figure.savefig(path, dpi=100)
+        mlflow.log_artifact(str(path))
+    plt.close(figure)

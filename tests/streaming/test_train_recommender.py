@@ -1,0 +1,271 @@
+"""`train recommender` against real Spark ALS, real Delta tables and a real MLflow store:
+metrics against the baseline and the generator's truth, the champion rule, serving,
+the registry commands, ratings files a user brings, and bad input."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+from pyspark.sql import SparkSession
+
+from retailstream.config import Settings, load_settings
+from retailstream.errors import UserError
+from retailstream.io.delta import read_table, write_table
+from retailstream.io.truth import TruthWriter
+from retailstream.jobs import build_views, init_world, train_recommender
+from retailstream.jobs.refine_events import load_references, silver_table
+from retailstream.ml import registry
+from retailstream.serve.app import create_app
+from retailstream.views.store import open_store
+from retailstream.world.generator import EventGenerator
+from retailstream.world.reference import build_world
+from support import PROJECT_HOME, run_cli
+
+SEED = 5
+EVENTS = 150_000  # about 8,800 ratings by 1,500 of the small world's 2,000 customers
+
+
+def _settings(root: Path, *extra: str) -> Settings:
+    return load_settings(
+        "test",
+        [
+            f"lake.root={root / 'lake'}",
+            f"ml.store_dir={root / 'models'}",
+            f"spark.driver_log={root / 'spark-driver.log'}",
+            "ml.recommender.ranks=[4, 8]",
+            "ml.recommender.reg_params=[0.1, 0.3]",
+            "ml.recommender.max_iter=5",
+            *extra,
+        ],
+        home=PROJECT_HOME,
+    )
+
+
+def _flags(settings: Settings) -> list[str]:
+    return [
+        "--env", "test",
+        "--set", f"lake.root={settings.lake.root}",
+        "--set", f"ml.store_dir={settings.ml.store_dir}",
+    ]  # fmt: skip
+
+
+def _train(spark: SparkSession, settings: Settings, ratings: Path | None = None) -> None:
+    args = argparse.Namespace(ratings=str(ratings) if ratings else None, format=None)
+    assert train_recommender.train(spark, settings, args) == 0
+
+
+@pytest.fixture(scope="module")
+def world_ratings(
+    tmp_path_factory: pytest.TempPathFactory, spark: SparkSession
+) -> tuple[Settings, pd.DataFrame]:
+    """A world, its silver ratings (the columns the trainer reads, from generated
+    events) and the generator's rating truth; the first model trained on them."""
+    settings = _settings(tmp_path_factory.mktemp("recommender"))
+    init_world.write_world(spark, settings, SEED, "small")
+    generator = EventGenerator(
+        build_world(SEED, "small"), SEED, datetime(2026, 3, 1, tzinfo=UTC), 1.0, None
+    )
+    truth = generator.next_batch(EVENTS).truth_frames()["rating_truth"]
+    TruthWriter(settings.lake.root).append({"rating_truth": truth})
+    silver = spark.createDataFrame(
+        truth[["event_id", "customer_id", "sku", "stars", "event_time"]]
+    ).selectExpr("event_id", "customer_id", "sku", "cast(stars as int) stars", "event_time")
+    write_table(silver, silver_table(settings, "ratings"), mode="overwrite")
+    store = open_store(settings.views.sqlite_path)
+    build_views.publish_catalogue(
+        store, load_references(spark, settings, ["products", "stores", "customers"])
+    )
+    _train(spark, settings)
+    return settings, truth
+
+
+def _runs(settings: Settings) -> list:
+    client = registry.client(settings.ml)
+    experiment = client.get_experiment_by_name(train_recommender.EXPERIMENT)
+    assert experiment is not None
+    return client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"])
+
+
+def test_first_model_is_judged_against_the_baseline_and_the_truth_and_becomes_champion(
+    world_ratings: tuple[Settings, pd.DataFrame], spark: SparkSession
+) -> None:
+    settings, _ = world_ratings
+    client = registry.client(settings.ml)
+    run = _runs(settings)[0]
+    metrics, params = run.data.metrics, run.data.params
+    for name in ("holdout_rmse", "baseline_rmse", "oracle_rmse", "precision_at_10",
+                 "ndcg_at_10", "baseline_precision_at_10", "baseline_ndcg_at_10"):  # fmt: skip
+        assert name in metrics, name
+    # The generator's expected stars are the best predictor there is.
+    assert metrics["oracle_rmse"] < metrics["holdout_rmse"]
+    assert 0 <= metrics["precision_at_10"] <= 1 and 0 <= metrics["ndcg_at_10"] <= 1
+    assert metrics["ranked_customers"] > 0
+    # Chosen by validation, from the configured grid.
+    assert (int(params["rank"]), float(params["reg_param"])) in {
+        (r, g) for r in (4, 8) for g in (0.1, 0.3)
+    }
+    grid = json.loads(
+        Path(client.download_artifacts(run.info.run_id, "validation_grid.json")).read_text()
+    )
+    best = min(grid["trials"], key=lambda t: t["validation_rmse"])
+    assert (best["rank"], best["reg_param"]) == (int(params["rank"]), float(params["reg_param"]))
+    # Lineage: the Delta version of silver ratings that was read.
+    inputs = json.loads(Path(client.download_artifacts(run.info.run_id, "inputs.json")).read_text())
+    history = spark.sql(f"DESCRIBE HISTORY delta.`{silver_table(settings, 'ratings')}`")
+    assert inputs["ratings"]["delta_version"] == history.agg({"version": "max"}).first()[0]
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"validation_rmse.png", "inputs.json"} <= artifacts
+    model_files = {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "model")}
+    assert {"MLmodel", "input_example.json"} <= model_files
+    mlmodel = Path(client.download_artifacts(run.info.run_id, "model/MLmodel")).read_text()
+    assert "signature:" in mlmodel and "customer_id" in mlmodel
+    assert registry.champion_version(client, settings.ml.recommender_model) == "1"
+    assert run.data.tags["promoted"] == "true"
+
+
+def test_the_champion_s_lists_are_served_and_strangers_get_their_region_s_favourites(
+    world_ratings: tuple[Settings, pd.DataFrame], spark: SparkSession
+) -> None:
+    settings, truth = world_ratings
+    gold = read_table(spark, settings.lake.table("gold/recommendations")).toPandas()
+    assert set(gold["model_version"]) == {"1"}
+    assert (
+        gold.groupby("customer_id")["rank"]
+        .apply(sorted)
+        .map(lambda r: r == list(range(1, 11)))
+        .all()
+    )
+    rated = set(zip(truth["customer_id"], truth["sku"], strict=True))
+    assert not any((c, s) in rated for c, s in zip(gold["customer_id"], gold["sku"], strict=True))
+
+    customers = read_table(spark, init_world.reference_table(settings, "customers")).toPandas()
+    stranger = customers[~customers["customer_id"].isin(truth["customer_id"])].iloc[0]
+    known = gold["customer_id"].iloc[0]
+    with TestClient(create_app(settings, store=open_store(settings.views.sqlite_path))) as api:
+        mine = api.get(f"/v1/customers/{known}/recommendations")
+        assert mine.status_code == 200, mine.text
+        body = mine.json()
+        assert body["source"] == "model" and len(body["items"]) == 10
+        assert [i["sku"] for i in body["items"]] == list(
+            gold[gold["customer_id"] == known].sort_values("rank")["sku"]
+        )
+        theirs = api.get(f"/v1/customers/{stranger['customer_id']}/recommendations").json()
+        assert theirs["source"] == "popular_in_region"
+        assert theirs["region"] == stranger["home_region"] and len(theirs["items"]) == 10
+        missing = api.get("/v1/customers/C-9999999/recommendations")
+        assert missing.status_code == 404 and missing.json()["error"] == "unknown_customer"
+
+
+def test_a_worse_model_is_registered_but_changes_nothing_served(
+    world_ratings: tuple[Settings, pd.DataFrame], spark: SparkSession
+) -> None:
+    settings, _ = world_ratings
+    worse = settings.model_copy(
+        update={
+            "ml": settings.ml.model_copy(
+                update={
+                    "recommender": settings.ml.recommender.model_copy(
+                        update={"ranks": (1,), "reg_params": (25.0,)}
+                    )
+                }
+            )
+        }  # fmt: skip
+    )
+    before = read_table(spark, settings.lake.table("gold/recommendations")).toPandas()
+    _train(spark, worse)
+    client = registry.client(settings.ml)
+    name = settings.ml.recommender_model
+    assert {str(v.version) for v in client.search_model_versions(f"name = '{name}'")} >= {"1", "2"}
+    assert registry.champion_version(client, name) == "1"
+    run = _runs(settings)[-1]
+    assert run.data.tags["promoted"] == "false"
+    assert run.data.metrics["vs_champion_new_rmse"] > run.data.metrics["vs_champion_champion_rmse"]
+    after = read_table(spark, settings.lake.table("gold/recommendations")).toPandas()
+    assert after.sort_values(["customer_id", "rank"]).equals(
+        before.sort_values(["customer_id", "rank"])
+    )
+
+
+def test_models_list_promote_and_rollback_move_the_champion(
+    world_ratings: tuple[Settings, pd.DataFrame],
+) -> None:
+    settings, _ = world_ratings
+    flags = _flags(settings)
+    listed = run_cli("models", "list", *flags)
+    assert listed.returncode == 0, listed.stderr
+    assert "champion" in listed.stdout and "holdout_rmse" in listed.stdout
+    promoted = run_cli("models", "promote", "recommender", "2", *flags)
+    assert promoted.returncode == 0, promoted.stderr
+    client = registry.client(settings.ml)
+    name = settings.ml.recommender_model
+    assert registry.champion_version(client, name) == "2"
+    back = run_cli("models", "rollback", "recommender", *flags)
+    assert back.returncode == 0, back.stderr
+    assert "version 1" in back.stdout
+    assert registry.champion_version(client, name) == "1"
+    unknown = run_cli("models", "promote", "recommender", "99", *flags)
+    assert unknown.returncode != 0 and "no version 99" in unknown.stderr
+
+
+def test_ratings_a_user_brings_in_movielens_form_train_a_model(
+    world_ratings: tuple[Settings, pd.DataFrame], spark: SparkSession, tmp_path: Path
+) -> None:
+    settings, truth = world_ratings
+    lines = [
+        f"{r.customer_id}::{r.sku}::{r.stars}::{int(r.event_time.timestamp())}"
+        for r in truth.itertuples()
+    ]
+    ratings = tmp_path / "ratings.dat"
+    ratings.write_text("\n".join(lines) + "\n")
+    runs_before = len(_runs(settings))
+    one_point = settings.model_copy(
+        update={
+            "ml": settings.ml.model_copy(
+                update={
+                    "recommender": settings.ml.recommender.model_copy(
+                        update={"ranks": (4,), "reg_params": (0.3,)}
+                    )
+                }
+            )
+        }  # fmt: skip
+    )
+    _train(spark, one_point, ratings)
+    run = _runs(settings)[-1]
+    assert len(_runs(settings)) == runs_before + 1
+    assert "holdout_rmse" in run.data.metrics and "oracle_rmse" not in run.data.metrics
+    assert int(run.data.params["rows_train"]) > 0
+    inputs = json.loads(
+        Path(
+            registry.client(settings.ml).download_artifacts(run.info.run_id, "inputs.json")
+        ).read_text()
+    )
+    assert inputs["ratings"] == {"file": str(ratings)}
+
+
+def test_too_few_ratings_is_a_clear_error_that_registers_nothing(
+    world_ratings: tuple[Settings, pd.DataFrame], spark: SparkSession
+) -> None:
+    settings, _ = world_ratings
+    strict = settings.model_copy(
+        update={
+            "ml": settings.ml.model_copy(
+                update={
+                    "recommender": settings.ml.recommender.model_copy(
+                        update={"min_ratings": 10_000_000}
+                    )
+                }
+            )
+        }  # fmt: skip
+    )
+    client = registry.client(settings.ml)
+    name = settings.ml.recommender_model
+    versions = len(client.search_model_versions(f"name = '{name}'"))
+    with pytest.raises(UserError, match="too few ratings to train"):
+        _train(spark, strict)
+    assert len(client.search_model_versions(f"name = '{name}'")) == versions

@@ -1,0 +1,124 @@
+"""The recommender's pure parts on small in-memory data: splits, metrics, baselines, inputs."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from pyspark.sql import DataFrame, SparkSession
+
+from retailstream.errors import UserError
+from retailstream.ml import recommender as rec
+from retailstream.ml.ratings_input import detect_format, match_columns, read_ratings
+from retailstream.ml.splits import time_split
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def _ratings(spark: SparkSession, rows: list[tuple[str, str, float, int]]) -> DataFrame:
+    """(customer, sku, stars, minutes after T0) rows as a ratings frame."""
+    return spark.createDataFrame(
+        [(c, s, float(x), T0 + timedelta(minutes=m)) for c, s, x, m in rows],
+        "customer_id string, sku string, stars double, event_time timestamp",
+    )
+
+
+def test_time_split_keeps_the_newest_ratings_for_the_holdout(spark: SparkSession) -> None:
+    ratings = _ratings(spark, [("C1", f"S{i}", 3, i) for i in range(100)])
+    split = time_split(ratings, holdout_fraction=0.2, validation_fraction=0.25)
+    minutes = {
+        name: sorted(
+            int((r["event_time"].replace(tzinfo=UTC) - T0).total_seconds() // 60)
+            for r in part.collect()
+        )
+        for name, part in (
+            ("train", split.train),
+            ("validation", split.validation),
+            ("holdout", split.holdout),
+        )  # fmt: skip
+    }
+    assert sum(len(m) for m in minutes.values()) == 100  # nothing lost, nothing twice
+    assert max(minutes["train"]) < min(minutes["validation"])
+    assert max(minutes["validation"]) < min(minutes["holdout"])
+    assert 18 <= len(minutes["holdout"]) <= 22
+    assert 18 <= len(minutes["validation"]) <= 22
+
+
+def test_ranking_metrics_match_a_hand_computation(spark: SparkSession) -> None:
+    lists = spark.createDataFrame(
+        [("A", 1, "x"), ("A", 2, "y"), ("A", 3, "z"), ("B", 1, "x"), ("B", 2, "w"), ("C", 1, "q")],
+        "customer_id string, rank int, sku string",
+    )
+    holdout = _ratings(
+        spark,
+        [("A", "y", 5, 0), ("A", "z", 4, 0), ("A", "v", 5, 0),  # A: hits at ranks 2 and 3
+         ("B", "v", 5, 0), ("B", "x", 2, 0),  # B: x is not relevant (2 stars): no hit
+         ("D", "x", 5, 0)],  # D has no list: not judged
+    )  # fmt: skip
+    got = rec.ranking_metrics(lists, holdout, relevant_stars=4, k=3)
+    # A: 2 hits / 3; DCG = 1/log2(3) + 1/log2(4); IDCG (3 relevant, k=3) = 1 + 1/log2(3) + 1/2.
+    ndcg_a = (1 / math.log2(3) + 0.5) / (1 + 1 / math.log2(3) + 0.5)
+    assert got["ranked_customers"] == 2  # A and B (C has no relevant held-out rating)
+    assert got["precision_at_3"] == pytest.approx((2 / 3 + 0) / 2)
+    assert got["ndcg_at_3"] == pytest.approx((ndcg_a + 0) / 2)
+
+
+def test_popular_lists_skip_what_the_customer_rated(spark: SparkSession) -> None:
+    train = _ratings(
+        spark,
+        [("A", "x", 5, 0), ("B", "x", 5, 0), ("C", "x", 4, 0), ("A", "y", 5, 0), ("B", "y", 4, 0),
+         ("C", "z", 5, 0), ("A", "w", 1, 0)],
+    )  # fmt: skip
+    popular = rec.popular_items(train, relevant_stars=4)
+    lists = rec.recommend_popular(train.select("customer_id"), train, popular, k=2)
+    got = {(r["customer_id"], r["rank"]): r["sku"] for r in lists.collect()}
+    assert got == {("A", 1): "z", ("B", 1): "z", ("B", 2): "w", ("C", 1): "y", ("C", 2): "w"}
+
+
+def test_the_item_mean_baseline_falls_back_to_the_global_mean(spark: SparkSession) -> None:
+    train = _ratings(spark, [("A", "x", 5, 0), ("B", "x", 3, 0), ("A", "y", 1, 0)])
+    rows = _ratings(spark, [("C", "x", 4, 9), ("C", "new", 4, 9)])
+    got = {r["sku"]: r["prediction"] for r in rec.item_mean_predictions(train, rows).collect()}
+    assert got == {"x": 4.0, "new": 3.0}
+
+
+def test_column_names_are_matched_from_the_usual_spellings() -> None:
+    assert match_columns(["userId", "movieId", "rating", "timestamp"]) == {
+        "customer_id": "userId", "sku": "movieId", "stars": "rating", "event_time": "timestamp",
+    }  # fmt: skip
+    assert match_columns(["user_id", "item_id", "Stars"]) == {
+        "customer_id": "user_id", "sku": "item_id", "stars": "Stars",
+    }  # fmt: skip
+
+
+def test_formats_are_told_by_extension_and_unknown_ones_are_refused(tmp_path: Path) -> None:
+    assert detect_format(tmp_path / "r.csv") == "csv"
+    assert detect_format(tmp_path / "ratings.dat") == "movielens"
+    (tmp_path / "t" / "_delta_log").mkdir(parents=True)
+    assert detect_format(tmp_path / "t") == "delta"
+    with pytest.raises(UserError, match="cannot tell the format"):
+        detect_format(tmp_path / "ratings.xlsx")
+
+
+def test_csv_and_movielens_files_read_to_the_same_ratings(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    csv = tmp_path / "ratings.csv"
+    csv.write_text("userId,movieId,rating,timestamp\n1,10,4.5,1700000000\n2,20,3,1700000060\n")
+    dat = tmp_path / "ratings.dat"
+    dat.write_text("1::10::4.5::1700000000\n2::20::3::1700000060\n\n")
+    rows = [sorted(tuple(r) for r in read_ratings(spark, p).collect()) for p in (csv, dat)]
+    assert rows[0] == rows[1]
+    assert rows[0][0][:3] == ("1", "10", 4.5)
+    assert rows[0][0][3].replace(tzinfo=UTC) == datetime.fromtimestamp(1700000000, UTC)
+
+
+def test_a_file_without_a_rating_column_names_what_it_found(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    bad = tmp_path / "clicks.csv"
+    bad.write_text("user,item,clicks\n1,2,3\n")
+    with pytest.raises(UserError, match="no column for stars among user, item, clicks"):
+        read_ratings(spark, bad)
