@@ -88,3 +88,19 @@ def headless_chromium(user_data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> I
         yield driver
     finally:
         driver.quit()
+
+
+def with_ml(settings: Settings, model: str, **changes: object) -> Settings:
+    """`settings` with some of `ml.<model>` (`recommender`, `disruption`) changed."""
+    section = getattr(settings.ml, model).model_copy(update=changes)
+    return settings.model_copy(update={"ml": settings.ml.model_copy(update={model: section})})
+
+
+def mlflow_runs(settings: Settings, experiment: str) -> list[Any]:
+    """The runs of an MLflow experiment in the settings' store, oldest first."""
+    from retailstream.ml import registry
+
+    client = registry.client(settings.ml)
+    found = client.get_experiment_by_name(experiment)
+    assert found is not None, f"no experiment {experiment}"
+    return client.search_runs([found.experiment_id], order_by=["attributes.start_time ASC"])

@@ -31,12 +31,14 @@ JOBS = {
     "refine": "retailstream.jobs.refine_events",
     "enrich": "retailstream.jobs.enrich_events",
     "views": "retailstream.jobs.build_views",
+    "score": "retailstream.jobs.score_shipments",
 }
 JOB_SCRIPTS = {
     "ingest": "ingest_events",
     "refine": "refine_events",
     "enrich": "enrich_events",
     "views": "build_views",
+    "score": "score_shipments",
     "train-recommender": "train_recommender",
     "train-disruption": "train_disruption",
 }
@@ -264,6 +266,13 @@ def train(args: argparse.Namespace) -> int:
     return int(module.main([*_forward_common(args), *args.train_args]))
 
 
+def retrain(args: argparse.Namespace) -> int:
+    """Retrain the models every interval, in this process."""
+    from retailstream.jobs import retrain as retrain_job
+
+    return int(with_session(retrain_job.run, args) or 0)
+
+
 def _registered_name(settings: Settings, name: str) -> str:
     """A model's registered name from its short name (`recommender`) or as given."""
     short = {
@@ -452,6 +461,16 @@ def build_parser() -> argparse.ArgumentParser:
         nargs=argparse.REMAINDER,
         help="the trainer's own flags (see `train MODEL --help`)",
     )
+
+    from retailstream.jobs import retrain as retrain_job
+
+    retrain_cmd = command(
+        commands,
+        "retrain",
+        "retrain on a schedule (each round judged against the champion)",
+        retrain,
+    )
+    retrain_job.add_flags(retrain_cmd)
 
     models = commands.add_parser(
         "models", help="the MLflow model registry", description="Registered models and champions."

@@ -206,6 +206,8 @@ class DisruptionSettings(_Frozen):
     # Fewer delivered shipments than this in the training split: refuse to train.
     min_rows: int = Field(200, ge=1)
     seed: int = 7
+    # Live scoring: a departure this likely to be late is an alert.
+    alert_threshold: float = Field(0.5, gt=0.0, le=1.0)
 
 
 class MlSettings(_Frozen):

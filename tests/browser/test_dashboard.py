@@ -252,7 +252,7 @@ def test_the_dashboard_follows_the_views_live_and_agrees_with_the_api(
     assert float(empty["revenue"]) == 0.0 and empty["revenueText"] == "€0.00"
     assert all(empty["empty"].values()), empty["empty"]
     assert sorted(s[0] for s in empty["stores"]) == [s["store_id"] for s in STORES]
-    assert empty["disruptions"] == 0, "the disruption panel is an empty hook for now"
+    assert empty["disruptions"] == 0, "no disruption alerts in this store"
     browser.execute_script("window.__sameDocument = 'not reloaded';")
 
     writer = GoldWriter(store)

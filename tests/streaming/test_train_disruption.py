@@ -6,29 +6,38 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from fastapi.testclient import TestClient
 from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
 
 from retailstream.config import Settings
 from retailstream.errors import UserError
+from retailstream.io.delta import StreamTrigger, read_table
 from retailstream.io.truth import TruthWriter
 from retailstream.jobs import (
+    build_views,
     enrich_events,
     ingest_events,
     init_world,
     refine_events,
+    score_shipments,
     train_disruption,
 )
+from retailstream.jobs.refine_events import silver_table
 from retailstream.kafka.clients import flush_or_fail, producer
 from retailstream.kafka.topics import create_topics
 from retailstream.ml import registry
+from retailstream.serve.app import create_app
+from retailstream.views.store import open_store
 from retailstream.world import EventGenerator, build_world
-from support import own_pipeline
+from support import mlflow_runs, own_pipeline, with_ml
 
 AVAILABLE_NOW = argparse.Namespace(available_now=True)
 SEED = 23
@@ -36,24 +45,15 @@ EVENTS = 60_000
 SIM_SECONDS_PER_EVENT = 5.0  # about 3.5 simulated days: some 1,500 shipments
 
 
-def _with_ml(settings: Settings, root: Path, **disruption: object) -> Settings:
-    ml = settings.ml.model_copy(
-        update={
-            "store_dir": root / "models",
-            "disruption": settings.ml.disruption.model_copy(
-                update={"iterations": (10,), "depths": (3, 4), **disruption}
-            ),
-        }
-    )
-    return settings.model_copy(update={"ml": ml})
-
-
 @pytest.fixture(scope="module")
 def shipped(tmp_path_factory: pytest.TempPathFactory, spark: SparkSession) -> Iterator[Settings]:
     """Weeks of generated events through ingest, refine and enrich; the first model trained."""
     root = tmp_path_factory.mktemp("disruption")
     with own_pipeline(root) as base:
-        settings = _with_ml(base, root)
+        ml = base.ml.model_copy(update={"store_dir": root / "models"})
+        settings = with_ml(
+            base.model_copy(update={"ml": ml}), "disruption", iterations=(10,), depths=(3, 4)
+        )
         create_topics(settings.kafka.bootstrap, settings.kafka.topics)
         init_world.write_world(spark, settings, SEED, "small")
         generator = EventGenerator(
@@ -75,18 +75,11 @@ def shipped(tmp_path_factory: pytest.TempPathFactory, spark: SparkSession) -> It
         yield settings
 
 
-def _runs(settings: Settings) -> list:
-    client = registry.client(settings.ml)
-    experiment = client.get_experiment_by_name(train_disruption.EXPERIMENT)
-    assert experiment is not None
-    return client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"])
-
-
 def test_the_model_is_judged_against_a_baseline_and_the_true_probabilities(
     shipped: Settings, spark: SparkSession
 ) -> None:
     client = registry.client(shipped.ml)
-    run = _runs(shipped)[0]
+    run = mlflow_runs(shipped, train_disruption.EXPERIMENT)[0]
     m = run.data.metrics
     for kind in ("holdout", "baseline", "truth"):
         for metric in ("roc_auc", "pr_auc"):
@@ -111,20 +104,10 @@ def test_a_model_that_is_not_better_leaves_the_champion_alone(
     shipped: Settings, spark: SparkSession, tmp_path: Path
 ) -> None:
     # One shallow tree sees little of what the champion learnt.
-    weak = shipped.model_copy(
-        update={
-            "ml": shipped.ml.model_copy(
-                update={
-                    "disruption": shipped.ml.disruption.model_copy(
-                        update={"iterations": (1,), "depths": (1,)}
-                    )
-                }
-            )
-        }  # fmt: skip
-    )
+    weak = with_ml(shipped, "disruption", iterations=(1,), depths=(1,))
     assert train_disruption.train(spark, weak, argparse.Namespace()) == 0
     client = registry.client(shipped.ml)
-    run = _runs(shipped)[-1]
+    run = mlflow_runs(shipped, train_disruption.EXPERIMENT)[-1]
     assert run.data.tags["promoted"] == "false"
     assert (
         run.data.metrics["vs_champion_new_pr_auc"]
@@ -136,9 +119,87 @@ def test_a_model_that_is_not_better_leaves_the_champion_alone(
 def test_too_few_delivered_shipments_is_a_clear_error(
     shipped: Settings, spark: SparkSession
 ) -> None:
-    strict = _with_ml(shipped, shipped.ml.store_dir.parent, min_rows=10_000_000)
+    strict = with_ml(shipped, "disruption", min_rows=10_000_000)
     client = registry.client(shipped.ml)
     before = len(client.search_model_versions(f"name = '{shipped.ml.disruption_model}'"))
     with pytest.raises(UserError, match="too few delivered shipments to train"):
         train_disruption.train(spark, strict, argparse.Namespace())
     assert len(client.search_model_versions(f"name = '{shipped.ml.disruption_model}'")) == before
+
+
+def test_live_departures_are_scored_by_the_champion_with_rerouting(
+    shipped: Settings, spark: SparkSession
+) -> None:
+    views = shipped.model_copy(
+        update={"views": shipped.views.model_copy(update={"views": ("inventory_positions",)})}
+    )
+    build_views.run(spark, views, AVAILABLE_NOW)
+    assert score_shipments.run(spark, shipped, AVAILABLE_NOW) == 0
+    alerts = read_table(spark, shipped.lake.table(score_shipments.ALERTS_TABLE)).toPandas()
+    threshold = shipped.ml.disruption.alert_threshold
+    assert len(alerts) > 0
+    assert (alerts["probability"] >= threshold).all() and set(alerts["model_version"]) == {"1"}
+    assert alerts["shipment_id"].is_unique
+    positions = read_table(spark, shipped.lake.table("gold/inventory_positions")).toPandas()
+    spare = {
+        (r.store_id, r.sku): r.on_hand - shipped.views.low_stock_threshold
+        for r in positions.itertuples()
+    }
+    kinds = set()
+    for alert in alerts.itertuples():
+        assert alert.skus is not None and len(alert.skus) > 0, alert.shipment_id
+        for line in alert.skus:
+            kinds.add(line["source_kind"])
+            if line["source_kind"] == "store":  # a store that can spare the whole line
+                assert line["source_id"] != alert.destination_store_id
+                assert spare[(line["source_id"], line["sku"])] >= line["quantity"]
+    assert kinds & {"store", "distribution_centre"}
+    with TestClient(create_app(shipped, store=open_store(shipped.views.sqlite_path))) as api:
+        served = api.get("/v1/alerts/disruptions", params={"limit": 1000}).json()
+    assert served["count"] == len(alerts)
+    probabilities = [item["probability"] for item in served["items"]]
+    assert probabilities == sorted(probabilities, reverse=True)
+    assert all(item["summary"].startswith(item["shipment_id"]) for item in served["items"])
+
+
+def test_a_new_champion_is_picked_up_without_restarting_the_query(
+    shipped: Settings, spark: SparkSession
+) -> None:
+    # Every departure an alert, so that each batch shows which version scored it.
+    eager = with_ml(shipped, "disruption", alert_threshold=0.0001)
+    query = score_shipments.start(spark, eager, StreamTrigger(False, "1 second"))
+    client = registry.client(shipped.ml)
+    name = shipped.ml.disruption_model
+    enriched = silver_table(shipped, "shipments_enriched")
+
+    def departures_again(tag: str) -> None:
+        rows = read_table(spark, enriched).limit(20)
+        again = rows.withColumn("shipment_id", F.concat("shipment_id", F.lit(tag)))
+        again.write.format("delta").mode("append").save(str(enriched))
+
+    def scored_by(tag: str) -> set[str]:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            found = (
+                read_table(spark, shipped.lake.table(score_shipments.ALERTS_TABLE))
+                .where(F.col("shipment_id").endswith(tag))
+                .select("model_version")
+                .distinct()
+                .collect()
+            )
+            if found:
+                return {r[0] for r in found}
+            assert query.exception() is None, query.exception()
+            time.sleep(1)
+        raise AssertionError(f"departures {tag} were not scored")
+
+    try:
+        departures_again("-A")
+        assert scored_by("-A") == {"1"}
+        registry.promote(client, name, "2")
+        departures_again("-B")
+        assert scored_by("-B") == {"2"}
+        assert query.isActive
+    finally:
+        query.stop()
+        registry.rollback(client, name)

@@ -18,14 +18,14 @@ from retailstream.config import Settings, load_settings
 from retailstream.errors import UserError
 from retailstream.io.delta import read_table, write_table
 from retailstream.io.truth import TruthWriter
-from retailstream.jobs import build_views, init_world, train_recommender
+from retailstream.jobs import build_views, init_world, retrain, train_recommender
 from retailstream.jobs.refine_events import load_references, silver_table
 from retailstream.ml import registry
 from retailstream.serve.app import create_app
 from retailstream.views.store import open_store
 from retailstream.world.generator import EventGenerator
 from retailstream.world.reference import build_world
-from support import PROJECT_HOME, run_cli
+from support import PROJECT_HOME, mlflow_runs, run_cli, with_ml
 
 SEED = 5
 EVENTS = 150_000  # about 8,800 ratings by 1,500 of the small world's 2,000 customers
@@ -85,19 +85,12 @@ def world_ratings(
     return settings, truth
 
 
-def _runs(settings: Settings) -> list:
-    client = registry.client(settings.ml)
-    experiment = client.get_experiment_by_name(train_recommender.EXPERIMENT)
-    assert experiment is not None
-    return client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"])
-
-
 def test_first_model_is_judged_against_the_baseline_and_the_truth_and_becomes_champion(
     world_ratings: tuple[Settings, pd.DataFrame], spark: SparkSession
 ) -> None:
     settings, _ = world_ratings
     client = registry.client(settings.ml)
-    run = _runs(settings)[0]
+    run = mlflow_runs(settings, train_recommender.EXPERIMENT)[0]
     metrics, params = run.data.metrics, run.data.params
     for name in ("holdout_rmse", "baseline_rmse", "oracle_rmse", "precision_at_10",
                  "ndcg_at_10", "baseline_precision_at_10", "baseline_ndcg_at_10"):  # fmt: skip
@@ -166,24 +159,14 @@ def test_a_worse_model_is_registered_but_changes_nothing_served(
     world_ratings: tuple[Settings, pd.DataFrame], spark: SparkSession
 ) -> None:
     settings, _ = world_ratings
-    worse = settings.model_copy(
-        update={
-            "ml": settings.ml.model_copy(
-                update={
-                    "recommender": settings.ml.recommender.model_copy(
-                        update={"ranks": (1,), "reg_params": (25.0,)}
-                    )
-                }
-            )
-        }  # fmt: skip
-    )
+    worse = with_ml(settings, "recommender", ranks=(1,), reg_params=(25.0,))
     before = read_table(spark, settings.lake.table("gold/recommendations")).toPandas()
     _train(spark, worse)
     client = registry.client(settings.ml)
     name = settings.ml.recommender_model
     assert {str(v.version) for v in client.search_model_versions(f"name = '{name}'")} >= {"1", "2"}
     assert registry.champion_version(client, name) == "1"
-    run = _runs(settings)[-1]
+    run = mlflow_runs(settings, train_recommender.EXPERIMENT)[-1]
     assert run.data.tags["promoted"] == "false"
     assert run.data.metrics["vs_champion_new_rmse"] > run.data.metrics["vs_champion_champion_rmse"]
     after = read_table(spark, settings.lake.table("gold/recommendations")).toPandas()
@@ -223,21 +206,11 @@ def test_ratings_a_user_brings_in_movielens_form_train_a_model(
     ]
     ratings = tmp_path / "ratings.dat"
     ratings.write_text("\n".join(lines) + "\n")
-    runs_before = len(_runs(settings))
-    one_point = settings.model_copy(
-        update={
-            "ml": settings.ml.model_copy(
-                update={
-                    "recommender": settings.ml.recommender.model_copy(
-                        update={"ranks": (4,), "reg_params": (0.3,)}
-                    )
-                }
-            )
-        }  # fmt: skip
-    )
+    runs_before = len(mlflow_runs(settings, train_recommender.EXPERIMENT))
+    one_point = with_ml(settings, "recommender", ranks=(4,), reg_params=(0.3,))
     _train(spark, one_point, ratings)
-    run = _runs(settings)[-1]
-    assert len(_runs(settings)) == runs_before + 1
+    run = mlflow_runs(settings, train_recommender.EXPERIMENT)[-1]
+    assert len(mlflow_runs(settings, train_recommender.EXPERIMENT)) == runs_before + 1
     assert "holdout_rmse" in run.data.metrics and "oracle_rmse" not in run.data.metrics
     assert int(run.data.params["rows_train"]) > 0
     inputs = json.loads(
@@ -252,20 +225,27 @@ def test_too_few_ratings_is_a_clear_error_that_registers_nothing(
     world_ratings: tuple[Settings, pd.DataFrame], spark: SparkSession
 ) -> None:
     settings, _ = world_ratings
-    strict = settings.model_copy(
-        update={
-            "ml": settings.ml.model_copy(
-                update={
-                    "recommender": settings.ml.recommender.model_copy(
-                        update={"min_ratings": 10_000_000}
-                    )
-                }
-            )
-        }  # fmt: skip
-    )
+    strict = with_ml(settings, "recommender", min_ratings=10_000_000)
     client = registry.client(settings.ml)
     name = settings.ml.recommender_model
     versions = len(client.search_model_versions(f"name = '{name}'"))
     with pytest.raises(UserError, match="too few ratings to train"):
         _train(spark, strict)
     assert len(client.search_model_versions(f"name = '{name}'")) == versions
+
+
+def test_scheduled_retraining_that_fails_leaves_the_champion_serving(
+    world_ratings: tuple[Settings, pd.DataFrame], spark: SparkSession
+) -> None:
+    settings, _ = world_ratings
+    client = registry.client(settings.ml)
+    name = settings.ml.recommender_model
+    champion = registry.champion_version(client, name)
+    versions = len(client.search_model_versions(f"name = '{name}'"))
+    served = read_table(spark, settings.lake.table("gold/recommendations")).count()
+    failing = with_ml(settings, "recommender", min_ratings=10_000_000)
+    args = argparse.Namespace(every="1s", models="recommender", times=2)
+    assert retrain.run(spark, failing, args) == 5  # both rounds ran, both failed
+    assert registry.champion_version(client, name) == champion
+    assert len(client.search_model_versions(f"name = '{name}'")) == versions
+    assert read_table(spark, settings.lake.table("gold/recommendations")).count() == served

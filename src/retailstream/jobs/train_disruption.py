@@ -124,9 +124,8 @@ def train(spark: SparkSession, settings: Settings, args: argparse.Namespace) -> 
     import mlflow.spark
 
     name = settings.ml.disruption_model
-    registry.use_experiment(settings.ml, EXPERIMENT)
-    tracking = registry.client(settings.ml)
-    with mlflow.start_run(run_name=f"gbt-iter{best.max_iter}-depth{best.max_depth}"):
+    run_name = f"gbt-iter{best.max_iter}-depth{best.max_depth}"
+    with registry.training_run(settings.ml, EXPERIMENT, run_name) as tracking:
         mlflow.log_params(
             {
                 "max_iter": best.max_iter, "max_depth": best.max_depth, "seed": conf.seed,

@@ -198,9 +198,8 @@ def train(spark: SparkSession, settings: Settings, args: argparse.Namespace) -> 
     import mlflow.spark
 
     name = settings.ml.recommender_model
-    registry.use_experiment(settings.ml, EXPERIMENT)
-    tracking = registry.client(settings.ml)
-    with mlflow.start_run(run_name=f"als-rank{best.rank}-reg{best.reg_param}"):
+    run_name = f"als-rank{best.rank}-reg{best.reg_param}"
+    with registry.training_run(settings.ml, EXPERIMENT, run_name) as tracking:
         mlflow.log_params(
             {
                 "rank": best.rank, "reg_param": best.reg_param, "max_iter": conf.max_iter,

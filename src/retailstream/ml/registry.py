@@ -8,7 +8,8 @@ registered model, so `rollback` knows where to go back to.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +44,15 @@ def use_experiment(settings: MlSettings, name: str) -> str:
         experiment_id = experiment.experiment_id
     mlflow.set_experiment(experiment_id=experiment_id)
     return experiment_id
+
+
+@contextmanager
+def training_run(settings: MlSettings, experiment: str, run_name: str) -> Iterator[MlflowClient]:
+    """An MLflow run in `experiment` (active for `mlflow.log_*`); yields the registry client."""
+    use_experiment(settings, experiment)
+    tracking = client(settings)
+    with mlflow.start_run(run_name=run_name):
+        yield tracking
 
 
 def champion_version(tracking: MlflowClient, name: str) -> str | None:

@@ -299,12 +299,16 @@ def low_stock(
 @views.get(
     "/v1/alerts/disruptions",
     response_model=None,
-    responses={200: {"model": Alerts}, **_errors(401, 403)},
-    summary="Predicted shipment disruptions (empty until the disruption model exists)",
+    responses={200: {"model": Alerts}, **_errors(401, 403, 422)},
+    summary="Shipments predicted to be late, with rerouting suggestions",
 )
-def disruptions(state: State) -> dict[str, Any]:
-    """Shipments predicted to be late; always empty for now (the hook for the ML view)."""
-    return queries.disruption_alerts()
+def disruptions(
+    state: State,
+    limit: Annotated[int, Query(ge=1, le=1000, description="Return at most this many")] = 50,
+) -> dict[str, Any]:
+    """Departures the disruption champion scores as likely late (`score_shipments`), most
+    likely first: probability, reasons, affected store and skus, where else to source them."""
+    return queries.disruption_alerts(state.store, limit)
 
 
 @service.get(

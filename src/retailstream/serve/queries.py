@@ -189,6 +189,8 @@ def recommendations(store: ServingStore, customer_id: str) -> dict[str, Any] | N
     }
 
 
-def disruption_alerts() -> dict[str, Any]:
-    """Predicted shipment disruptions: none until the disruption model writes a view."""
-    return {"count": 0, "items": []}
+def disruption_alerts(store: ServingStore, limit: int = 50) -> dict[str, Any]:
+    """Departures the disruption model expects to be late, most likely first."""
+    items = store.rows("disruption_alerts")
+    items.sort(key=lambda i: (-float(i.get("probability") or 0.0), i["shipment_id"]))
+    return {"count": len(items), "items": items[:limit]}

@@ -51,6 +51,8 @@ VIEW_TABLES = {
         # popular per region for customers it does not know.
         ViewTable("recommendations", ("customer_id",)),
         ViewTable("popular_by_region", ("region",)),
+        # Departures the disruption champion expects to be late (`score_shipments`).
+        ViewTable("disruption_alerts", ("shipment_id",), ("destination_store_id",)),
     )
 }
 

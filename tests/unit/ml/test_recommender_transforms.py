@@ -122,3 +122,14 @@ def test_a_file_without_a_rating_column_names_what_it_found(
     bad.write_text("user,item,clicks\n1,2,3\n")
     with pytest.raises(UserError, match="no column for stars among user, item, clicks"):
         read_ratings(spark, bad)
+
+
+def test_retraining_intervals_read_like_people_write_them() -> None:
+    from retailstream.jobs.retrain import interval_seconds
+
+    assert [interval_seconds(t) for t in ("90", "90s", "15m", "6h", "1d", "0.5s")] == [
+        90, 90, 900, 21600, 86400, 0.5,
+    ]  # fmt: skip
+    for bad in ("", "0s", "6 hours", "-1m", "1w"):
+        with pytest.raises(UserError, match="not an interval"):
+            interval_seconds(bad)

@@ -1,0 +1,3 @@
+from retailstream.jobs.retrain import main
+
+raise SystemExit(main())

@@ -1,0 +1,3 @@
+from retailstream.jobs.score_shipments import main
+
+raise SystemExit(main())

@@ -1,0 +1,88 @@
+"""Retrain on a schedule, in-process: every INTERVAL, train each chosen model once more.
+
+Each round runs the same training as `retailstream train MODEL` in this
+process's SparkSession, so each new version is judged against the champion on
+its holdout and only a better one is promoted. A round that fails (a table
+missing, too few rows, an MLflow error) is reported and changes nothing: the
+champion keeps serving, and the next round tries again.
+
+From cron instead (one process per run), e.g. every night at 02:00:
+    0 2 * * *  cd /srv/retailstream && .venv/bin/retailstream train recommender
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import time
+from collections.abc import Callable, Sequence
+
+from pyspark.sql import SparkSession
+
+from retailstream.config import Settings
+from retailstream.errors import UserError
+from retailstream.jobs import train_disruption, train_recommender
+from retailstream.jobs.launcher import launch
+
+Trainer = Callable[[SparkSession, Settings, argparse.Namespace], int]
+TRAINERS: dict[str, Trainer] = {
+    "recommender": train_recommender.train,
+    "disruption": train_disruption.train,
+}
+UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def interval_seconds(text: str) -> float:
+    """`90s`, `15m`, `6h`, `1d` (or plain seconds) as seconds (pure)."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", text)
+    if not match or float(match.group(1)) <= 0:
+        raise UserError(f"not an interval: {text!r} (examples: 90s, 15m, 6h, 1d)")
+    return float(match.group(1)) * UNITS[match.group(2) or "s"]
+
+
+def one_round(
+    spark: SparkSession, settings: Settings, models: Sequence[str], trainers: dict[str, Trainer]
+) -> dict[str, str]:
+    """Train each model once; {model: "ok" | the failure} (a failure stops nothing else)."""
+    outcome = {}
+    for model in models:
+        args = argparse.Namespace(ratings=None, format=None)
+        try:
+            trainers[model](spark, settings, args)
+            outcome[model] = "ok"
+        except Exception as error:  # noqa: BLE001 - any failure leaves the champion as it was
+            first = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+            outcome[model] = f"failed: {first}"
+            print(f"retraining {model} failed, its champion is unchanged: {first}", flush=True)
+    return outcome
+
+
+def run(spark: SparkSession, settings: Settings, args: argparse.Namespace) -> int:
+    every = interval_seconds(args.every)
+    models = args.models.split(",") if args.models else sorted(TRAINERS)
+    unknown = [m for m in models if m not in TRAINERS]
+    if unknown:
+        raise UserError(f"unknown model {', '.join(unknown)}; models: {', '.join(TRAINERS)}")
+    rounds = 0
+    failed = 0
+    while args.times is None or rounds < args.times:
+        started = time.monotonic()
+        print(f"retraining round {rounds + 1}: {', '.join(models)}", flush=True)
+        outcome = one_round(spark, settings, models, TRAINERS)
+        failed += sum(1 for v in outcome.values() if v != "ok")
+        rounds += 1
+        if args.times is not None and rounds >= args.times:
+            break
+        time.sleep(max(0.0, every - (time.monotonic() - started)))
+    print(f"{rounds} round(s), {failed} failed training(s)")
+    return 0 if not failed else 5
+
+
+def add_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--every", required=True, help="interval between rounds: 90s, 15m, 6h, 1d")
+    parser.add_argument("--models", help="comma-separated (default: recommender,disruption)")
+    parser.add_argument("--times", type=int, help="stop after this many rounds (default: never)")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return launch(__doc__.splitlines()[0], run, argv, add_flags, prog="retrain")
