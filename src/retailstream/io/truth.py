@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
 
 TRUTH_ROOT = "ground_truth"
 
@@ -51,3 +55,10 @@ class TruthWriter:
             )
             tmp.rename(path)
             self.rows_written[table] = self.rows_written.get(table, 0) + len(frame)
+
+
+def read_truth(spark: SparkSession, lake_root: Path, table: str) -> DataFrame | None:
+    """One ground-truth table as a Spark DataFrame, or None when none was written
+    (the lake was not filled by the generator)."""
+    folder = truth_dir(lake_root, table)
+    return spark.read.parquet(str(folder)) if any(folder.glob("*.parquet")) else None

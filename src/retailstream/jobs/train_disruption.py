@@ -24,7 +24,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from retailstream.config import Settings
-from retailstream.io.truth import truth_dir
+from retailstream.io.truth import read_truth
 from retailstream.jobs.launcher import launch
 from retailstream.jobs.refine_events import silver_table
 from retailstream.ml import disruption as dis
@@ -33,11 +33,6 @@ from retailstream.ml.splits import time_split
 
 EXPERIMENT = "disruption"
 HINT = "run `retailstream run refine` and `retailstream run enrich` first"
-
-
-def shipment_truth(spark: SparkSession, settings: Settings) -> DataFrame | None:
-    folder = truth_dir(settings.lake.root, "shipment_truth")
-    return spark.read.parquet(str(folder)) if any(folder.glob("*.parquet")) else None
 
 
 def scored(model: PipelineModel, rows: DataFrame) -> DataFrame:
@@ -112,7 +107,7 @@ def train(spark: SparkSession, settings: Settings, args: argparse.Namespace) -> 
         "holdout_late_rate": float(holdout.agg(F.avg("late")).first()[0] or 0.0),  # type: ignore[index]
     }
     scores = ["p_late", "baseline_score"]
-    truth = shipment_truth(spark, settings)
+    truth = read_truth(spark, settings.lake.root, "shipment_truth")
     if truth is not None:
         probabilities = truth.select("shipment_id", F.col("true_delay_probability").alias("truth"))
         holdout = holdout.join(probabilities, "shipment_id", "left").persist()

@@ -28,7 +28,7 @@ from pyspark.sql import functions as F
 
 from retailstream.config import Settings
 from retailstream.io.delta import write_table
-from retailstream.io.truth import truth_dir
+from retailstream.io.truth import read_truth
 from retailstream.jobs.launcher import launch
 from retailstream.jobs.refine_events import load_references, silver_table
 from retailstream.ml import recommender as rec
@@ -57,11 +57,6 @@ def training_ratings(
         ratings = read_ratings(spark, path, args.format)
         return ratings.withColumn("event_id", F.lit(None).cast("string")), {"file": str(path)}
     return silver_ratings(spark, settings)
-
-
-def rating_truth(spark: SparkSession, settings: Settings) -> DataFrame | None:
-    folder = truth_dir(settings.lake.root, "rating_truth")
-    return spark.read.parquet(str(folder)) if any(folder.glob("*.parquet")) else None
 
 
 def plot_validation(trials: Sequence[rec.Trial]) -> Callable[[Any], None]:
@@ -190,7 +185,7 @@ def train(spark: SparkSession, settings: Settings, args: argparse.Namespace) -> 
         },
         "validation_rmse": best.validation_rmse,
     }
-    truth = rating_truth(spark, settings)
+    truth = read_truth(spark, settings.lake.root, "rating_truth")
     if truth is not None and not args.ratings:
         metrics["oracle_rmse"] = rec.oracle_rmse(scored, truth)
 

@@ -157,15 +157,7 @@ def log_model(model: Any, name: str, example: pd.DataFrame, example_output: pd.D
     info = mlflow.spark.log_model(
         model, "model", registered_model_name=name, signature=signature, input_example=example
     )
-    version = info.registered_model_version
-    if version is None:  # older clients: find the version this run registered
-        run_id = mlflow.active_run().info.run_id  # type: ignore[union-attr]
-        tracking = MlflowClient()
-        (version,) = [
-            v.version for v in tracking.search_model_versions(f"name = '{name}'")
-            if v.run_id == run_id
-        ]  # fmt: skip
-    return str(version)
+    return str(info.registered_model_version)
 
 
 @dataclass(frozen=True)
