@@ -77,6 +77,13 @@ def compare_on_holdout(
 
 
 def train(spark: SparkSession, settings: Settings, args: argparse.Namespace) -> int:
+    with runs.kept_in_memory() as keep:
+        return _train(spark, settings, args, keep)
+
+
+def _train(
+    spark: SparkSession, settings: Settings, args: argparse.Namespace, keep: runs.Kept
+) -> int:
     conf = settings.ml.disruption
     enriched, enriched_lineage = runs.pinned_table(
         spark, silver_table(settings, "shipments_enriched"), HINT
@@ -84,10 +91,10 @@ def train(spark: SparkSession, settings: Settings, args: argparse.Namespace) -> 
     shipments, shipments_lineage = runs.pinned_table(
         spark, silver_table(settings, "shipments"), HINT
     )
-    rows = dis.labelled(enriched, shipments, conf.margin_minutes).persist()
+    rows = keep(dis.labelled(enriched, shipments, conf.margin_minutes))
     split = time_split(
         rows, conf.holdout_fraction, conf.validation_fraction, column="departed_at"
-    ).persist()
+    ).map(keep)
     sizes = split.sizes()
     runs.require_rows(sizes, conf.min_rows, "delivered shipments")
     print(f"delivered shipments by departure time: {sizes['train']:,} train, "
@@ -99,7 +106,7 @@ def train(spark: SparkSession, settings: Settings, args: argparse.Namespace) -> 
           f"(PR-AUC {best.validation_pr_auc:.4f}; {len(trials)} tried)")  # fmt: skip
     seen = split.train.unionByName(split.validation)
     model = dis.gbt_pipeline(best.max_iter, best.max_depth, conf.seed).fit(seen)
-    holdout = dis.carrier_baseline(seen, scored(model, split.holdout)).persist()
+    holdout = keep(dis.carrier_baseline(seen, scored(model, split.holdout)))
     metrics = {
         **{f"holdout_{k}": v for k, v in dis.aucs(holdout, "p_late").items()},
         **{f"baseline_{k}": v for k, v in dis.aucs(holdout, "baseline_score").items()},
@@ -110,7 +117,7 @@ def train(spark: SparkSession, settings: Settings, args: argparse.Namespace) -> 
     truth = read_truth(spark, settings.lake.root, "shipment_truth")
     if truth is not None:
         probabilities = truth.select("shipment_id", F.col("true_delay_probability").alias("truth"))
-        holdout = holdout.join(probabilities, "shipment_id", "left").persist()
+        holdout = keep(holdout.join(probabilities, "shipment_id", "left"))
         with_truth = holdout.where(F.col("truth").isNotNull())
         metrics.update({f"truth_{k}": v for k, v in dis.aucs(with_truth, "truth").items()})
         scores.append("truth")

@@ -145,10 +145,17 @@ def compare_on_holdout(
 
 
 def train(spark: SparkSession, settings: Settings, args: argparse.Namespace) -> int:
+    with runs.kept_in_memory() as keep:
+        return _train(spark, settings, args, keep)
+
+
+def _train(
+    spark: SparkSession, settings: Settings, args: argparse.Namespace, keep: runs.Kept
+) -> int:
     conf = settings.ml.recommender
     ratings, lineage = training_ratings(spark, settings, args)
-    ratings = ratings.persist()
-    split = time_split(ratings, conf.holdout_fraction, conf.validation_fraction).persist()
+    ratings = keep(ratings)
+    split = time_split(ratings, conf.holdout_fraction, conf.validation_fraction).map(keep)
     train_rows, validation, holdout = split.train, split.validation, split.holdout
     sizes = split.sizes()
     runs.require_rows(sizes, conf.min_ratings, "ratings")
@@ -161,10 +168,10 @@ def train(spark: SparkSession, settings: Settings, args: argparse.Namespace) -> 
     best = trials[0]
     print(f"chosen on validation: rank {best.rank}, regParam {best.reg_param} "
           f"(RMSE {best.validation_rmse:.4f}; {len(trials)} tried)")  # fmt: skip
-    seen = train_rows.unionByName(validation).persist()
+    seen = keep(train_rows.unionByName(validation))
     model = rec.fit_als(seen, best.rank, best.reg_param, conf.max_iter, conf.seed)
 
-    scored = model.transform(holdout).persist()
+    scored = keep(model.transform(holdout))
     baseline_scored = rec.item_mean_predictions(seen, scored.drop("prediction"))
     holdout_customers = holdout.select("customer_id").distinct()
     k = conf.top_k
@@ -236,7 +243,10 @@ def train(spark: SparkSession, settings: Settings, args: argparse.Namespace) -> 
             print(f"{name} v{version} registered, not promoted: {verdict.reason}")
             return 0
 
-        references = load_references(spark, settings, ["customers", "products"])
+        references = {
+            name: keep(frame)
+            for name, frame in load_references(spark, settings, ["customers", "products"]).items()
+        }
         everyone = ratings.select("customer_id", "sku")
         lists = rec.recommend(model, references["customers"], everyone, k)
         regional = popular_by_region(ratings, references["customers"], settings)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,36 @@ from pyspark.sql import DataFrame, SparkSession
 
 from retailstream.errors import UserError
 from retailstream.io.delta import has_commits, read_table
+
+
+class Kept:
+    """The DataFrames one training run keeps in memory. In local mode the cache shares
+    the driver's heap with broadcasts and everything else, so a run that returns without
+    letting go starves the next one (seen as "not enough memory to build and broadcast")."""
+
+    def __init__(self) -> None:
+        self._frames: list[DataFrame] = []
+
+    def __call__(self, frame: DataFrame) -> DataFrame:
+        """`frame` cached until the run ends (one cached elsewhere is only tracked)."""
+        kept = frame if frame.is_cached else frame.persist()
+        self._frames.append(kept)
+        return kept
+
+    def release(self) -> None:
+        for frame in self._frames:
+            frame.unpersist()
+        self._frames.clear()
+
+
+@contextmanager
+def kept_in_memory() -> Iterator[Kept]:
+    """A `Kept` whose frames are all released when the block ends, however it ends."""
+    kept = Kept()
+    try:
+        yield kept
+    finally:
+        kept.release()
 
 
 def pinned_table(spark: SparkSession, path: Path, hint: str) -> tuple[DataFrame, dict[str, Any]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from pyspark.sql import DataFrame
@@ -17,8 +18,9 @@ class Split:
     validation: DataFrame
     holdout: DataFrame
 
-    def persist(self) -> Split:
-        return Split(self.train.persist(), self.validation.persist(), self.holdout.persist())
+    def map(self, step: Callable[[DataFrame], DataFrame]) -> Split:
+        """The same split with `step` applied to each part (for example, keeping it cached)."""
+        return Split(step(self.train), step(self.validation), step(self.holdout))
 
     def sizes(self) -> dict[str, int]:
         return {
