@@ -1,7 +1,7 @@
 """The dashboard in headless Chromium: it updates live, without a reload, and agrees with the API.
 
-A thread plays the gold job, writing changing view rows into a real SQLite
-serving store; the real API server (uvicorn, in the background) serves the
+A thread plays the gold job and the shipment scorer, writing changing view rows
+and disruption alerts into a real SQLite serving store; the real API server (uvicorn, in the background) serves the
 page and the JSON it polls. The page's figures are read from the DOM (each
 carries its raw value in a data-* attribute) and compared with the API's
 answers at a moment when the writer is held still.
@@ -22,6 +22,7 @@ from selenium import webdriver
 from selenium.webdriver.support.ui import WebDriverWait
 
 from retailstream.config import load_settings
+from retailstream.jobs.score_shipments import summary
 from retailstream.serve.server import BackgroundServer, start_background
 from retailstream.views.store import SqliteStore
 from support import PROJECT_HOME, headless_chromium
@@ -71,7 +72,10 @@ return {
   lowStock: all("low-stock-item").map(
     (li) => [li.dataset.storeId, li.dataset.sku, Number(li.dataset.onHand)]),
   lowStockCount: one("low-stock-count").dataset.value,
-  disruptions: all("disruption-item").length,
+  disruptions: all("disruption-item").map(
+    (li) => [li.dataset.shipmentId, Number(li.dataset.probability)]),
+  disruptionCount: one("disruption-count").dataset.value,
+  reroutes: all("disruption-reroute").map((div) => div.textContent),
   empty: Object.fromEntries(["map-empty", "regions-empty", "trending-empty", "low-stock-empty",
     "disruptions-empty"].map((id) => [id, !one(id).hidden])),
   marker: window.__sameDocument || null,
@@ -164,6 +168,24 @@ class GoldWriter(threading.Thread):
             ],
         )  # fmt: skip
 
+        if k >= 2:  # one more alert each step up to three, their likelihoods moving
+            self.store.upsert("disruption_alerts", [_alert(n, k) for n in range(min(k - 1, 3))])
+
+
+def _alert(n: int, k: int) -> dict[str, Any]:
+    """A disruption alert document as `run score` writes it."""
+    source = {"source_kind": "store", "source_id": "ST-0002", "distance_km": 503.1,
+              "lead_time_hours": None}  # fmt: skip
+    document = {
+        "shipment_id": f"SHP-{n:04d}", "probability": round(0.55 + 0.1 * ((n + k) % 4), 4),
+        "model_version": "1", "departed_at": WINDOW_0.isoformat(),
+        "eta": (WINDOW_0 + timedelta(hours=30)).isoformat(), "origin_dc_id": "DC-01",
+        "destination_store_id": "ST-0001", "carrier_id": "CR-01",
+        "reasons": ["severe weather at destination (severity 4)"],
+        "skus": [{"sku": "SKU-000003", "quantity": 2 + n, **source}],
+    }  # fmt: skip
+    return {**document, "summary": summary(document)}
+
 
 @pytest.fixture
 def store(tmp_path: Path) -> SqliteStore:
@@ -214,6 +236,7 @@ def _api_view(base_url: str) -> dict[str, Any]:
         stores = http.get("/v1/sales/stores").json()
         trending = http.get("/v1/trending", params={"limit": 5}).json()
         low = http.get("/v1/alerts/low-stock", params={"limit": 25}).json()
+        alerts = http.get("/v1/alerts/disruptions").json()
     online = next(s["revenue"] for s in stores["stores"] if s["store_id"] == "ONLINE")
     return {
         "revenue": regions["total"]["revenue"],
@@ -224,6 +247,8 @@ def _api_view(base_url: str) -> dict[str, Any]:
         "trending": [(i["category"], i["rank"], i["sku"]) for i in trending["items"]],
         "lowStock": [(i["store_id"], i["sku"], i["on_hand"]) for i in low["items"]],
         "lowStockCount": low["count"],
+        "disruptions": [(a["shipment_id"], a["probability"]) for a in alerts["items"]],
+        "disruptionCount": alerts["count"],
     }
 
 
@@ -237,6 +262,8 @@ def _as_shown(page: dict[str, Any]) -> dict[str, Any]:
         "trending": [tuple(t) for t in page["trending"]],
         "lowStock": [tuple(i) for i in page["lowStock"]],
         "lowStockCount": int(page["lowStockCount"]),
+        "disruptions": [tuple(d) for d in page["disruptions"]],
+        "disruptionCount": int(page["disruptionCount"]),
     }
 
 
@@ -252,7 +279,7 @@ def test_the_dashboard_follows_the_views_live_and_agrees_with_the_api(
     assert float(empty["revenue"]) == 0.0 and empty["revenueText"] == "€0.00"
     assert all(empty["empty"].values()), empty["empty"]
     assert sorted(s[0] for s in empty["stores"]) == [s["store_id"] for s in STORES]
-    assert empty["disruptions"] == 0, "no disruption alerts in this store"
+    assert empty["disruptions"] == [], "no disruption alerts yet"
     browser.execute_script("window.__sameDocument = 'not reloaded';")
 
     writer = GoldWriter(store)
@@ -272,6 +299,7 @@ def test_the_dashboard_follows_the_views_live_and_agrees_with_the_api(
             browser, f"{NEWCOMER} trending", lambda s: NEWCOMER in {t[2] for t in s["trending"]}
         )
         _wait_for(browser, "low-stock alerts", lambda s: len(s["lowStock"]) >= 1)
+        _wait_for(browser, "three disruption alerts", lambda s: len(s["disruptions"]) == 3)
         assert writer.steps >= 7
 
         with writer.frozen():
@@ -285,7 +313,13 @@ def test_the_dashboard_follows_the_views_live_and_agrees_with_the_api(
     assert expected["revenue"] > float(first["revenue"])
     assert shown["revenueText"] == f"€{expected['revenue']:,.2f}", "the text, not just data-*"
     assert not shown["empty"]["map-empty"] and not shown["empty"]["trending-empty"]
-    assert not shown["empty"]["low-stock-empty"] and shown["empty"]["disruptions-empty"]
+    assert not shown["empty"]["low-stock-empty"] and not shown["empty"]["disruptions-empty"]
+    likelihoods = [p for _, p in shown["disruptions"]]
+    assert likelihoods == sorted(likelihoods, reverse=True), "most likely first"
+    assert shown["reroutes"] and all(
+        r.startswith("reroute SKU-000003 ×") and r.endswith("from ST-0002")
+        for r in shown["reroutes"]
+    ), shown["reroutes"]
     assert {region for region, _ in expected["regions"]} == {
         "iberia",
         "france",

@@ -216,14 +216,30 @@
     }));
   }
 
-  // The hook for disruption alerts: renders whatever /v1/alerts/disruptions returns.
+  // Disruption alerts, most likely first: the shipment, how likely late, why, and where
+  // the affected skus could come from instead.
   function renderDisruptions(payload) {
     const items = payload.items || [];
     setFigure("disruption-count", payload.count || 0, (v) => count.format(v));
     showEmpty("disruptions-empty", items.length === 0);
-    $("disruption-list").replaceChildren(...items.map((item) => html("li", {
-      "data-testid": "disruption-item", "data-shipment-id": item.shipment_id || "",
-    }, item.summary || JSON.stringify(item))));
+    $("disruption-list").replaceChildren(...items.map((item) => {
+      const probability = Number(item.probability || 0);
+      const li = html("li", {
+        "data-testid": "disruption-item", "data-shipment-id": item.shipment_id || "",
+        "data-probability": probability, title: item.summary || "",
+      });
+      li.append(
+        html("span", { class: "on-hand" }, `${Math.round(probability * 100)}% late`),
+        ` ${item.shipment_id} → ${item.destination_store_id || "?"}`,
+        html("div", { class: "why" }, (item.reasons || []).join("; ") || "combination of conditions"),
+      );
+      const moves = (item.skus || []).filter((s) => s.source_kind && s.source_kind !== "none");
+      li.append(html("div", { class: "why", "data-testid": "disruption-reroute" }, moves.length
+        ? "reroute " + moves.slice(0, 3).map((s) => `${s.sku} ×${s.quantity} from ${s.source_id}`).join(", ")
+          + (moves.length > 3 ? " …" : "")
+        : "no spare stock nearby"));
+      return li;
+    }));
   }
 
   // --- the loop ---------------------------------------------------------------------------
