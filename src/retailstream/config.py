@@ -192,6 +192,18 @@ class RecommenderSettings(_Frozen):
     # Fewer ratings than this in the training split: refuse to train.
     min_ratings: int = Field(200, ge=1)
     seed: int = 7
+    # Also learn from what customers do, not only what they rate: implicit ALS on
+    # clicks, orders and good ratings, each weighted here (summed per customer and
+    # sku); alpha scales that sum into ALS's confidence. Judged on rankings
+    # (NDCG@k), since it predicts preference, not stars.
+    implicit: bool = False
+    signal_weights: dict[str, float] = Field(
+        default_factory=lambda: {
+            "view": 1.0, "wishlist": 2.0, "add_to_cart": 3.0, "remove_from_cart": 0.0,
+            "order": 5.0, "rating": 5.0,
+        }
+    )  # fmt: skip
+    implicit_alpha: float = Field(5.0, gt=0.0)
 
 
 class DisruptionSettings(_Frozen):

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 
 from retailstream.config import Settings, load_settings
 from retailstream.errors import UserError
@@ -60,6 +60,37 @@ def _train(spark: SparkSession, settings: Settings, ratings: Path | None = None)
     assert train_recommender.train(spark, settings, args) == 0
 
 
+def _silver_acts(spark: SparkSession, records: list) -> dict[str, DataFrame]:
+    """The clickstream and orders of generated records, in the columns implicit training
+    reads. Records the generator made defective (unparseable, wrong types) are skipped,
+    as refine would quarantine them."""
+    clicks, orders = [], []
+    for record in records:
+        if record.topic not in ("shop.clickstream", "shop.orders"):
+            continue
+        try:
+            event = json.loads(record.value)
+            when = datetime.fromisoformat(event["event_time"])
+            if record.topic == "shop.clickstream":
+                row = (event["customer_id"], event["sku"], event["action"], when)
+                if all(isinstance(v, str) for v in row[:3]):
+                    clicks.append(row)
+            elif isinstance(event["customer_id"], str):
+                skus = [line["sku"] for line in event["lines"]]
+                if all(isinstance(sku, str) for sku in skus):
+                    orders.append((event["customer_id"], [(sku,) for sku in skus], when))
+        except (ValueError, KeyError, TypeError):
+            continue
+    return {
+        "clickstream": spark.createDataFrame(
+            clicks, "customer_id string, sku string, action string, event_time timestamp"
+        ),
+        "orders": spark.createDataFrame(
+            orders, "customer_id string, lines array<struct<sku: string>>, event_time timestamp"
+        ),
+    }
+
+
 @pytest.fixture(scope="module")
 def world_ratings(
     tmp_path_factory: pytest.TempPathFactory, spark: SparkSession
@@ -71,12 +102,15 @@ def world_ratings(
     generator = EventGenerator(
         build_world(SEED, "small"), SEED, datetime(2026, 3, 1, tzinfo=UTC), 1.0, None
     )
-    truth = generator.next_batch(EVENTS).truth_frames()["rating_truth"]
+    batch = generator.next_batch(EVENTS)
+    truth = batch.truth_frames()["rating_truth"]
     TruthWriter(settings.lake.root).append({"rating_truth": truth})
     silver = spark.createDataFrame(
         truth[["event_id", "customer_id", "sku", "stars", "event_time"]]
     ).selectExpr("event_id", "customer_id", "sku", "cast(stars as int) stars", "event_time")
     write_table(silver, silver_table(settings, "ratings"), mode="overwrite")
+    for table, frame in _silver_acts(spark, batch.records).items():
+        write_table(frame, silver_table(settings, table), mode="overwrite")
     store = open_store(settings.views.sqlite_path)
     build_views.publish_catalogue(
         store, load_references(spark, settings, ["products", "stores", "customers"])
@@ -113,7 +147,7 @@ def test_first_model_is_judged_against_the_baseline_and_the_truth_and_becomes_ch
     history = spark.sql(f"DESCRIBE HISTORY delta.`{silver_table(settings, 'ratings')}`")
     assert inputs["ratings"]["delta_version"] == history.agg({"version": "max"}).first()[0]
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"validation_rmse.png", "inputs.json"} <= artifacts
+    assert {"validation_grid.png", "inputs.json"} <= artifacts
     model_files = {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "model")}
     assert {"MLmodel", "input_example.json"} <= model_files
     mlmodel = Path(client.download_artifacts(run.info.run_id, "model/MLmodel")).read_text()
@@ -249,3 +283,37 @@ def test_scheduled_retraining_that_fails_leaves_the_champion_serving(
     assert registry.champion_version(client, name) == champion
     assert len(client.search_model_versions(f"name = '{name}'")) == versions
     assert read_table(spark, settings.lake.table("gold/recommendations")).count() == served
+
+
+def test_implicit_signals_rank_far_better_than_ratings_alone_and_take_over_on_rankings(
+    world_ratings: tuple[Settings, pd.DataFrame], spark: SparkSession
+) -> None:
+    settings, _ = world_ratings
+    client = registry.client(settings.ml)
+    name = settings.ml.recommender_model
+    _train(spark, with_ml(settings, "recommender", implicit=True))
+    run = mlflow_runs(settings, train_recommender.EXPERIMENT)[-1]
+    metrics, params = run.data.metrics, run.data.params
+    assert params["signals"] == "implicit" and "validation_ndcg_at_10" in metrics
+    assert "holdout_rmse" not in metrics, "a preference model predicts no stars"
+    assert {"ndcg_at_10", "baseline_ndcg_at_10", "precision_at_10"} <= set(metrics)
+    # Judged against the explicit champion on rankings (it predicts no stars), over the
+    # same customers and holdout. Clicks and orders (12x the ratings) tell far more
+    # about taste than 5.7 ratings a customer: ALS on ratings alone ranks near chance.
+    new, old = metrics["vs_champion_new_ndcg_at_10"], metrics["vs_champion_champion_ndcg_at_10"]
+    assert new > 2 * old, metrics
+    version = client.get_model_version(name, registry.champion_version(client, name))
+    assert version.tags["signals"] == "implicit" and run.data.tags["promoted"] == "true"
+    inputs = json.loads(Path(client.download_artifacts(run.info.run_id, "inputs.json")).read_text())
+    assert set(inputs) == {"ratings", "clickstream", "orders"}
+    assert all("delta_version" in read for read in inputs.values())
+    served = read_table(spark, settings.lake.table("gold/recommendations")).toPandas()
+    assert set(served["model_version"]) == {str(version.version)}
+
+
+def test_implicit_signals_with_a_ratings_file_is_a_clear_error(
+    world_ratings: tuple[Settings, pd.DataFrame], spark: SparkSession, tmp_path: Path
+) -> None:
+    settings, _ = world_ratings
+    with pytest.raises(UserError, match="implicit signals"):
+        _train(spark, with_ml(settings, "recommender", implicit=True), tmp_path / "any.csv")

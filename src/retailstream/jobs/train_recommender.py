@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,15 +27,16 @@ from pyspark.ml import PipelineModel
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from retailstream.config import Settings
+from retailstream.config import RecommenderSettings, Settings
+from retailstream.errors import UserError
 from retailstream.io.delta import write_table
 from retailstream.io.truth import read_truth
 from retailstream.jobs.launcher import launch
 from retailstream.jobs.refine_events import load_references, silver_table
+from retailstream.ml import implicit, registry, runs
 from retailstream.ml import recommender as rec
-from retailstream.ml import registry, runs
 from retailstream.ml.ratings_input import FORMATS, read_ratings
-from retailstream.ml.splits import time_split
+from retailstream.ml.splits import Split, time_split
 from retailstream.views.store import ServingStore, open_store
 
 EXPERIMENT = "recommender"
@@ -59,20 +61,63 @@ def training_ratings(
     return silver_ratings(spark, settings)
 
 
-def plot_validation(trials: Sequence[rec.Trial]) -> Callable[[Any], None]:
-    """Validation RMSE per regParam, one line per rank (the grid the run chose from)."""
+def plot_validation(trials: Sequence[rec.Trial | implicit.RankingTrial]) -> Callable[[Any], None]:
+    """The validation score per regParam, one line per rank (the grid the run chose from):
+    RMSE for explicit trials, NDCG@k for implicit ones."""
+    ranked = bool(trials) and isinstance(trials[0], implicit.RankingTrial)
+    label = "validation NDCG@k" if ranked else "validation RMSE"
+
+    def score(trial: Any) -> float:
+        return float(trial.validation_ndcg if ranked else trial.validation_rmse)
 
     def draw(axes: Any) -> None:
         for rank in sorted({t.rank for t in trials}):
-            points = sorted((t.reg_param, t.validation_rmse) for t in trials if t.rank == rank)
+            points = sorted((t.reg_param, score(t)) for t in trials if t.rank == rank)
             xs, ys = [p[0] for p in points], [p[1] for p in points]
             axes.plot(xs, ys, marker="o", label=f"rank {rank}")
         axes.set_xscale("log")
         axes.set_xlabel("regParam")
-        axes.set_ylabel("validation RMSE")
+        axes.set_ylabel(label)
         axes.legend()
 
     return draw
+
+
+def training_signals(
+    spark: SparkSession, settings: Settings, ratings: DataFrame
+) -> tuple[DataFrame, dict[str, Any]]:
+    """Every act of the lake's customers as implicit signals (clicks, orders, good
+    ratings), the clickstream and orders pinned to their current Delta versions."""
+    hint = "run `retailstream run refine` first"
+    clicks, clicks_lineage = runs.pinned_table(spark, silver_table(settings, "clickstream"), hint)
+    orders, orders_lineage = runs.pinned_table(spark, silver_table(settings, "orders"), hint)
+    conf = settings.ml.recommender
+    acts = implicit.signals(clicks, orders, ratings, conf.signal_weights, conf.relevant_stars)
+    return acts, {"clickstream": clicks_lineage, "orders": orders_lineage}
+
+
+def compare_rankings(
+    new: PipelineModel, champion: PipelineModel, split: Split, relevant_stars: float, k: int
+) -> tuple[float, float]:
+    """(new NDCG@k, champion NDCG@k) on the holdout, over the customers both can rank."""
+    seen = split.train.unionByName(split.validation)
+    customers = split.holdout.select("customer_id").distinct()
+    mine = rec.recommend(new, customers, seen, k).persist()
+    theirs = rec.recommend(champion, customers, seen, k).persist()
+    both = (
+        mine.select("customer_id")
+        .distinct()
+        .join(theirs.select("customer_id").distinct(), "customer_id")
+    )
+    scores = tuple(
+        rec.ranking_metrics(lists.join(both, "customer_id"), split.holdout, relevant_stars, k)[
+            f"ndcg_at_{k}"
+        ]
+        for lists in (mine, theirs)
+    )
+    mine.unpersist()
+    theirs.unpersist()
+    return scores[0], scores[1]
 
 
 def popular_by_region(ratings: DataFrame, customers: DataFrame, settings: Settings) -> DataFrame:
@@ -144,6 +189,98 @@ def compare_on_holdout(
     return scores
 
 
+@dataclass(frozen=True)
+class Fitted:
+    """The chosen model, how it was chosen, and how it and the baselines did on the holdout."""
+
+    model: PipelineModel
+    best: rec.Trial | implicit.RankingTrial
+    trials: list[rec.Trial] | list[implicit.RankingTrial]
+    metrics: dict[str, float]
+    scored: DataFrame | None  # the holdout with predicted stars (explicit models only)
+    seconds: dict[str, float]  # wall time of each step (also logged)
+
+
+class _Laps:
+    """Wall time of consecutive steps."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._clock = time.monotonic()
+
+    def __call__(self, step: str) -> None:
+        now = time.monotonic()
+        self.seconds[step] = now - self._clock
+        self._clock = now
+
+
+def fit_and_evaluate(
+    split: Split, conf: RecommenderSettings, keep: runs.Kept, acts: DataFrame | None = None
+) -> Fitted:
+    """Choose rank and regParam on validation, refit on everything before the holdout, and
+    judge the model and the baselines (item mean, popularity) on the holdout.
+
+    Explicit (no `acts`): ALS on the ratings, chosen by validation RMSE. Implicit
+    (`acts` from `implicit.signals`): ALS on the signals' strengths, chosen by
+    validation NDCG@k. Either way the ranking metrics are over the same customers
+    for the model and the popularity baseline: those in the holdout the model knows.
+    """
+    laps, k = _Laps(), conf.top_k
+    seen = keep(split.train.unionByName(split.validation))  # ratings before the holdout
+    trials: list[rec.Trial] | list[implicit.RankingTrial]
+    if acts is None:
+        trials = rec.grid_search(
+            split.train, split.validation, conf.ranks, conf.reg_params, conf.max_iter, conf.seed
+        )
+        best = trials[0]
+        validation = {"validation_rmse": best.validation_rmse}
+        laps("grid_search")
+        model = rec.fit_als(seen, best.rank, best.reg_param, conf.max_iter, conf.seed)
+        knows = seen
+    else:
+        early = keep(implicit.strengths(acts, split.validation_start))
+        trials = implicit.grid_search(
+            early, split.validation, split.train, conf.ranks, conf.reg_params, conf.max_iter,
+            conf.seed, conf.implicit_alpha, conf.relevant_stars, k,
+        )  # fmt: skip
+        best = trials[0]
+        validation = {f"validation_ndcg_at_{k}": best.validation_ndcg}
+        laps("grid_search")
+        knows = keep(implicit.strengths(acts, split.holdout_start))
+        model = implicit.fit(knows, best, conf.max_iter, conf.seed, conf.implicit_alpha)
+    print(f"chosen on validation: rank {best.rank}, regParam {best.reg_param} "
+          f"({validation}; {len(trials)} tried)")  # fmt: skip
+    laps("final_fit")
+
+    holdout = split.holdout
+    known = (
+        holdout.select("customer_id")
+        .distinct()
+        .join(knows.select("customer_id").distinct(), "customer_id")
+    )
+    lists = rec.recommend(model, known, seen, k)
+    metrics = {**validation, **rec.ranking_metrics(lists, holdout, conf.relevant_stars, k)}
+    scored = None
+    if acts is None:
+        scored = keep(model.transform(holdout))
+        metrics["holdout_rmse"] = rec.rmse(scored)
+        metrics["holdout_coverage"] = scored.count() / max(1, holdout.count())
+    laps("evaluate")
+    popular = rec.popular_items(seen, conf.relevant_stars)
+    baseline_lists = rec.recommend_popular(known, seen, popular, k)
+    metrics["baseline_rmse"] = rec.rmse(rec.item_mean_predictions(seen, holdout))
+    metrics.update(
+        {
+            f"baseline_{name}": value
+            for name, value in rec.ranking_metrics(
+                baseline_lists, holdout, conf.relevant_stars, k
+            ).items()
+        }
+    )
+    laps("baselines")
+    return Fitted(model, best, trials, metrics, scored, laps.seconds)
+
+
 def train(spark: SparkSession, settings: Settings, args: argparse.Namespace) -> int:
     with runs.kept_in_memory() as keep:
         return _train(spark, settings, args, keep)
@@ -153,54 +290,42 @@ def _train(
     spark: SparkSession, settings: Settings, args: argparse.Namespace, keep: runs.Kept
 ) -> int:
     conf = settings.ml.recommender
+    signals = "implicit" if conf.implicit or getattr(args, "implicit", False) else "explicit"
+    if signals == "implicit" and args.ratings:
+        raise UserError(
+            "implicit signals (clicks, orders) come from the lake's silver tables: "
+            "train on --ratings without --implicit (and with ml.recommender.implicit false)"
+        )
     ratings, lineage = training_ratings(spark, settings, args)
     ratings = keep(ratings)
     split = time_split(ratings, conf.holdout_fraction, conf.validation_fraction).map(keep)
-    train_rows, validation, holdout = split.train, split.validation, split.holdout
+    holdout = split.holdout
     sizes = split.sizes()
     runs.require_rows(sizes, conf.min_ratings, "ratings")
     print(f"ratings by time: {sizes['train']:,} train, {sizes['validation']:,} validation, "
           f"{sizes['holdout']:,} holdout")  # fmt: skip
 
-    trials = rec.grid_search(
-        train_rows, validation, conf.ranks, conf.reg_params, conf.max_iter, conf.seed
-    )
-    best = trials[0]
-    print(f"chosen on validation: rank {best.rank}, regParam {best.reg_param} "
-          f"(RMSE {best.validation_rmse:.4f}; {len(trials)} tried)")  # fmt: skip
-    seen = keep(train_rows.unionByName(validation))
-    model = rec.fit_als(seen, best.rank, best.reg_param, conf.max_iter, conf.seed)
-
-    scored = keep(model.transform(holdout))
-    baseline_scored = rec.item_mean_predictions(seen, scored.drop("prediction"))
-    holdout_customers = holdout.select("customer_id").distinct()
+    acts = None
+    if signals == "implicit":
+        acts, signal_lineage = training_signals(spark, settings, ratings)
+        lineage = {"ratings": lineage, **signal_lineage}
+    else:
+        lineage = {"ratings": lineage}
+    fitted = fit_and_evaluate(split, conf, keep, acts)
+    model, best, trials, metrics = fitted.model, fitted.best, fitted.trials, fitted.metrics
     k = conf.top_k
-    popular = rec.popular_items(seen, conf.relevant_stars)
-    known = holdout_customers.join(seen.select("customer_id").distinct(), "customer_id")
-    model_lists = rec.recommend(model, known, seen, k)
-    baseline_lists = rec.recommend_popular(known, seen, popular, k)
-    metrics = {
-        "holdout_rmse": rec.rmse(scored),
-        "baseline_rmse": rec.rmse(baseline_scored),
-        "holdout_coverage": scored.count() / sizes["holdout"],
-        **rec.ranking_metrics(model_lists, holdout, conf.relevant_stars, k),
-        **{
-            f"baseline_{name}": value
-            for name, value in rec.ranking_metrics(
-                baseline_lists, holdout, conf.relevant_stars, k
-            ).items()
-        },
-        "validation_rmse": best.validation_rmse,
-    }
     truth = read_truth(spark, settings.lake.root, "rating_truth")
-    if truth is not None and not args.ratings:
-        metrics["oracle_rmse"] = rec.oracle_rmse(scored, truth)
+    if truth is not None and not args.ratings and fitted.scored is not None:
+        metrics["oracle_rmse"] = rec.oracle_rmse(fitted.scored, truth)
+    # What the version is judged on: RMSE between rating models; NDCG@k when either
+    # side predicts preference rather than stars.
+    judged_on = f"ndcg_at_{k}" if signals == "implicit" else "holdout_rmse"
 
     import mlflow
     import mlflow.spark
 
     name = settings.ml.recommender_model
-    run_name = f"als-rank{best.rank}-reg{best.reg_param}"
+    run_name = f"als-{signals}-rank{best.rank}-reg{best.reg_param}"
     with registry.training_run(settings.ml, EXPERIMENT, run_name) as tracking:
         mlflow.log_params(
             {
@@ -209,16 +334,20 @@ def _train(
                 "grid_reg_params": list(conf.reg_params),
                 "holdout_fraction": conf.holdout_fraction,
                 "validation_fraction": conf.validation_fraction, "top_k": k,
-                "relevant_stars": conf.relevant_stars,
+                "relevant_stars": conf.relevant_stars, "signals": signals,
+                **({"implicit_alpha": conf.implicit_alpha,
+                    "signal_weights": json.dumps(conf.signal_weights)} if acts is not None else {}),
                 **{f"rows_{part}": n for part, n in sizes.items()},
             }
         )  # fmt: skip
         mlflow.log_metrics(runs.finite(metrics))
-        mlflow.log_dict({"ratings": lineage}, "inputs.json")
-        if "delta_version" in lineage:
-            mlflow.set_tag("input.silver_ratings.delta_version", lineage["delta_version"])
+        mlflow.log_metrics({f"seconds_{step}": t for step, t in fitted.seconds.items()})
+        mlflow.log_dict(lineage, "inputs.json")
+        for table, read in lineage.items():
+            if "delta_version" in read:
+                mlflow.set_tag(f"input.silver_{table}.delta_version", read["delta_version"])
         mlflow.log_dict({"trials": [asdict(t) for t in trials]}, "validation_grid.json")
-        runs.log_figure(plot_validation(trials), "validation_rmse.png")
+        runs.log_figure(plot_validation(trials), "validation_grid.png")
         example = holdout.select("customer_id", "sku").limit(5)
         version = registry.log_model(
             model,
@@ -226,17 +355,30 @@ def _train(
             example.toPandas(),
             model.transform(example).select("prediction").toPandas(),
         )
-        tracking.set_model_version_tag(name, version, "holdout_metric", "holdout_rmse")
-        tracking.set_model_version_tag(name, version, "holdout_value", str(metrics["holdout_rmse"]))
+        tracking.set_model_version_tag(name, version, "signals", signals)
+        tracking.set_model_version_tag(name, version, "holdout_metric", judged_on)
+        tracking.set_model_version_tag(name, version, "holdout_value", str(metrics[judged_on]))
+        ranked = signals == "implicit"
+        champion_now = registry.champion_version(tracking, name)
+        if champion_now is not None:
+            their_signals = tracking.get_model_version(name, champion_now).tags.get("signals")
+            ranked = ranked or their_signals == "implicit"
 
         def against(champion_version: str) -> tuple[float, float]:
             champion = mlflow.spark.load_model(f"models:/{name}/{champion_version}")
-            scores = compare_on_holdout(model, champion, holdout)
-            mlflow.log_metrics(runs.finite({"vs_champion_new_rmse": scores[0],
-                                        "vs_champion_champion_rmse": scores[1]}))  # fmt: skip
+            if ranked:
+                scores = compare_rankings(model, champion, split, conf.relevant_stars, k)
+            else:
+                scores = compare_on_holdout(model, champion, holdout)
+            what = f"ndcg_at_{k}" if ranked else "rmse"
+            mlflow.log_metrics(runs.finite({f"vs_champion_new_{what}": scores[0],
+                                            f"vs_champion_champion_{what}": scores[1]}))  # fmt: skip
             return scores
 
-        verdict = registry.judge(tracking, name, version, "RMSE", against, higher_is_better=False)
+        verdict = registry.judge(
+            tracking, name, version, f"NDCG@{k}" if ranked else "RMSE", against,
+            higher_is_better=ranked,
+        )  # fmt: skip
         mlflow.set_tag("promoted", str(verdict.promoted).lower())
         print(json.dumps({k: round(v, 4) for k, v in metrics.items()}, indent=None))
         if not verdict.promoted:
@@ -264,6 +406,11 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
         "--ratings", metavar="PATH", help="train on this ratings file or table, not silver ratings"
     )
     parser.add_argument("--format", choices=FORMATS, help="format of --ratings (default: guessed)")
+    parser.add_argument(
+        "--implicit", action="store_true",
+        help="also learn from clicks and orders (implicit ALS, judged on NDCG@10); "
+        "same as ml.recommender.implicit=true",
+    )  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:

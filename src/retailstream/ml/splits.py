@@ -17,10 +17,17 @@ class Split:
     train: DataFrame
     validation: DataFrame
     holdout: DataFrame
+    # Where validation and holdout begin (epoch seconds): other signals of the same
+    # period are cut at the same instants, so nothing from the future leaks in.
+    validation_start: float = math.inf
+    holdout_start: float = math.inf
 
     def map(self, step: Callable[[DataFrame], DataFrame]) -> Split:
         """The same split with `step` applied to each part (for example, keeping it cached)."""
-        return Split(step(self.train), step(self.validation), step(self.holdout))
+        return Split(
+            step(self.train), step(self.validation), step(self.holdout),
+            self.validation_start, self.holdout_start,
+        )  # fmt: skip
 
     def sizes(self) -> dict[str, int]:
         return {
@@ -55,4 +62,6 @@ def time_split(
         train=rows.where(t < F.lit(validation_start)),
         validation=rows.where((t >= F.lit(validation_start)) & (t < F.lit(holdout_start))),
         holdout=rows.where(t >= F.lit(holdout_start)),
+        validation_start=validation_start,
+        holdout_start=holdout_start,
     )

@@ -10,6 +10,7 @@ import pytest
 from pyspark.sql import DataFrame, SparkSession
 
 from retailstream.errors import UserError
+from retailstream.ml import implicit
 from retailstream.ml import recommender as rec
 from retailstream.ml.ratings_input import detect_format, match_columns, read_ratings
 from retailstream.ml.splits import time_split
@@ -133,3 +134,31 @@ def test_retraining_intervals_read_like_people_write_them() -> None:
     for bad in ("", "0s", "6 hours", "-1m", "1w"):
         with pytest.raises(UserError, match="not an interval"):
             interval_seconds(bad)
+
+
+def test_implicit_signals_weigh_each_act_and_sum_per_customer_and_sku_before_a_cut(
+    spark: SparkSession,
+) -> None:
+    at = [T0 + timedelta(minutes=m) for m in range(4)]
+    clicks = spark.createDataFrame(
+        [("C1", "S1", "view", at[0]), ("C1", "S1", "add_to_cart", at[1]),
+         ("C1", "S2", "remove_from_cart", at[1]), (None, "S1", "view", at[1]),
+         ("C2", "S1", "wishlist", at[3])],
+        "customer_id string, sku string, action string, event_time timestamp",
+    )  # fmt: skip
+    orders = spark.createDataFrame(
+        [("C1", [("S1",), ("S3",)], at[2])],
+        "customer_id string, lines array<struct<sku: string>>, event_time timestamp",
+    )
+    ratings = _ratings(spark, [("C1", "S3", 5, 2), ("C1", "S4", 2, 2)])
+    weights = {"view": 1.0, "add_to_cart": 3.0, "remove_from_cart": 0.0, "wishlist": 2.0,
+               "order": 5.0, "rating": 4.0}  # fmt: skip
+    acts = implicit.signals(clicks, orders, ratings, weights, relevant_stars=4)
+    # No anonymous click, no zero-weight act, no poor rating.
+    assert acts.count() == 6
+    before_last = {
+        (r["customer_id"], r["sku"]): r["strength"]
+        for r in implicit.strengths(acts, before=at[3].timestamp()).collect()
+    }
+    # S1: view 1 + cart 3 + ordered 5; S3: ordered 5 + rated 5 stars 4; C2's wishlist is too late.
+    assert before_last == {("C1", "S1"): 9.0, ("C1", "S3"): 9.0}
