@@ -166,12 +166,16 @@ def views_batch_handler(
             keyed = exists and view.key is not None
             rows = compute_view(spark, settings, view, references, batch if keyed else None)
             rows = rows.persist()
+            # The serving store first: readers see the batch without waiting for the
+            # Delta commit (a MERGE takes seconds). Both are computed from silver alone
+            # and written idempotently, so a batch that fails in between is redone
+            # whole on restart and the two agree again; positions move last.
             if keyed:
-                _merge(rows, path, view.key)
                 store.upsert(view.name, store_rows(rows))
+                _merge(rows, path, view.key)
             else:
-                write_table(rows, path, mode="overwrite")
                 store.replace(view.name, store_rows(rows))
+                write_table(rows, path, mode="overwrite")
             rows.unpersist()
             advance_positions(store, view.name, batch)
         finally:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -80,7 +81,10 @@ def load_references(
         raise UserError(
             f"reference tables missing ({', '.join(missing)}): run `retailstream world init` first"
         )
-    return {t: read_table(spark, reference_table(settings, t)).cache() for t in tables}
+    # Opening a Delta table is mostly fixed latency (its log, its schema): side by side.
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        frames = pool.map(lambda t: read_table(spark, reference_table(settings, t)).cache(), tables)
+        return dict(zip(tables, frames, strict=True))
 
 
 def known_values(
@@ -332,13 +336,16 @@ class RefineRun:
         Lets the queries that read silver start at once instead of waiting for
         each table's first refine batch.
         """
-        for table in self.settings.refine.tables:
-            schema = silver_schema(table)
-            create_if_missing(self.spark, silver_table(self.settings, table), schema)
-            if table == "orders":
-                empty = self.spark.createDataFrame([], schema)
-                lines = silver_table(self.settings, "order_lines")
-                create_if_missing(self.spark, lines, order_lines(empty).schema)
+        wanted = {
+            silver_table(self.settings, table): silver_schema(table)
+            for table in self.settings.refine.tables
+        }
+        if "orders" in self.settings.refine.tables:
+            empty = self.spark.createDataFrame([], silver_schema("orders"))
+            wanted[silver_table(self.settings, "order_lines")] = order_lines(empty).schema
+        # Each creation is a small Delta commit, mostly fixed latency: side by side.
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            list(pool.map(lambda item: create_if_missing(self.spark, *item), wanted.items()))
 
     def start(self, table: str, trigger: StreamTrigger) -> StreamingQuery:
         return start(

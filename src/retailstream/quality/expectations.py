@@ -25,6 +25,7 @@ foreachBatch alike.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from pyspark.sql import Column, DataFrame, SparkSession
@@ -116,13 +117,15 @@ def known_frames(spark: SparkSession, values: Mapping[str, Sequence[Any]]) -> Kn
     checks membership with a broadcast hash join (no shuffle, a small plan),
     where a literal `isin` of thousands of ids costs seconds of planning per batch.
     """
-    frames = {}
-    for key, column in values.items():
+
+    def cached(column: Sequence[Any]) -> DataFrame:
         kind = "string" if all(isinstance(v, str) for v in column) else "long"
         frame = spark.createDataFrame([(v,) for v in column], f"value {kind}").cache()
         frame.count()
-        frames[key] = frame
-    return frames
+        return frame
+
+    with ThreadPoolExecutor(max_workers=4) as pool:  # small jobs, mostly fixed latency
+        return dict(zip(values, pool.map(cached, values.values()), strict=True))
 
 
 def _flag_known(df: DataFrame, column: str, known: DataFrame, flag: str) -> DataFrame:
