@@ -260,6 +260,13 @@ def views_rebuild(args: argparse.Namespace) -> int:
     return int(with_session(build_views.rebuild_command, args) or 0)
 
 
+def sql(args: argparse.Namespace) -> int:
+    """Run a SQL statement over the lake's tables (bronze.events, silver.orders, gold.item_ratings...)."""
+    from retailstream import catalog
+
+    return int(with_session(catalog.sql_command, args) or 0)
+
+
 def train(args: argparse.Namespace) -> int:
     """Train a model from the lake's history and register it in MLflow."""
     module = importlib.import_module(TRAINERS[args.model])
@@ -453,6 +460,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="TIME",
         help="event time to stop at, ISO 8601 (UTC unless an offset is given)",
     )
+
+    sql_cmd = command(
+        commands, "sql", "run SQL over the lake's tables (bronze.events, silver.*, gold.*)", sql
+    )
+    sql_cmd.add_argument("statement", nargs="?", help='e.g. "SELECT * FROM gold.item_ratings"')
+    sql_cmd.add_argument("--limit", type=int, default=50, help="rows to print at most")
+    sql_cmd.add_argument("--tables", action="store_true", help="list the tables and their paths")
 
     train_cmd = command(commands, "train", "train a model and register it in MLflow", train)
     train_cmd.add_argument("model", choices=sorted(TRAINERS), help="the model")

@@ -1,0 +1,75 @@
+"""SQL over the lake: readable table names over real Delta tables, and `retailstream sql`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pyspark.sql import SparkSession
+
+from retailstream.catalog import register, run_query
+from retailstream.config import Settings, load_settings
+from retailstream.errors import UserError
+from retailstream.io.delta import read_table, write_table
+from support import PROJECT_HOME, run_cli
+
+
+def _lake(spark: SparkSession, root: Path) -> Settings:
+    """A small lake: one table per layer, a folder that is not a Delta table."""
+    settings = load_settings("test", [f"lake.root={root}"], home=PROJECT_HOME)
+    lake = settings.lake
+    write_table(spark.createDataFrame([("shop.orders", 0, 7)], "topic string, partition int, offset long"),
+                lake.table("bronze_events"), "overwrite")  # fmt: skip
+    write_table(spark.createDataFrame([("O-1", 12.5), ("O-2", 30.0)], "order_id string, total double"),
+                lake.table("silver/orders"), "overwrite")  # fmt: skip
+    write_table(spark.createDataFrame([("SKU-1", 4.5, 2)], "sku string, average double, count long"),
+                lake.table("gold/item_ratings"), "overwrite")  # fmt: skip
+    (root / "gold" / "not_a_table").mkdir(parents=True)
+    return settings
+
+
+def test_every_lake_table_gets_a_readable_name_and_answers_sql(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    settings = _lake(spark, tmp_path / "lake")
+    tables = register(spark, settings)
+    assert set(tables) == {"bronze.events", "silver.orders", "gold.item_ratings"}
+    assert spark.sql("SELECT sum(total) FROM silver.orders").first()[0] == 42.5
+    text = run_query(spark, "SELECT sku, average FROM gold.item_ratings", limit=10)
+    assert "SKU-1" in text and "4.5" in text
+    assert "more than 1 rows" in run_query(spark, "SELECT * FROM silver.orders", limit=1)
+
+    # Another lake in the same session: the names follow it, the first lake's data stays.
+    other = _lake(spark, tmp_path / "other")
+    write_table(spark.createDataFrame([("O-3", 1.0)], "order_id string, total double"),
+                other.lake.table("silver/orders"))  # fmt: skip
+    register(spark, other)
+    assert spark.sql("SELECT count(*) FROM silver.orders").first()[0] == 3
+    assert read_table(spark, settings.lake.table("silver/orders")).count() == 2
+
+
+def test_a_bad_statement_is_a_clear_error(spark: SparkSession, tmp_path: Path) -> None:
+    register(spark, _lake(spark, tmp_path / "lake"))
+    for statement in ("SELEC 1", "SELECT * FROM gold.no_such_view"):
+        try:
+            run_query(spark, statement, limit=5)
+        except UserError as error:
+            assert str(error).startswith("SQL error:") and "\n" not in str(error)
+        else:
+            raise AssertionError(f"{statement!r} should fail")
+
+
+def test_sql_command_prints_a_table_and_lists_the_tables(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    root = tmp_path / "lake"
+    _lake(spark, root)
+    flags = ["--env", "test", "--set", f"lake.root={root}",
+             "--set", f"spark.driver_log={tmp_path / 'driver.log'}"]  # fmt: skip
+    answer = run_cli("sql", "SELECT order_id, total FROM silver.orders ORDER BY order_id", *flags)
+    assert answer.returncode == 0, answer.stderr
+    lines = answer.stdout.strip().splitlines()
+    assert lines[0].split() == ["order_id", "total"] and lines[1].split() == ["O-1", "12.5"]
+    listed = run_cli("sql", "--tables", *flags)
+    assert listed.returncode == 0 and "gold.item_ratings" in listed.stdout
+    bad = run_cli("sql", "SELECT nope FROM silver.orders", *flags)
+    assert bad.returncode != 0 and "SQL error" in bad.stderr and "Traceback" not in bad.stderr
