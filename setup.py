@@ -52,7 +52,10 @@ setup(
             # Drives Debian's chromium (with its chromedriver) in the browser tests.
             "selenium==4.51.0",  # 4.52 needs a certifi newer than PyPI mirrors here hold
             "ruff>=0.6",
+            "deltalake==1.6.6",
         ],
+        # Reading the lake into pandas without Spark or Java (retailstream.read_lake).
+        "analyst": ["deltalake==1.6.6"],
     },
     entry_points={"console_scripts": ["retailstream=retailstream.cli:main"]},
     classifiers=[

@@ -17,29 +17,14 @@ from pathlib import Path
 
 from pyspark.sql import SparkSession
 
+from retailstream import lake_names
 from retailstream.config import Settings
 from retailstream.errors import UserError
-from retailstream.io.delta import has_commits
-
-# Tables at the top of the lake, by folder name.
-TOP_LEVEL = {
-    "bronze_events": "bronze.events",
-    "quarantine": "quality.quarantine",
-    "quality_metrics": "quality.metrics",
-}
-# Folders whose sub-folders are tables of that layer.
-LAYERS = ("silver", "gold", "reference")
 
 
 def lake_tables(settings: Settings) -> dict[str, Path]:
     """{readable name: Delta table path} of every table the lake holds now, sorted by name."""
-    root = settings.lake.root
-    found = {name: root / folder for folder, name in TOP_LEVEL.items()}
-    for layer in LAYERS:
-        folder = root / layer
-        if folder.is_dir():
-            found.update({f"{layer}.{p.name}": p for p in folder.iterdir() if p.is_dir()})
-    return {name: path for name, path in sorted(found.items()) if has_commits(path)}
+    return lake_names.lake_tables(settings.lake.root)
 
 
 def register(spark: SparkSession, settings: Settings) -> dict[str, Path]:
