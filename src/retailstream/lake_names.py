@@ -16,8 +16,12 @@ TOP_LEVEL = {
 LAYERS = ("silver", "gold", "reference")
 
 
-def is_delta_table(path: Path) -> bool:
-    """True once the Delta table at `path` has its first commit (its log holds a JSON)."""
+def has_commits(path: Path) -> bool:
+    """True once the Delta table at `path` has its first commit (a reader can see a schema).
+
+    A writer creates `_delta_log/` before it commits, so the folder alone is not enough
+    for a reader that races the first write.
+    """
     log = path / "_delta_log"
     return log.is_dir() and any(log.glob("*.json"))
 
@@ -29,4 +33,4 @@ def lake_tables(root: Path) -> dict[str, Path]:
         folder = root / layer
         if folder.is_dir():
             found.update({f"{layer}.{p.name}": p for p in folder.iterdir() if p.is_dir()})
-    return {name: path for name, path in sorted(found.items()) if is_delta_table(path)}
+    return {name: path for name, path in sorted(found.items()) if has_commits(path)}

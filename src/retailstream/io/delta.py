@@ -11,6 +11,9 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import StreamingQuery
 from pyspark.sql.types import StructType
 
+# Defined with the lake's table names (no Spark there), used by every Delta job from here.
+from retailstream.lake_names import has_commits as has_commits
+
 
 @dataclass(frozen=True)
 class StreamTrigger:
@@ -49,16 +52,6 @@ def append_stream(
     if partition_by:
         writer = writer.partitionBy(*partition_by)
     return writer.start(str(path))
-
-
-def has_commits(path: Path) -> bool:
-    """True once the Delta table at `path` has its first commit (a reader can see a schema).
-
-    A writer creates `_delta_log/` before it commits, so the folder alone is not enough
-    for a reader that races the first write.
-    """
-    log = path / "_delta_log"
-    return log.is_dir() and any(log.glob("*.json"))
 
 
 def create_if_missing(spark: SparkSession, path: Path, schema: StructType) -> None:

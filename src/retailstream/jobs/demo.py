@@ -16,7 +16,6 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import StreamingQuery
@@ -48,16 +47,18 @@ def _start_local_broker(settings: Settings) -> LocalBroker | None:
 
 METRICS_EVERY_S = 30.0
 FIRST_VIEW_WAIT_S = 120.0
+BRONZE_WAIT_S = 600.0
 
 
-def _wait_for(path: Path, what: str, alive: Callable[[], None], timeout_s: float = 600) -> None:
-    """Block until the Delta table at `path` exists (its first micro-batch committed)."""
+def _wait_until(done: Callable[[], bool], alive: Callable[[], None], timeout_s: float) -> bool:
+    """Poll `done` (checking `alive` in between) until it holds; False after `timeout_s`."""
     deadline = time.monotonic() + timeout_s
-    while not has_commits(path):
+    while not done():
         alive()
         if time.monotonic() > deadline:
-            raise UserError(f"{what} did not appear within {timeout_s:.0f}s")
+            return False
         time.sleep(0.5)
+    return True
 
 
 class Pipeline:
@@ -109,19 +110,20 @@ class Pipeline:
         assert self.refine is not None and self.store is not None
         ingest = StreamTrigger(False, settings.ingest.trigger_interval)
         self.queries.append(ingest_events.start(self.spark, settings, ingest))
-        _wait_for(settings.lake.table(ingest_events.BRONZE_TABLE), "bronze", self.check)
+        bronze = settings.lake.table(ingest_events.BRONZE_TABLE)
+        if not _wait_until(lambda: has_commits(bronze), self.check, BRONZE_WAIT_S):
+            raise UserError(f"bronze did not appear within {BRONZE_WAIT_S:.0f}s")
         views = build_views.chosen_views(settings)
         fewest = min(len(v.sources) for v in views)
         first = [v for v in views if len(v.sources) == fewest]
         for table in dict.fromkeys(t for v in first for t in v.sources):
             self._start_refine(table)
         leaders = [self._start_view(view) for view in first]
-        deadline = time.monotonic() + FIRST_VIEW_WAIT_S
-        while not any(p["numInputRows"] for q in leaders for p in q.recentProgress):
-            self.check()
-            if time.monotonic() > deadline:
-                break
-            time.sleep(0.5)
+        _wait_until(
+            lambda: any(p["numInputRows"] for q in leaders for p in q.recentProgress),
+            self.check,
+            FIRST_VIEW_WAIT_S,
+        )  # past the bound the rest start anyway: a slow first view must not stall them
         for table in settings.refine.tables:
             if table not in self.refine_queries:
                 self._start_refine(table)
