@@ -35,17 +35,26 @@ class PublishReport:
         return self.events / self.seconds if self.seconds > 0 else 0.0
 
 
-class _DefectLocator:
-    """Collects the (partition, offset) Kafka assigned to each defective record."""
+class _DeliveryTracker:
+    """Collects delivery failures of every record, and the (partition, offset)
+    Kafka assigned to each defective one.
+
+    Every record gets a delivery callback: a record Kafka refused must make the
+    run fail, not be counted as published.
+    """
 
     def __init__(self) -> None:
         self.located: dict[int, tuple[int, int]] = {}
         self.failed: list[str] = []
 
+    def check(self, err: KafkaError | None, msg: Message) -> None:
+        if err is not None:
+            self.failed.append(f"{msg.topic()}: {err}")
+
     def callback(self, seq: int) -> Callable[[KafkaError | None, Message], None]:
         def on_delivery(err: KafkaError | None, msg: Message) -> None:
             if err is not None:
-                self.failed.append(str(err))
+                self.check(err, msg)
             else:
                 self.located[seq] = (int(msg.partition()), int(msg.offset()))
 
@@ -82,7 +91,7 @@ def publish(
     if max_events is None and max_seconds is None:
         raise UserError("say how much to produce: --events N or --duration D")
     report = PublishReport()
-    locator = _DefectLocator()
+    deliveries = _DeliveryTracker()
     pending: list[EventBatch] = []
     started = time.monotonic()
     last_truth = started
@@ -93,18 +102,20 @@ def publish(
         remaining = client.flush(60 if final else 0)
         if remaining and final:
             raise UserError(f"{remaining} records were not acknowledged by Kafka within 60s")
-        if locator.failed:
-            raise UserError(f"Kafka refused records: {locator.failed[0]}")
+        if deliveries.failed:
+            raise UserError(
+                f"Kafka refused {len(deliveries.failed)} records, the first: {deliveries.failed[0]}"
+            )
         kept: list[EventBatch] = []
         for batch in pending:
             seqs = [row["record_seq"] for row in batch.defects]
-            if not final and any(s not in locator.located for s in seqs):
+            if not final and any(s not in deliveries.located for s in seqs):
                 kept.append(batch)
                 continue
             frames = batch.truth_frames()
             defects = frames["defects"]
             if not defects.empty:
-                where = [locator.located.get(int(s), (-1, -1)) for s in defects["record_seq"]]
+                where = [deliveries.located.get(int(s), (-1, -1)) for s in defects["record_seq"]]
                 defects["partition"] = pd.Series([p for p, _ in where], dtype="int64")
                 defects["offset"] = pd.Series([o for _, o in where], dtype="int64")
             truth.append(frames)
@@ -125,10 +136,10 @@ def publish(
             for index, (topic, key, value) in enumerate(batch.records):
                 if index in defect_at:
                     _produce(
-                        client, topic, key, value, on_delivery=locator.callback(defect_at[index])
+                        client, topic, key, value, on_delivery=deliveries.callback(defect_at[index])
                     )
                 else:
-                    _produce(client, topic, key, value)
+                    _produce(client, topic, key, value, on_delivery=deliveries.check)
                 report.per_topic[topic] = report.per_topic.get(topic, 0) + 1
             report.events += len(batch.records)
             pending.append(batch)
