@@ -11,8 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pyspark.sql import SparkSession
 
 from retailstream.config import LocalBrokerSettings, Settings, load_settings
+from retailstream.io.delta import write_table
 from retailstream.jars import classpath
 from retailstream.kafka.broker import LocalBroker, free_port
 
@@ -104,3 +106,18 @@ def mlflow_runs(settings: Settings, experiment: str) -> list[Any]:
     found = client.get_experiment_by_name(experiment)
     assert found is not None, f"no experiment {experiment}"
     return client.search_runs([found.experiment_id], order_by=["attributes.start_time ASC"])
+
+
+def small_lake(spark: SparkSession, root: Path) -> Settings:
+    """Settings of the `test` env over a small lake: one table per layer, and a
+    folder that is not a Delta table."""
+    settings = load_settings("test", [f"lake.root={root}"], home=PROJECT_HOME)
+    lake = settings.lake
+    write_table(spark.createDataFrame([("shop.orders", 0, 7)], "topic string, partition int, offset long"),
+                lake.table("bronze_events"), "overwrite")  # fmt: skip
+    write_table(spark.createDataFrame([("O-1", 12.5), ("O-2", 30.0)], "order_id string, total double"),
+                lake.table("silver/orders"), "overwrite")  # fmt: skip
+    write_table(spark.createDataFrame([("SKU-1", 4.5, 2)], "sku string, average double, count long"),
+                lake.table("gold/item_ratings"), "overwrite")  # fmt: skip
+    (root / "gold" / "not_a_table").mkdir(parents=True)
+    return settings

@@ -30,11 +30,16 @@ def lake_tables(settings: Settings) -> dict[str, Path]:
 def register(spark: SparkSession, settings: Settings) -> dict[str, Path]:
     """Create the databases and an external table per lake table (if not there); returns them."""
     tables = lake_tables(settings)
+    register_tables(spark, tables)
+    return tables
+
+
+def register_tables(spark: SparkSession, tables: dict[str, Path]) -> None:
+    """Point each readable name at its Delta table path (creating its database)."""
     for database in sorted({name.split(".")[0] for name in tables}):
         spark.sql(f"CREATE DATABASE IF NOT EXISTS `{database}`")
     for name, path in tables.items():
         _point(spark, name, path)
-    return tables
 
 
 def _point(spark: SparkSession, name: str, path: Path) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from retailstream import __version__
+from retailstream import __version__, sql_server
 from retailstream.config import Settings, find_home, load_settings, shipped_config_files
 from retailstream.errors import UserError
 from retailstream.jobs import demo as demo_job
@@ -467,6 +467,14 @@ def build_parser() -> argparse.ArgumentParser:
     sql_cmd.add_argument("statement", nargs="?", help='e.g. "SELECT * FROM gold.item_ratings"')
     sql_cmd.add_argument("--limit", type=int, default=50, help="rows to print at most")
     sql_cmd.add_argument("--tables", action="store_true", help="list the tables and their paths")
+
+    sql_server.add_flags(
+        command(
+            commands, "sql-server",
+            "serve the lake's tables over JDBC/ODBC (Spark's Thrift server) for BI tools",
+            sql_server.command,
+        )
+    )  # fmt: skip
 
     train_cmd = command(commands, "train", "train a model and register it in MLflow", train)
     train_cmd.add_argument("model", choices=sorted(TRAINERS), help="the model")

@@ -7,30 +7,15 @@ from pathlib import Path
 from pyspark.sql import SparkSession
 
 from retailstream.catalog import register, run_query
-from retailstream.config import Settings, load_settings
 from retailstream.errors import UserError
 from retailstream.io.delta import read_table, write_table
-from support import PROJECT_HOME, run_cli
-
-
-def _lake(spark: SparkSession, root: Path) -> Settings:
-    """A small lake: one table per layer, a folder that is not a Delta table."""
-    settings = load_settings("test", [f"lake.root={root}"], home=PROJECT_HOME)
-    lake = settings.lake
-    write_table(spark.createDataFrame([("shop.orders", 0, 7)], "topic string, partition int, offset long"),
-                lake.table("bronze_events"), "overwrite")  # fmt: skip
-    write_table(spark.createDataFrame([("O-1", 12.5), ("O-2", 30.0)], "order_id string, total double"),
-                lake.table("silver/orders"), "overwrite")  # fmt: skip
-    write_table(spark.createDataFrame([("SKU-1", 4.5, 2)], "sku string, average double, count long"),
-                lake.table("gold/item_ratings"), "overwrite")  # fmt: skip
-    (root / "gold" / "not_a_table").mkdir(parents=True)
-    return settings
+from support import run_cli, small_lake
 
 
 def test_every_lake_table_gets_a_readable_name_and_answers_sql(
     spark: SparkSession, tmp_path: Path
 ) -> None:
-    settings = _lake(spark, tmp_path / "lake")
+    settings = small_lake(spark, tmp_path / "lake")
     tables = register(spark, settings)
     assert set(tables) == {"bronze.events", "silver.orders", "gold.item_ratings"}
     assert spark.sql("SELECT sum(total) FROM silver.orders").first()[0] == 42.5
@@ -39,7 +24,7 @@ def test_every_lake_table_gets_a_readable_name_and_answers_sql(
     assert "more than 1 rows" in run_query(spark, "SELECT * FROM silver.orders", limit=1)
 
     # Another lake in the same session: the names follow it, the first lake's data stays.
-    other = _lake(spark, tmp_path / "other")
+    other = small_lake(spark, tmp_path / "other")
     write_table(spark.createDataFrame([("O-3", 1.0)], "order_id string, total double"),
                 other.lake.table("silver/orders"))  # fmt: skip
     register(spark, other)
@@ -48,7 +33,7 @@ def test_every_lake_table_gets_a_readable_name_and_answers_sql(
 
 
 def test_a_bad_statement_is_a_clear_error(spark: SparkSession, tmp_path: Path) -> None:
-    register(spark, _lake(spark, tmp_path / "lake"))
+    register(spark, small_lake(spark, tmp_path / "lake"))
     for statement in ("SELEC 1", "SELECT * FROM gold.no_such_view"):
         try:
             run_query(spark, statement, limit=5)
@@ -62,7 +47,7 @@ def test_sql_command_prints_a_table_and_lists_the_tables(
     spark: SparkSession, tmp_path: Path
 ) -> None:
     root = tmp_path / "lake"
-    _lake(spark, root)
+    small_lake(spark, root)
     flags = ["--env", "test", "--set", f"lake.root={root}",
              "--set", f"spark.driver_log={tmp_path / 'driver.log'}"]  # fmt: skip
     answer = run_cli("sql", "SELECT order_id, total FROM silver.orders ORDER BY order_id", *flags)
