@@ -53,9 +53,15 @@ setup(
             "selenium==4.51.0",  # 4.52 needs a certifi newer than PyPI mirrors here hold
             "ruff>=0.6",
             "deltalake==1.6.6",
+            # The test suite runs every notebook in a real kernel.
+            "nbclient==0.11.0",
+            "nbformat==5.11.1",
+            "ipykernel==7.4.0",
         ],
         # Reading the lake into pandas without Spark or Java (retailstream.read_lake).
         "analyst": ["deltalake==1.6.6"],
+        # Jupyter for the notebooks in notebooks/ (`jupyter lab notebooks/`).
+        "notebooks": ["jupyterlab==4.6.6", "ipykernel==7.4.0", "matplotlib>=3.8"],
     },
     entry_points={"console_scripts": ["retailstream=retailstream.cli:main"]},
     classifiers=[

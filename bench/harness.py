@@ -39,10 +39,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from retailstream.config import LocalBrokerSettings, Settings, load_settings
+from retailstream.config import Settings, load_settings
 from retailstream.jars import classpath
 from retailstream.javacheck import java_executable
-from retailstream.kafka.broker import LocalBroker, free_port
+from retailstream.kafka.broker import LocalBroker, throwaway_broker
 
 BENCH_DIR = Path(__file__).resolve().parent
 PROJECT_HOME = BENCH_DIR.parent
@@ -159,22 +159,11 @@ def local_broker(tmp: Path) -> Iterator[LocalBroker]:
 
     Never the developer's broker on 9092: a benchmark must not add records to it.
     """
-    port = free_port()
-    controller_port = free_port()
-    while controller_port == port:
-        controller_port = free_port()
-    broker = LocalBroker(
-        LocalBrokerSettings(
-            port=port, controller_port=controller_port, data_dir=tmp / "kafka", heap="512m"
-        ),
-        classpath(PROJECT_HOME, "kafka-broker"),
-    )
-    print(f"starting a Kafka broker on {broker.bootstrap} ...", flush=True)
-    print(f"  up in {broker.start():.1f} s", flush=True)
-    try:
+    print("starting a throwaway Kafka broker ...", flush=True)
+    started = time.monotonic()
+    with throwaway_broker(tmp / "kafka", PROJECT_HOME) as broker:
+        print(f"  up on {broker.bootstrap} in {time.monotonic() - started:.1f} s", flush=True)
         yield broker
-    finally:
-        broker.stop()
 
 
 def bench_settings(tmp: Path, bootstrap: str, *overrides: str) -> Settings:

@@ -22,7 +22,7 @@ from retailstream import __version__, sql_server
 from retailstream.config import Settings, find_home, load_settings, shipped_config_files
 from retailstream.errors import UserError
 from retailstream.jobs import demo as demo_job
-from retailstream.jobs import init_world, produce_events
+from retailstream.jobs import init_world, produce_events, sample_lake
 from retailstream.jobs.launcher import PROG, add_common_flags, guarded, with_session
 
 # `retailstream run NAME` -> the job module that owns it (and jobs/NAME.py for spark-submit).
@@ -211,6 +211,10 @@ def world_init(args: argparse.Namespace) -> int | None:
 
 def produce(args: argparse.Namespace) -> int:
     return produce_events.run(args)
+
+
+def sample(args: argparse.Namespace) -> int | None:
+    return with_session(sample_lake.run, args)
 
 
 def quality_validate(args: argparse.Namespace) -> int:
@@ -416,6 +420,13 @@ def build_parser() -> argparse.ArgumentParser:
         commands, "produce", "publish generated events to Kafka (with ground truth)", produce
     )
     produce_events.add_flags(publish)
+    sample_lake.add_flags(
+        command(
+            commands, "sample-lake",
+            "a few simulated days through the whole pipeline into an empty lake, to explore",
+            sample,
+        )
+    )  # fmt: skip
 
     quality = commands.add_parser(
         "quality", help="data quality of the silver tables", description="Data quality."

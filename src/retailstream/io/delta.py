@@ -71,6 +71,13 @@ def read_table(spark: SparkSession, path: Path, version: int | None = None) -> D
     return reader.load(str(path))
 
 
+def latest_version(spark: SparkSession, path: Path) -> int:
+    """The version of the Delta table's newest commit."""
+    latest = DeltaTable.forPath(spark, str(path)).history(1).first()
+    assert latest is not None  # a Delta table has at least its first commit
+    return int(latest["version"])
+
+
 def write_table(df: DataFrame, path: Path, mode: str = "append") -> None:
     """Write a batch DataFrame to the Delta table at `path` (`append` or `overwrite`)."""
     df.write.format("delta").mode(mode).save(str(path))

@@ -21,11 +21,13 @@ import socket
 import subprocess
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from retailstream.config import LocalBrokerSettings
 from retailstream.errors import UserError
+from retailstream.jars import classpath
 from retailstream.javacheck import java_executable
 
 NODE_ID = 1
@@ -302,3 +304,27 @@ def broker_reachable(bootstrap: str, timeout_s: float = 2.0) -> bool:
 _QUIET = logging.getLogger("retailstream.kafka.probe")
 _QUIET.addHandler(logging.NullHandler())
 _QUIET.propagate = False
+
+
+@contextlib.contextmanager
+def throwaway_broker(data_dir: Path, home: Path, heap: str = "512m") -> Iterator[LocalBroker]:
+    """A broker of its own on free ports with its data under `data_dir`, always stopped.
+
+    For work that must not add records to the developer's broker on 9092: a
+    benchmark, the sample lake.
+    """
+    port = free_port()
+    controller_port = free_port()
+    while controller_port == port:
+        controller_port = free_port()
+    broker = LocalBroker(
+        LocalBrokerSettings(
+            port=port, controller_port=controller_port, data_dir=data_dir, heap=heap
+        ),
+        classpath(home, "kafka-broker"),
+    )
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()

@@ -81,8 +81,13 @@ def publish(
     batch_size: int,
     on_progress: Callable[[int], None] = lambda n: None,
     stop: Callable[[], bool] = lambda: False,
+    simulated_timestamps: bool = False,
 ) -> PublishReport:
     """Produce events until `max_events`, `max_seconds` or `stop()`, at `rate` events/s (None: flat out).
+
+    `simulated_timestamps`: give each record its emission time on the simulated
+    clock as Kafka timestamp, as if it had been published then (a backfill of
+    past days); otherwise Kafka stamps it now.
 
     Returns what was published. On Ctrl-C everything generated so far is
     still flushed to Kafka and its ground truth written, then the interrupt
@@ -134,12 +139,16 @@ def publish(
             batch = generator.next_batch(want)
             defect_at = {row["record_index"]: row["record_seq"] for row in batch.defects}
             for index, (topic, key, value) in enumerate(batch.records):
-                if index in defect_at:
-                    _produce(
-                        client, topic, key, value, on_delivery=deliveries.callback(defect_at[index])
-                    )
+                on_delivery = (
+                    deliveries.callback(defect_at[index])
+                    if index in defect_at
+                    else deliveries.check
+                )
+                if simulated_timestamps:
+                    _produce(client, topic, key, value, on_delivery=on_delivery,
+                             timestamp=batch.emit_times_ms[index])  # fmt: skip
                 else:
-                    _produce(client, topic, key, value, on_delivery=deliveries.check)
+                    _produce(client, topic, key, value, on_delivery=on_delivery)
                 report.per_topic[topic] = report.per_topic.get(topic, 0) + 1
             report.events += len(batch.records)
             pending.append(batch)

@@ -9,11 +9,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 
 from retailstream.errors import UserError
-from retailstream.io.delta import has_commits, read_table
+from retailstream.io.delta import has_commits, latest_version, read_table
 
 
 class Kept:
@@ -51,9 +50,7 @@ def pinned_table(spark: SparkSession, path: Path, hint: str) -> tuple[DataFrame,
     the run reads one snapshot even while streams keep appending."""
     if not has_commits(path):
         raise UserError(f"no table at {path}: {hint}")
-    latest = DeltaTable.forPath(spark, str(path)).history(1).first()
-    assert latest is not None
-    version = int(latest["version"])
+    version = latest_version(spark, path)
     return read_table(spark, path, version), {"table": str(path), "delta_version": version}
 
 

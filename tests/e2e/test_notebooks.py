@@ -1,0 +1,61 @@
+"""Every notebook in notebooks/ runs from top to bottom against a sample lake, in a real
+Jupyter kernel, so none of them rots."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+from pyspark.sql import SparkSession
+
+from retailstream.config import Settings, load_settings
+from retailstream.jobs import sample_lake
+from support import PROJECT_HOME
+
+NOTEBOOKS = sorted((PROJECT_HOME / "notebooks").glob("*.ipynb"))
+# Two simulated days are enough for every notebook (one of them replays the second).
+SAMPLE = sample_lake.SampleSpec(days=2, events_per_day=10_000)
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory: pytest.TempPathFactory, spark: SparkSession) -> Iterator[Settings]:
+    root = tmp_path_factory.mktemp("sample")
+    settings = load_settings("test", [f"lake.root={root / 'lake'}"], home=PROJECT_HOME)
+    sample_lake.build(spark, settings, SAMPLE)
+    yield settings
+
+
+def _execute(path: Path, settings: Settings, scratch: Path) -> str | None:
+    """Run the notebook in its own kernel; None when every cell ran, else the error."""
+    book = nbformat.read(path, as_version=4)
+    env = {
+        **os.environ,
+        "RETAILSTREAM_ENV": "test",
+        "RETAILSTREAM_LAKE__ROOT": str(settings.lake.root),
+        # Each notebook trains into an MLflow store of its own (SQLite, one writer).
+        "RETAILSTREAM_ML__STORE_DIR": str(scratch / f"models-{path.stem}"),
+        "RETAILSTREAM_SPARK__DRIVER_LOG": str(scratch / f"driver-{path.stem}.log"),
+        "MPLBACKEND": "Agg",
+    }
+    client = NotebookClient(
+        book, timeout=600, kernel_name="python3",
+        resources={"metadata": {"path": str(path.parent)}},
+    )  # fmt: skip
+    try:
+        client.execute(env=env)
+    except Exception as error:  # the cell's traceback, as the notebook would show it
+        return f"{path.name}: {error}"
+    return None
+
+
+def test_every_notebook_runs_against_a_sample_lake(sample: Settings, tmp_path: Path) -> None:
+    assert len(NOTEBOOKS) >= 5, NOTEBOOKS
+    # Two kernels at a time: each notebook is mostly waiting on its own Spark JVM.
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        failures = [f for f in pool.map(lambda p: _execute(p, sample, tmp_path), NOTEBOOKS) if f]
+    assert not failures, "\n\n".join(failures)
