@@ -6,8 +6,11 @@ on the six topics. Then, alternately in one run and one SparkSession:
 - bare read, the baseline: Spark's Kafka source over all six topics into the
   `noop` sink (reads and deserialises every record, writes nothing);
 - bronze ingest: `jobs.ingest_events.start`, the real query, which reads the
-  same records and appends them to the Delta table `bronze_events`
-  (partitioned by topic and Kafka date, exactly-once through its checkpoint).
+  same records, chains them per partition (SHA-256, in a pandas UDF) and
+  appends them to the Delta table `bronze_events` (partitioned by topic and
+  Kafka date, exactly-once through its checkpoint) with each batch's heads;
+- the same rows without the hash chain, straight into Delta's streaming sink
+  (how ingest wrote before the chains): what tamper-evidence costs.
 
 Both run with `availableNow`, from the earliest offsets, with a fresh
 checkpoint (and a fresh bronze table) each repetition. Time is wall time
@@ -42,7 +45,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
 from retailstream.config import Settings
-from retailstream.io.delta import StreamTrigger
+from retailstream.io.delta import StreamTrigger, append_stream
 from retailstream.io.kafka_source import read_kafka_stream
 from retailstream.io.truth import TruthWriter
 from retailstream.jobs import ingest_events
@@ -51,10 +54,12 @@ from retailstream.kafka.clients import producer
 from retailstream.kafka.publish import publish
 from retailstream.kafka.topics import create_topics, describe_topics
 from retailstream.session import build_spark
+from retailstream.transforms.bronze import BRONZE_PARTITIONS, to_bronze
 from retailstream.world import EventGenerator, build_world
 
 BARE = "bare read (noop sink)"
-BRONZE = "ingest to bronze (Delta)"
+BRONZE = "ingest to bronze (Delta, hash-chained)"
+UNCHAINED = "ingest to bronze, no chain (Delta sink)"
 
 
 def fill_topics(settings: Settings, events: int) -> tuple[int, float]:
@@ -90,7 +95,7 @@ class Runs:
         self.records = records
         self.count = 0
         self.current = settings
-        self.phases: dict[str, list[dict[str, int]]] = {BARE: [], BRONZE: []}
+        self.phases: dict[str, list[dict[str, int]]] = {BARE: [], BRONZE: [], UNCHAINED: []}
 
     def fresh(self) -> None:
         """Untimed: drop the previous repetition's lake, point settings at a new one."""
@@ -141,6 +146,23 @@ def bronze_ingest(spark: SparkSession, runs: Runs) -> Callable[[], int]:
     return run
 
 
+def unchained_ingest(spark: SparkSession, runs: Runs) -> Callable[[], int]:
+    def run() -> int:
+        settings = runs.current
+        records = read_kafka_stream(spark, settings.kafka, sorted(settings.kafka.topics))
+        query = append_stream(
+            records.transform(to_bronze),
+            path=settings.lake.table(ingest_events.BRONZE_TABLE),
+            checkpoint=settings.lake.checkpoint("unchained"),
+            query_name="unchained",
+            trigger=StreamTrigger(available_now=True),
+            partition_by=BRONZE_PARTITIONS,
+        )
+        return runs.finish(UNCHAINED, query)
+
+    return run
+
+
 # Phases of `durationMs` in a query's progress, grouped: the Spark job that reads Kafka
 # and writes the sink (Delta commits its log inside it too), and the bookkeeping around it.
 JOB_PHASES = ("addBatch",)
@@ -186,6 +208,7 @@ def main() -> int:
             cases = [
                 Case(BARE, bare_read(spark, runs), runs.fresh),
                 Case(BRONZE, bronze_ingest(spark, runs), runs.fresh),
+                Case(UNCHAINED, unchained_ingest(spark, runs), runs.fresh),
             ]
             print(f"{warmup} warm-up + {repetitions} rounds")
             results = run_alternating(cases, repetitions, warmup)
@@ -197,19 +220,24 @@ def main() -> int:
     phases = {label: runs.phases[label][warmup:] for label in runs.phases}
     breakdown = {label: where_time_goes(phases[label], results[label].seconds) for label in phases}
     ratios = paired_ratios(results, BRONZE, BARE)
+    chain_ratios = paired_ratios(results, BRONZE, UNCHAINED)
     notes = [
         f"Bronze ingest / bare read: **{results[BRONZE].median_rate / results[BARE].median_rate:.2f}×** "
         f"(ratio of medians; per round {min(ratios):.2f}–{max(ratios):.2f}×).",
+        f"With the hash chain / without: **{results[BRONZE].median_rate / results[UNCHAINED].median_rate:.2f}×** "
+        f"(per round {min(chain_ratios):.2f}–{max(chain_ratios):.2f}×).",
         "",
         "Where the time goes (median per repetition, from the queries' progress reports):",
         "",
         f"- {_breakdown_line(BRONZE, breakdown[BRONZE], results[BRONZE])}",
+        f"- {_breakdown_line(UNCHAINED, breakdown[UNCHAINED], results[UNCHAINED])}",
         f"- {_breakdown_line(BARE, breakdown[BARE], results[BARE])}",
     ]
     publish_results(
         "ingest",
         "Kafka → bronze ingest (`bench/bench_ingest.py`)",
-        "Events per second of the ingest query (`jobs.ingest_events.start`, Delta sink) against "
+        "Events per second of the ingest query (`jobs.ingest_events.start`, hash-chained) and of "
+        "the same rows without the chain (Delta streaming sink) against "
         "the baseline of Spark's bare Kafka read of the same six topics into the `noop` sink; "
         f"same records, same session (`{master}`), alternating, `availableNow`, a fresh "
         "checkpoint each repetition.",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -83,3 +84,20 @@ def spark(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201 - SparkSess
 def topic_name() -> str:
     """A topic name no other test uses."""
     return f"test.{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture(scope="session")
+def sample_lake(tmp_path_factory: pytest.TempPathFactory, spark: Any) -> Settings:
+    """Settings over a sample lake: two simulated days through the whole pipeline
+    (`retailstream sample-lake`), built once per run. Read it, never change it; a
+    test that must change a lake copies it first (`copied_lake`)."""
+    from retailstream.jobs import sample_lake as sample
+
+    root = tmp_path_factory.mktemp("sample")
+    settings = load_settings(
+        "test",
+        [f"lake.root={root / 'lake'}", f"ml.store_dir={root / 'models'}"],
+        home=PROJECT_HOME,
+    )
+    sample.build(spark, settings, sample.SampleSpec(days=2, events_per_day=10_000))
+    return settings

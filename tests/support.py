@@ -121,3 +121,16 @@ def small_lake(spark: SparkSession, root: Path) -> Settings:
                 lake.table("gold/item_ratings"), "overwrite")  # fmt: skip
     (root / "gold" / "not_a_table").mkdir(parents=True)
     return settings
+
+
+def copied_lake(settings: Settings, root: Path, *overrides: str) -> Settings:
+    """The settings' lake copied under `root` (for a test that changes it), and settings
+    over the copy (with `overrides`, `key=value`)."""
+    import shutil
+
+    shutil.copytree(settings.lake.root, root / "lake")
+    return load_settings(
+        settings.env,
+        [f"lake.root={root / 'lake'}", f"ml.store_dir={root / 'models'}", *overrides],
+        home=PROJECT_HOME,
+    )

@@ -13,7 +13,6 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
@@ -21,9 +20,19 @@ import yaml
 from retailstream import __version__, sql_server
 from retailstream.config import Settings, find_home, load_settings, shipped_config_files
 from retailstream.errors import UserError
+from retailstream.jobs import (
+    asof_views,
+    audit_views,
+    explain_views,
+    init_world,
+    maintain_lake,
+    produce_events,
+    replay_events,
+    sample_lake,
+    verify_store,
+)
 from retailstream.jobs import demo as demo_job
-from retailstream.jobs import init_world, produce_events, sample_lake
-from retailstream.jobs.launcher import PROG, add_common_flags, guarded, with_session
+from retailstream.jobs.launcher import PROG, add_common_flags, guarded, iso_time, with_session
 
 # `retailstream run NAME` -> the job module that owns it (and jobs/NAME.py for spark-submit).
 JOBS = {
@@ -48,15 +57,6 @@ TRAINERS = {
 }
 
 Handler = Callable[[argparse.Namespace], int | None]
-
-
-def _timestamp(text: str) -> datetime:
-    """An ISO 8601 time for a flag; naive times are UTC."""
-    try:
-        value = datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -215,6 +215,30 @@ def produce(args: argparse.Namespace) -> int:
 
 def sample(args: argparse.Namespace) -> int | None:
     return with_session(sample_lake.run, args)
+
+
+def verify(args: argparse.Namespace) -> int:
+    return int(with_session(verify_store.run, args) or 0)
+
+
+def asof(args: argparse.Namespace) -> int:
+    return int(with_session(asof_views.run, args) or 0)
+
+
+def audit(args: argparse.Namespace) -> int:
+    return int(with_session(audit_views.run, args) or 0)
+
+
+def replay(args: argparse.Namespace) -> int:
+    return int(with_session(replay_events.run, args) or 0)
+
+
+def explain(args: argparse.Namespace) -> int:
+    return int(with_session(explain_views.run, args) or 0)
+
+
+def maintain(args: argparse.Namespace) -> int:
+    return int(with_session(maintain_lake.run, args) or 0)
 
 
 def quality_validate(args: argparse.Namespace) -> int:
@@ -467,7 +491,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rebuild.add_argument(
         "--as-of",
-        type=_timestamp,
+        type=iso_time,
         metavar="TIME",
         help="event time to stop at, ISO 8601 (UTC unless an offset is given)",
     )
@@ -478,6 +502,50 @@ def build_parser() -> argparse.ArgumentParser:
     sql_cmd.add_argument("statement", nargs="?", help='e.g. "SELECT * FROM gold.item_ratings"')
     sql_cmd.add_argument("--limit", type=int, default=50, help="rows to print at most")
     sql_cmd.add_argument("--tables", action="store_true", help="list the tables and their paths")
+
+    command(
+        commands, "verify",
+        "walk the event store's hash chains: report records changed, removed or inserted",
+        verify,
+    )  # fmt: skip
+
+    replay_events.add_flags(
+        command(
+            commands, "replay",
+            "the event store (or a slice) into a new view, a replica topic or a new table",
+            replay,
+        )
+    )  # fmt: skip
+    asof_views.add_flags(
+        command(
+            commands, "asof",
+            "a gold view as it stood at a past time (Delta time travel, else folded from events)",
+            asof,
+        )
+    )  # fmt: skip
+    audit_views.add_flags(
+        command(
+            commands, "audit",
+            "which micro-batches changed a gold view, when, from which Kafka offset ranges",
+            audit,
+        )
+    )  # fmt: skip
+    explain_views.add_flags(
+        command(
+            commands, "explain",
+            "the events behind an item's rating, a store's stock or a customer's "
+            "recommendations, in order, with the running value",
+            explain,
+        )
+    )  # fmt: skip
+    maintain_lake.add_flags(
+        command(
+            commands, "maintain",
+            "compact and vacuum every lake table, within a retention the streams and "
+            "the promised time travel allow",
+            maintain,
+        )
+    )  # fmt: skip
 
     sql_server.add_flags(
         command(

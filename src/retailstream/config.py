@@ -42,6 +42,9 @@ class LakeSettings(_Frozen):
     """Where the Delta tables and every query's checkpoint live."""
 
     root: Path = Path("data/lake")
+    # How far back Delta time travel must keep working on every lake table:
+    # `retailstream maintain` never vacuums files a read this recent could need.
+    time_travel_hours: float = Field(168.0, ge=0)
 
     def table(self, name: str) -> Path:
         return self.root / name

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
@@ -71,6 +72,9 @@ def build_spark(settings: Settings) -> SparkSession:
     for key, value in session_conf(settings).items():
         builder = builder.config(key, value)
     if not launched_by_spark_submit():
+        # Python workers (pandas UDFs: the event store's hash chain) run in this
+        # interpreter's environment, not whatever `python3` comes first on the PATH.
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         jars = classpath(settings.home, "spark")
         builder = (
             builder.master(settings.spark.master)

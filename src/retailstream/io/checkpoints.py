@@ -42,3 +42,31 @@ def next_kafka_offsets(checkpoint: Path, source_index: int = 0) -> KafkaOffsets 
         return None
     text = initial.read_text(errors="replace").lstrip("\x00")
     return _parse_offsets(text.split("\n", 1)[1])
+
+
+def committed_batches(checkpoint: Path) -> list[int]:
+    """The ids of the query's committed micro-batches, oldest first."""
+    return _batch_ids(checkpoint / "commits")
+
+
+def delta_source_versions_of_batch(checkpoint: Path, batch: int) -> dict[str, int]:
+    """{Delta table id: version} that batch `batch` read its Delta sources up to.
+
+    A Delta source offset names a version and a file index in it: the batch
+    read every version before it (index -1, the usual case, is "none of its
+    files yet"), and the next batch starts there.
+    """
+    lines = (checkpoint / "offsets" / str(batch)).read_text().splitlines()
+    found = {}
+    for line in lines[2:]:  # after the version and the batch metadata: one line per source
+        offset = json.loads(line) if line.startswith("{") else None
+        if isinstance(offset, dict) and "reservoirId" in offset:
+            found[str(offset["reservoirId"])] = int(offset["reservoirVersion"])
+    return found
+
+
+def delta_source_versions(checkpoint: Path) -> dict[str, int]:
+    """{Delta table id: the oldest version the query still has to read} of its Delta
+    sources, from its last committed batch (empty before its first commit)."""
+    committed = committed_batches(checkpoint)
+    return delta_source_versions_of_batch(checkpoint, committed[-1]) if committed else {}

@@ -54,13 +54,19 @@ def append_stream(
     return writer.start(str(path))
 
 
-def create_if_missing(spark: SparkSession, path: Path, schema: StructType) -> None:
+def create_if_missing(
+    spark: SparkSession, path: Path, schema: StructType, partition_by: Sequence[str] = ()
+) -> None:
     """Create an empty Delta table at `path` unless one is there.
 
     Needed before several streaming queries append to one table: their first
-    commits would otherwise race to create it (DELTA_PROTOCOL_CHANGED).
+    commits would otherwise race to create it (DELTA_PROTOCOL_CHANGED); and
+    before batch appends that must land in a partitioned table.
     """
-    DeltaTable.createIfNotExists(spark).location(str(path)).addColumns(schema).execute()
+    builder = DeltaTable.createIfNotExists(spark).location(str(path)).addColumns(schema)
+    if partition_by:
+        builder = builder.partitionedBy(*partition_by)
+    builder.execute()
 
 
 def read_table(spark: SparkSession, path: Path, version: int | None = None) -> DataFrame:

@@ -37,9 +37,10 @@ from retailstream.io.delta import (
     write_table,
 )
 from retailstream.jobs import refine_events
+from retailstream.jobs.ingest_events import BRONZE_TABLE
 from retailstream.jobs.launcher import available_now_flag, launch
 from retailstream.jobs.refine_events import silver_table
-from retailstream.views.definitions import ViewDefinition, definitions
+from retailstream.views.definitions import COORDINATES, ViewDefinition, definitions
 from retailstream.views.store import ServingStore, open_store
 
 CATALOGUE = {
@@ -230,6 +231,27 @@ def rebuild(
     (view,) = chosen_views(settings, [name])
     require_silver(settings, [view])
     return compute_view(spark, settings, view, load_references(spark, settings), as_of=as_of)
+
+
+def fold_ingested_by(
+    spark: SparkSession, settings: Settings, name: str, ingested_by: datetime
+) -> DataFrame:
+    """`name` as the stream had it once it had seen what was ingested by `ingested_by`:
+    computed from the silver facts whose records the event store took in by then."""
+    (view,) = chosen_views(settings, [name])
+    require_silver(settings, [view])
+    taken = (
+        read_table(spark, settings.lake.table(BRONZE_TABLE))
+        .where(F.col("ingest_time") <= F.lit(ingested_by).cast("timestamp"))
+        .select(*COORDINATES)
+    )
+    silver = {
+        t: read_table(spark, silver_table(settings, t)).join(taken, list(COORDINATES), "left_semi")
+        for t in view.sources
+    }
+    return view.compute(
+        view.facts(silver), load_references(spark, settings), settings.views, None, None
+    )
 
 
 def as_of_table(settings: Settings, view: str, as_of: datetime) -> Path:

@@ -17,14 +17,23 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from pyspark.sql import SparkSession
 from pyspark.sql.streaming import StreamingQuery
+from pyspark.sql.types import StructType
 
 from retailstream.config import Settings
 from retailstream.errors import UserError
 from retailstream.io.checkpoints import next_kafka_offsets
-from retailstream.io.delta import StreamTrigger, append_stream
+from retailstream.io.delta import (
+    StreamTrigger,
+    create_if_missing,
+    foreach_batch_stream,
+    has_commits,
+    read_table,
+)
+from retailstream.io.event_chain import HEADS_TABLE, ChainedAppend, with_chain_hash
 from retailstream.io.kafka_source import read_kafka_stream
 from retailstream.jobs.launcher import available_now_flag, launch
 from retailstream.jobs.supervisor import run_supervised
@@ -35,6 +44,8 @@ from retailstream.kafka.topics import list_topics
 from retailstream.transforms.bronze import BRONZE_PARTITIONS, to_bronze
 
 QUERY_NAME = "ingest_events"
+# Kafka source options that split one partition's offset range over several tasks.
+SPLITTING_OPTIONS = {"minPartitions", "maxRecordsPerPartition"}
 BRONZE_TABLE = "bronze_events"
 
 
@@ -42,17 +53,36 @@ def start(
     spark: SparkSession, settings: Settings, trigger: StreamTrigger, fail_on_data_loss: bool = True
 ) -> StreamingQuery:
     """Start the ingest query and return it (the caller waits or stops it)."""
+    splitting = sorted(set(settings.kafka.source_options) & SPLITTING_OPTIONS)
+    if splitting:
+        raise UserError(
+            f"kafka.source_options {', '.join(splitting)} would split a Kafka partition "
+            "across Spark tasks, which the event store's hash chains cannot follow: remove it"
+        )
     records = read_kafka_stream(
         spark, settings.kafka, sorted(settings.kafka.topics), fail_on_data_loss
     )
-    return append_stream(
-        records.transform(to_bronze),
-        path=settings.lake.table(BRONZE_TABLE),
-        checkpoint=settings.lake.checkpoint(QUERY_NAME),
+    bronze = settings.lake.table(BRONZE_TABLE)
+    rows = records.transform(to_bronze)
+    prepare_bronze(spark, bronze, with_chain_hash(rows.schema))
+    checkpoint = settings.lake.checkpoint(QUERY_NAME)
+    return foreach_batch_stream(
+        rows,
+        ChainedAppend(spark, bronze, settings.lake.table(HEADS_TABLE), checkpoint),
+        checkpoint=checkpoint,
         query_name=QUERY_NAME,
         trigger=trigger,
-        partition_by=BRONZE_PARTITIONS,
     )
+
+
+def prepare_bronze(spark: SparkSession, path: Path, schema: StructType) -> None:
+    """Create the event store, partitioned, or give a store from before the hash
+    chains its `chain_hash` column (its older records stay unchained)."""
+    if has_commits(path):
+        if "chain_hash" not in read_table(spark, path).columns:
+            spark.sql(f"ALTER TABLE delta.`{path}` ADD COLUMNS (chain_hash BINARY)")
+        return
+    create_if_missing(spark, path, schema, BRONZE_PARTITIONS)
 
 
 def unread_records_lost(settings: Settings) -> list[LostRange]:

@@ -11,6 +11,7 @@ import sys
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import TypeVar
 
 from pyspark.sql import SparkSession
@@ -142,3 +143,12 @@ def with_session(
 
     settings = load_settings(args.env, args.overrides)
     return run(build_spark(settings), settings, args)
+
+
+def iso_time(text: str) -> datetime:
+    """An ISO 8601 time for a flag; naive times are UTC."""
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)

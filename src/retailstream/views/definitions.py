@@ -249,8 +249,9 @@ def stock_movement_facts(silver: Mapping[str, DataFrame]) -> DataFrame:
     sold = _with_coordinates(
         silver["orders"]
         .where(F.col("store_id").isNotNull())
-        .select(*COORDINATES, "store_id", F.explode("lines").alias("line")),
+        .select(*COORDINATES, "store_id", "event_time", F.explode("lines").alias("line")),
         "store_id",
+        "event_time",
         F.col("line.sku").alias("sku"),
         F.lit(0).cast("long").alias("delivered"),
         F.coalesce(F.col("line.quantity"), F.lit(0)).cast("long").alias("sold"),
@@ -258,8 +259,11 @@ def stock_movement_facts(silver: Mapping[str, DataFrame]) -> DataFrame:
     delivered = _with_coordinates(
         silver["shipments"]
         .where(F.col("status") == "delivered")
-        .select(*COORDINATES, "destination_store_id", F.explode("lines").alias("line")),
+        .select(
+            *COORDINATES, "destination_store_id", "event_time", F.explode("lines").alias("line")
+        ),
         F.col("destination_store_id").alias("store_id"),
+        "event_time",
         F.col("line.sku").alias("sku"),
         F.coalesce(F.col("line.quantity"), F.lit(0)).cast("long").alias("delivered"),
         F.lit(0).cast("long").alias("sold"),

@@ -1,0 +1,148 @@
+"""Replay the event store into something that did not exist when the events arrived.
+
+- `--view NAME`: a gold view with no state yet (a definition added since) is built
+  by its own streaming query from the first stored event on, exactly as the live
+  query will then carry it on (same checkpoint, same batch handler);
+- `--to-prefix PREFIX`: a replica of the chosen topics in Kafka, `PREFIX<topic>`,
+  with the same partitions, keys, values and Kafka timestamps, in offset order per
+  partition: a copy to test or debug against;
+- `--to-table PATH`: the chosen records as a new Delta table in the event store's
+  own layout (for a sandbox lake, or to hand a slice to someone).
+
+`--topic` (repeatable) and `--from`/`--until` (Kafka timestamps) choose the
+records for the topic and table targets.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from retailstream.config import Settings, TopicSettings
+from retailstream.errors import UserError
+from retailstream.io.delta import StreamTrigger, has_commits, read_table
+from retailstream.jobs import build_views
+from retailstream.jobs.ingest_events import BRONZE_TABLE
+from retailstream.jobs.launcher import iso_time, launch
+from retailstream.kafka.clients import flush_or_fail, producer, require_broker
+from retailstream.kafka.topics import create_topics, list_topics
+from retailstream.transforms.bronze import BRONZE_PARTITIONS
+
+
+def chosen_records(
+    spark: SparkSession,
+    settings: Settings,
+    topics: Sequence[str] = (),
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> DataFrame:
+    """The event store's records of `topics` (all when empty) published in [since, until)."""
+    path = settings.lake.table(BRONZE_TABLE)
+    if not has_commits(path):
+        raise UserError(f"no event store at {path}: nothing to replay")
+    records = read_table(spark, path)
+    if topics:
+        records = records.where(F.col("topic").isin(list(topics)))
+    if since is not None:
+        records = records.where(F.col("kafka_timestamp") >= F.lit(since).cast("timestamp"))
+    if until is not None:
+        records = records.where(F.col("kafka_timestamp") < F.lit(until).cast("timestamp"))
+    return records
+
+
+def to_topics(records: DataFrame, bootstrap: str, prefix: str) -> dict[str, int]:
+    """Produce `records` into `prefix<topic>` (created with the source's partition count),
+    each to its source partition in offset order, keeping its Kafka timestamp."""
+    if not prefix:
+        raise UserError("--to-prefix must not be empty: the replica would write to the sources")
+    require_broker(bootstrap)
+    layout = {
+        r["topic"]: r["partitions"]
+        for r in records.groupBy("topic")
+        .agg((F.max("partition") + 1).alias("partitions"))
+        .collect()
+    }
+    taken = set(list_topics(bootstrap)) & {prefix + t for t in layout}
+    if taken:
+        raise UserError(f"{', '.join(sorted(taken))} exist already: replay into new topics")
+    create_topics(bootstrap, {prefix + t: TopicSettings(partitions=n) for t, n in layout.items()})
+    client = producer(bootstrap)
+    produced: dict[str, int] = {}
+    ordered = records.orderBy("topic", "partition", "offset").select(
+        "topic", "partition", "key", "value", F.unix_millis("kafka_timestamp").alias("millis")
+    )
+    for row in ordered.toLocalIterator():
+        target = prefix + row["topic"]
+        kwargs = {} if row["millis"] is None else {"timestamp": row["millis"]}
+        while True:
+            try:
+                client.produce(target, key=row["key"], value=row["value"],
+                               partition=row["partition"], **kwargs)  # fmt: skip
+                break
+            except BufferError:  # the local queue is full: let it drain
+                client.poll(0.05)
+        produced[target] = produced.get(target, 0) + 1
+    flush_or_fail(client)
+    return produced
+
+
+def to_table(records: DataFrame, path: Path) -> int:
+    """Write `records` as a new Delta table at `path` in the event store's layout."""
+    if has_commits(path):
+        raise UserError(f"{path} holds a Delta table already: replay into a new one")
+    records.write.format("delta").partitionBy(*BRONZE_PARTITIONS).save(str(path))
+    return read_table(records.sparkSession, path).count()
+
+
+def to_new_view(spark: SparkSession, settings: Settings, name: str) -> int:
+    """Build view `name` from all stored events with its own query, for the live one to continue."""
+    checkpoint = settings.lake.checkpoint(build_views.query_name(name))
+    if checkpoint.exists() or has_commits(build_views.gold_table(settings, name)):
+        raise UserError(
+            f"{name} exists already: `retailstream views rebuild {name}` recomputes it instead"
+        )
+    (query,) = build_views.start_all(spark, settings, StreamTrigger(available_now=True), [name])
+    query.awaitTermination()
+    return read_table(spark, build_views.gold_table(settings, name)).count()
+
+
+def run(spark: SparkSession, settings: Settings, args: argparse.Namespace) -> int:
+    targets = [t for t in (args.view, args.to_prefix, args.to_table) if t is not None]
+    if len(targets) != 1:
+        raise UserError("say where to replay: exactly one of --view, --to-prefix, --to-table")
+    if args.view is not None:
+        if args.topic or args.since or args.until:
+            raise UserError("--view replays every stored event: no --topic, --from or --until")
+        rows = to_new_view(spark, settings, args.view)
+        print(f"replayed the event store into the new view {args.view}: {rows:,} rows; "
+              f"`retailstream run views` carries it on from here")  # fmt: skip
+        return 0
+    records = chosen_records(spark, settings, args.topic, args.since, args.until)
+    if args.to_prefix is not None:
+        produced = to_topics(records, settings.kafka.bootstrap, args.to_prefix)
+        for topic, count in sorted(produced.items()):
+            print(f"replayed {count:,} records into {topic}")
+        if not produced:
+            print("no records matched: nothing replayed")
+    else:
+        count = to_table(records, Path(args.to_table).resolve())
+        print(f"replayed {count:,} records into {args.to_table}")
+    return 0
+
+
+def add_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--view", help="build this new gold view from the stored events")
+    parser.add_argument("--to-prefix", help="replicate the records into Kafka topics PREFIX<topic>")
+    parser.add_argument("--to-table", help="write the records to a new Delta table at this path")
+    parser.add_argument("--topic", action="append", default=[], help="only this topic (repeatable)")
+    parser.add_argument("--from", dest="since", type=iso_time, help="Kafka timestamp, inclusive")
+    parser.add_argument("--until", type=iso_time, help="Kafka timestamp, exclusive")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return launch(__doc__.splitlines()[0], run, argv, add_flags, prog="replay_events")

@@ -1,0 +1,96 @@
+"""Tamper-evidence of the event store: ingest chains every record; records edited,
+deleted or inserted straight in the Delta table are each caught by `verify`, and an
+untouched store verifies clean."""
+
+from __future__ import annotations
+
+import argparse
+import uuid
+from pathlib import Path
+
+import pytest
+from pyspark.sql import SparkSession
+
+from retailstream.config import LakeSettings, Settings, TopicSettings
+from retailstream.io.delta import latest_version, read_table
+from retailstream.io.event_chain import HEADS_TABLE
+from retailstream.jobs import ingest_events, verify_store
+from retailstream.kafka.clients import flush_or_fail, producer
+from retailstream.kafka.topics import create_topics
+
+AVAILABLE_NOW = argparse.Namespace(available_now=True)
+
+
+def _publish(bootstrap: str, topic: str, per_partition: int, start: int) -> None:
+    client = producer(bootstrap)
+    for partition in (0, 1):
+        for i in range(start, start + per_partition):
+            client.produce(topic, key=f"k{i}".encode(), value=f'{{"n": {i}}}'.encode(),
+                           partition=partition)  # fmt: skip
+    flush_or_fail(client)
+
+
+def _where(topic: str, partition: int, offset: int) -> str:
+    return f"topic = '{topic}' AND partition = {partition} AND offset = {offset}"
+
+
+def test_edits_deletions_and_insertions_in_the_store_are_caught(
+    spark: SparkSession, settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    topic = f"test.chain.{uuid.uuid4().hex[:6]}"
+    local = settings.model_copy(
+        update={
+            "kafka": settings.kafka.model_copy(
+                update={"topics": {topic: TopicSettings(partitions=2)}}
+            ),
+            "lake": LakeSettings(root=tmp_path / "lake"),
+        }
+    )
+    create_topics(local.kafka.bootstrap, local.kafka.topics)
+    # Two ingest batches: the second continues each chain from where the first ended.
+    _publish(local.kafka.bootstrap, topic, per_partition=12, start=0)
+    ingest_events.run(spark, local, AVAILABLE_NOW)
+    _publish(local.kafka.bootstrap, topic, per_partition=8, start=12)
+    ingest_events.run(spark, local, AVAILABLE_NOW)
+
+    path = local.lake.table(ingest_events.BRONZE_TABLE)
+    table = f"delta.`{path}`"
+    assert read_table(spark, path).where("chain_hash IS NULL").count() == 0
+    assert read_table(spark, local.lake.table(HEADS_TABLE)).count() == 4  # 2 batches x 2
+    clean = verify_store.verify(spark, local)
+    assert clean.intact and (clean.records, clean.chains, clean.unchained) == (40, 2, 0)
+    untouched = latest_version(spark, path)
+
+    def caught(tamper: str) -> tuple[int, str]:
+        """Tamper with a pristine store; return where verify says the one broken chain breaks."""
+        spark.sql(f"RESTORE TABLE {table} TO VERSION AS OF {untouched}")
+        spark.sql(tamper)
+        verdict = verify_store.verify(spark, local)
+        assert len(verdict.breaks) == 1, verdict.breaks
+        (found,) = verdict.breaks
+        assert (found.topic, found.partition) == (topic, 1), found
+        return found.offset, found.kind
+
+    value_edit = (
+        f"UPDATE {table} SET value = CAST('{{\"n\": 999}}' AS BINARY) WHERE {_where(topic, 1, 5)}"
+    )
+    assert caught(value_edit) == (5, "changed")
+    # A hash replaced on its own breaks the chain there as well.
+    rehash = f"UPDATE {table} SET chain_hash = unhex(sha2(CAST('x' AS BINARY), 256)) WHERE {_where(topic, 1, 5)}"
+    assert caught(rehash) == (5, "changed")
+    assert caught(f"DELETE FROM {table} WHERE {_where(topic, 1, 7)}") == (7, "removed")
+    # The end of the chain too: the heads the last batch recorded name it.
+    assert caught(f"DELETE FROM {table} WHERE {_where(topic, 1, 19)}") == (19, "removed")
+    copy = f"SELECT * FROM {table} WHERE {_where(topic, 1, 3)}"
+    forged = f"INSERT INTO {table} SELECT topic, partition, offset, key, CAST('forged' AS BINARY), kafka_timestamp, ingest_time, kafka_date, chain_hash FROM ({copy})"
+    assert caught(forged) == (3, "inserted")
+    appended = f"INSERT INTO {table} SELECT topic, partition, 20, key, value, kafka_timestamp, ingest_time, kafka_date, chain_hash FROM ({copy})"
+    assert caught(appended) == (20, "inserted")
+
+    spark.sql(f"RESTORE TABLE {table} TO VERSION AS OF {untouched}")
+    assert verify_store.verify(spark, local).intact
+    capsys.readouterr()
+    spark.sql(f"DELETE FROM {table} WHERE {_where(topic, 0, 2)}")
+    assert verify_store.run(spark, local, argparse.Namespace()) == 1
+    out = capsys.readouterr().out
+    assert "NOT intact: 1 of 2 chains broken" in out and f"{topic}[0] offset 2: removed" in out
