@@ -6,7 +6,7 @@ import contextlib
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -134,3 +134,15 @@ def copied_lake(settings: Settings, root: Path, *overrides: str) -> Settings:
         [f"lake.root={root / 'lake'}", f"ml.store_dir={root / 'models'}", *overrides],
         home=PROJECT_HOME,
     )
+
+
+def read_until(process: subprocess.Popen[str], done: Callable[[str], bool]) -> list[str]:
+    """The lines `process` prints up to the first for which `done` is true (or all of them,
+    if it stops printing first)."""
+    assert process.stdout is not None
+    lines = []
+    for line in process.stdout:
+        lines.append(line)
+        if done(line):
+            break
+    return lines

@@ -14,6 +14,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -213,32 +214,9 @@ def produce(args: argparse.Namespace) -> int:
     return produce_events.run(args)
 
 
-def sample(args: argparse.Namespace) -> int | None:
-    return with_session(sample_lake.run, args)
-
-
-def verify(args: argparse.Namespace) -> int:
-    return int(with_session(verify_store.run, args) or 0)
-
-
-def asof(args: argparse.Namespace) -> int:
-    return int(with_session(asof_views.run, args) or 0)
-
-
-def audit(args: argparse.Namespace) -> int:
-    return int(with_session(audit_views.run, args) or 0)
-
-
-def replay(args: argparse.Namespace) -> int:
-    return int(with_session(replay_events.run, args) or 0)
-
-
-def explain(args: argparse.Namespace) -> int:
-    return int(with_session(explain_views.run, args) or 0)
-
-
-def maintain(args: argparse.Namespace) -> int:
-    return int(with_session(maintain_lake.run, args) or 0)
+def in_session(run: Callable[[Any, Settings, argparse.Namespace], int | None]) -> Handler:
+    """The handler of a command that is `run(spark, settings, args)` in a session."""
+    return lambda args: int(with_session(run, args) or 0)
 
 
 def quality_validate(args: argparse.Namespace) -> int:
@@ -448,7 +426,7 @@ def build_parser() -> argparse.ArgumentParser:
         command(
             commands, "sample-lake",
             "a few simulated days through the whole pipeline into an empty lake, to explore",
-            sample,
+            in_session(sample_lake.run),
         )
     )  # fmt: skip
 
@@ -506,28 +484,28 @@ def build_parser() -> argparse.ArgumentParser:
     command(
         commands, "verify",
         "walk the event store's hash chains: report records changed, removed or inserted",
-        verify,
+        in_session(verify_store.run),
     )  # fmt: skip
 
     replay_events.add_flags(
         command(
             commands, "replay",
             "the event store (or a slice) into a new view, a replica topic or a new table",
-            replay,
+            in_session(replay_events.run),
         )
     )  # fmt: skip
     asof_views.add_flags(
         command(
             commands, "asof",
             "a gold view as it stood at a past time (Delta time travel, else folded from events)",
-            asof,
+            in_session(asof_views.run),
         )
     )  # fmt: skip
     audit_views.add_flags(
         command(
             commands, "audit",
             "which micro-batches changed a gold view, when, from which Kafka offset ranges",
-            audit,
+            in_session(audit_views.run),
         )
     )  # fmt: skip
     explain_views.add_flags(
@@ -535,7 +513,7 @@ def build_parser() -> argparse.ArgumentParser:
             commands, "explain",
             "the events behind an item's rating, a store's stock or a customer's "
             "recommendations, in order, with the running value",
-            explain,
+            in_session(explain_views.run),
         )
     )  # fmt: skip
     maintain_lake.add_flags(
@@ -543,7 +521,7 @@ def build_parser() -> argparse.ArgumentParser:
             commands, "maintain",
             "compact and vacuum every lake table, within a retention the streams and "
             "the promised time travel allow",
-            maintain,
+            in_session(maintain_lake.run),
         )
     )  # fmt: skip
 

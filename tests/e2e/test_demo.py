@@ -19,7 +19,7 @@ from pyspark.sql import functions as F
 from retailstream.io.delta import read_table
 from retailstream.jobs import ingest_events
 from retailstream.kafka.broker import free_port, port_in_use
-from support import PROJECT_HOME, headless_chromium, run_cli
+from support import PROJECT_HOME, headless_chromium, read_until, run_cli
 
 
 def _get(url: str) -> dict:
@@ -95,11 +95,7 @@ def test_demo_serves_live_views_and_stops_cleanly_on_ctrl_c(
     )  # fmt: skip
     lines: list[str] = []
     try:
-        assert demo.stdout is not None
-        for line in demo.stdout:
-            lines.append(line)
-            if line.startswith("[5/5]"):
-                break
+        lines = read_until(demo, lambda line: line.startswith("[5/5]"))
         if not (lines and lines[-1].startswith("[5/5]")):
             demo.wait(timeout=120)
             raise AssertionError("".join(lines) + (demo.stderr.read() if demo.stderr else ""))

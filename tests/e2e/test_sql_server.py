@@ -17,7 +17,7 @@ from pyspark.sql import SparkSession
 
 from retailstream.io.delta import write_table
 from retailstream.kafka.broker import free_port, port_in_use
-from support import PROJECT_HOME, small_lake
+from support import PROJECT_HOME, read_until, small_lake
 
 BIN = Path(sys.executable).parent
 
@@ -47,11 +47,7 @@ def test_beeline_queries_a_gold_view_over_jdbc(spark: SparkSession, tmp_path: Pa
     )  # fmt: skip
     lines: list[str] = []
     try:
-        assert server.stdout is not None
-        for line in server.stdout:
-            lines.append(line)
-            if "Ctrl-C stops" in line:
-                break
+        lines = read_until(server, lambda line: "Ctrl-C stops" in line)
         url = f"jdbc:hive2://127.0.0.1:{port}/default"
         assert any(url in line for line in lines), "".join(lines) + server.stderr.read()
         follower = threading.Thread(target=lambda: lines.extend(server.stdout), daemon=True)
