@@ -39,6 +39,13 @@ test: setup
 test-unit: setup
 	$(BIN)/python -m pytest -m unit $(PYTEST_ARGS)
 
+# Every benchmark against its baseline (about an hour on 2 cores); one: `make bench BENCH=peer`,
+# a smoke run: `make bench BENCH_ARGS=--quick`.
+BENCH ?=
+BENCH_ARGS ?=
+bench: setup
+	$(BIN)/retailstream bench $(BENCH) $(BENCH_ARGS)
+
 lint: setup
 	$(BIN)/ruff check src tests bench
 

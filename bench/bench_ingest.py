@@ -187,7 +187,7 @@ def where_time_goes(phases: list[dict[str, int]], seconds: list[float]) -> dict[
 def main() -> int:
     args = parse_args(__doc__)
     events = 20_000 if args.quick else 1_000_000
-    repetitions = args.repetitions or (2 if args.quick else 5)
+    repetitions = args.repetitions or (1 if args.quick else 5)
     # The JVM keeps getting faster over the first rounds: two warm-ups in full mode.
     # Quick mode skips them: it is a smoke test, and every query costs seconds.
     warmup = (0 if args.quick else 2) if args.warmup is None else args.warmup

@@ -48,9 +48,9 @@ the API on a free port (`serve.server.start_background`).
    same file), in-process: what HTTP, FastAPI and uvicorn add. The two
    alternate (store first, then HTTP, then the other way round).
 
-Full run: background rates 100 and 500 events/s, 5 warm-up + 60 probes each
+Full run: background rates 100, 1,000 and 10,000 events/s, 5 warm-up + 60 probes each
 (after 30 s of settling), 1, 8 and 32 clients for 10 s, 3 rounds. `--quick`:
-50 events/s, 2 + 6 probes, 1 and 4 clients for 2 s, 1 round.
+50 events/s, 1 + 3 probes, 1 and 4 clients for 2 s, 1 round.
 
     .venv/bin/python bench/bench_serving.py [--quick]
 
@@ -82,6 +82,7 @@ import httpx
 from confluent_kafka import TopicPartition
 from harness import (
     Column,
+    Plot,
     Table,
     bench_settings,
     local_broker,
@@ -139,8 +140,8 @@ class Plan:
     repetitions: int
 
 
-FULL = Plan((100, 500), 60, 5, 300.0, 30.0, (1, 8, 32), 10.0, 1.0, 3)
-QUICK = Plan((50,), 6, 2, 240.0, 0.0, (1, 4), 2.0, 0.5, 1)
+FULL = Plan((100, 1_000, 10_000), 60, 5, 300.0, 30.0, (1, 8, 32), 10.0, 1.0, 3)
+QUICK = Plan((50,), 3, 1, 240.0, 0.0, (1, 4), 2.0, 0.5, 1)
 
 
 def log(message: str) -> None:
@@ -798,6 +799,11 @@ def main() -> int:
     return 0
 
 
+# Freshness spans 0.01 s (Kafka) to minutes (the pipeline), requests/s two orders: log axes.
+FRESHNESS_PLOT = Plot(("rate", "path"), ("p50", "p95", "p99"), "seconds (log)", log=True)
+LOAD_PLOT = Plot(("clients", "path"), ("requests_per_s",), "requests per second (log)", log=True)
+
+
 def batch_figures(stage: dict[str, Any]) -> str:
     """How many data batches a stage ran during the probes, and their median / max seconds."""
     if stage["median_s"] is None:
@@ -837,6 +843,7 @@ def publish(
                 Column("displaced", "displaced"),
             ],
             fresh_rows,
+            FRESHNESS_PLOT,
         ),
         Table(
             "API serving speed: `GET /v1/items/{sku}` on random known skus, closed loop "
@@ -853,6 +860,7 @@ def publish(
                 Column("vs_store", "vs store"),
             ],
             load_rows,
+            LOAD_PLOT,
         ),
     ]
     notes = []

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from harness import BENCH_ENV, PROJECT_HOME, Column, Table, parse_args, publish_tables
+from harness import BENCH_ENV, PROJECT_HOME, Column, Plot, Table, parse_args, publish_tables
 
 from retailstream.config import RecommenderSettings, load_settings
 from retailstream.jobs.train_recommender import fit_and_evaluate
@@ -43,6 +43,14 @@ from retailstream.ml.splits import time_split
 from retailstream.session import build_spark
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+TIMING_PLOT = Plot(
+    ("ratings",),
+    ("split_s", "grid_search_s", "final_fit_s", "evaluate_s", "baselines_s"),
+    "seconds",
+)
+QUALITY_PLOT = Plot(("ratings",), ("rmse", "baseline_rmse", "oracle_rmse"), "holdout RMSE")
 
 
 def taste_ratings(count: int, seed: int) -> pd.DataFrame:
@@ -140,6 +148,7 @@ def main() -> None:
             Column("baselines_s", "baselines", ".1f"),
         ],
         rows,
+        TIMING_PLOT,
     )  # fmt: skip
     quality = Table(
         "Holdout quality (the newest 20% of ratings by time)",
@@ -152,6 +161,7 @@ def main() -> None:
             Column("ndcg", "ALS NDCG@10", ".4f"), Column("baseline_ndcg", "popular NDCG@10", ".4f"),
         ],
         rows,
+        QUALITY_PLOT,
     )  # fmt: skip
     publish_tables(
         "training",

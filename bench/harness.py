@@ -16,8 +16,13 @@ Figures that are not events per second (latencies, requests/s) go through
 `publish_tables` instead: `Table`s of rows, each row a dict, shown by `Column`s
 (`percentiles` gives p50/p95/p99/max of a sample), the same JSON and section.
 
-`--quick` runs are smoke tests: their JSON goes to `<name>.quick.json` and
-BENCHMARKS.md is not touched, so a CI run never replaces real figures.
+Every run also draws its figures (`plots.py`) into `bench/results/<name>.png`,
+shown under the table, and rewrites the `bench:machine` section with the
+machine of that run.
+
+`--quick` runs are smoke tests: their JSON and chart go to `<name>.quick.json`
+and `<name>.quick.png` and BENCHMARKS.md is not touched, so a CI run never
+replaces real figures.
 """
 
 from __future__ import annotations
@@ -34,10 +39,12 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from plots import Plot, draw
 
 from retailstream.config import Settings, load_settings
 from retailstream.jars import classpath
@@ -276,6 +283,28 @@ def describe_machine(info: dict[str, Any]) -> str:
     return "; ".join(p for p in parts if p)
 
 
+def machine_section(info: dict[str, Any], name: str, when: datetime) -> str:
+    """The Markdown list describing the machine of the latest full run."""
+    rows = [
+        ("CPU", f"{info['cpu_model']}, {info['cores']} cores"),
+        ("memory", f"{info['memory_gib']} GiB"),
+        ("OS", info["os"]),
+        ("Python", info["python"]),
+        ("Java", info.get("java")),
+        ("Spark", info.get("spark")),
+        ("Delta", info.get("delta")),
+        ("Kafka broker", info.get("kafka_broker")),
+        ("Kafka clients", f"Spark {info.get('spark_kafka_client')}, "
+         f"confluent-kafka {info.get('confluent_kafka')}"),
+        ("retailstream", f"{info.get('retailstream')} (commit {(info.get('commit') or '?')[:10]})"),
+        ("load average (1, 5, 15 min)", ", ".join(f"{x:.2f}" for x in info["load_average_1_5_15"])),
+    ]  # fmt: skip
+    lines = [f"The latest full run (`{name}`, {when:%Y-%m-%d %H:%M} UTC) ran on:", ""]
+    lines += [f"- {label}: {value}" for label, value in rows if value]
+    lines += ["", "Each table's caption gives the machine and load of its own run."]
+    return "\n".join(lines)
+
+
 # ---------------------------------------------------------------------------
 # Command line
 
@@ -398,22 +427,35 @@ def publish_results(
     return payload
 
 
-def _save_and_show(
-    payload: dict[str, Any], table: list[str], when: datetime, info: dict[str, Any], quick: bool
-) -> None:
-    """Write the JSON, print the table and notes, and (full runs only) the BENCHMARKS.md section.
+def _result_path(name: str, quick: bool, suffix: str) -> Path:
+    return RESULTS_DIR / (f"{name}.quick.{suffix}" if quick else f"{name}.{suffix}")
 
-    `payload` holds name, title, description, params and notes; `table` is Markdown lines.
+
+def _save_and_show(
+    payload: dict[str, Any],
+    table: list[str],
+    when: datetime,
+    info: dict[str, Any],
+    quick: bool,
+) -> None:
+    """Write the JSON, print the table and notes, and (full runs only) the BENCHMARKS.md
+    sections: the benchmark's own and the machine's.
+
+    `payload` holds name, title, description, params and notes; `table` is Markdown
+    lines. The chart (`plots.draw`) goes next to the JSON.
     """
     name, params = payload["name"], payload["params"]
-    json_path = RESULTS_DIR / (f"{name}.quick.json" if quick else f"{name}.json")
+    json_path = _result_path(name, quick, "json")
     _write_atomically(json_path, json.dumps(payload, indent=2, default=str) + "\n")
 
     print()
     print("\n".join(table))
     for line in payload["notes"]:
         print(line)
+    chart = draw(payload, _result_path(name, quick, "png"))
     print(f"\nsaved {json_path.relative_to(PROJECT_HOME)}")
+    if chart is not None:
+        print(f"saved {chart.relative_to(PROJECT_HOME)}")
     if quick:
         print("quick mode: BENCHMARKS.md left as it is")
         return
@@ -427,6 +469,7 @@ def _save_and_show(
             "",
             *table,
             "",
+            *([f"![{name}]({chart.relative_to(PROJECT_HOME)})", ""] if chart else []),
             *[f"{line}" for line in payload["notes"]],
             *([""] if payload["notes"] else []),
             f"<sub>{when:%Y-%m-%d %H:%M} UTC · {sizes} · {describe_machine(info)} · "
@@ -434,8 +477,10 @@ def _save_and_show(
         ]
     )
     document = MARKDOWN.read_text() if MARKDOWN.exists() else "# Benchmarks\n"
-    _write_atomically(MARKDOWN, replace_section(document, name, body))
-    print(f"updated {MARKDOWN.name} section bench:{name}")
+    document = replace_section(document, name, body)
+    document = replace_section(document, "machine", machine_section(info, name, when))
+    _write_atomically(MARKDOWN, document)
+    print(f"updated {MARKDOWN.name} sections bench:{name} and bench:machine")
 
 
 # ---------------------------------------------------------------------------
@@ -475,6 +520,14 @@ class Table:
     caption: str
     columns: Sequence[Column]
     rows: Sequence[dict[str, Any]]
+    plot: Plot | None = None  # how to draw it; None: the table is not charted
+
+    def plot_with_legend(self) -> Plot | None:
+        """`plot` naming its bars by the columns' headers."""
+        if self.plot is None:
+            return None
+        headers = {c.key: c.header for c in self.columns}
+        return replace(self.plot, legend=tuple(headers.get(k, k) for k in self.plot.values))
 
     @staticmethod
     def cell(value: Any, spec: str) -> str:
@@ -527,7 +580,14 @@ def publish_tables(
         "mode": "quick" if quick else "full",
         "params": params,
         "machine": info,
-        "tables": [{"caption": t.caption, "rows": list(t.rows)} for t in tables],
+        "tables": [
+            {
+                "caption": t.caption,
+                "rows": list(t.rows),
+                **({"plot": asdict(t.plot_with_legend())} if t.plot else {}),
+            }
+            for t in tables
+        ],
         "notes": list(notes),
         **({"extra": extra} if extra else {}),
     }

@@ -345,6 +345,24 @@ def serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def bench(args: argparse.Namespace) -> int:
+    """Run benchmarks of bench/ (all by default), each in its own process; exit 1 if any failed."""
+    from retailstream import benchmarks
+
+    home = find_home()
+    if args.list:
+        for name, script in benchmarks.available(home).items():
+            print(f"{name:12} {script.relative_to(home)}")
+        return 0
+    runs = benchmarks.run_benchmarks(
+        home, args.names, quick=args.quick, repetitions=args.repetitions, warmup=args.warmup
+    )
+    print("\n".join(["", *benchmarks.summary(runs, home)]))
+    if not args.quick and all(r.ok for r in runs):
+        print("BENCHMARKS.md: the sections of these runs and the machine are rewritten")
+    return 0 if all(r.ok for r in runs) else 1
+
+
 # -- parser -----------------------------------------------------------------
 
 
@@ -588,6 +606,22 @@ def build_parser() -> argparse.ArgumentParser:
         demo,
     )
     demo_job.add_flags(demo_cmd)
+
+    bench_cmd = command(
+        commands,
+        "bench",
+        "run benchmarks against their baselines; figures to bench/results and BENCHMARKS.md",
+        bench,
+    )
+    bench_cmd.add_argument(
+        "names", nargs="*", metavar="NAME", help="benchmarks to run (default: all; --list)"
+    )
+    bench_cmd.add_argument(
+        "--quick", action="store_true", help="tiny sizes: checks they run, leaves BENCHMARKS.md"
+    )
+    bench_cmd.add_argument("--repetitions", type=int, help="timed rounds (default: each one's)")
+    bench_cmd.add_argument("--warmup", type=int, help="untimed rounds first (default: each one's)")
+    bench_cmd.add_argument("--list", action="store_true", help="list the benchmarks and stop")
     return parser
 
 
