@@ -20,17 +20,14 @@ from __future__ import annotations
 
 import shutil
 import sys
-import tempfile
 from datetime import UTC, datetime
-from pathlib import Path
 
 from harness import (
     Case,
-    bench_settings,
-    local_broker,
     parse_args,
     publish_results,
     run_alternating,
+    workspace,
 )
 
 from retailstream.config import Settings
@@ -86,13 +83,8 @@ def main() -> int:
     repetitions = args.repetitions or (2 if args.quick else 5)
     warmup = 1 if args.warmup is None else args.warmup
 
-    with (
-        tempfile.TemporaryDirectory(prefix="bench-generator-") as tmp_name,
-        local_broker(Path(tmp_name)) as broker,
-    ):
-        tmp = Path(tmp_name)
-        settings = bench_settings(tmp, broker.bootstrap)
-        create_topics(broker.bootstrap, settings.kafka.topics)
+    with workspace("generator") as (tmp, settings):
+        create_topics(settings.kafka.bootstrap, settings.kafka.topics)
         world = build_world(settings.world.seed, settings.world.scale)
         batch_size = settings.generator.batch_size
         pregenerated = generate(new_generator(world, settings), events, batch_size)
@@ -113,12 +105,12 @@ def main() -> int:
             truth = TruthWriter(tmp / "truth")
 
         def run_publish() -> int:
-            client = producer(broker.bootstrap)
+            client = producer(settings.kafka.bootstrap)
             return publish(generator, client, truth, None, events, None, batch_size).events
 
         cases = [
             Case(GENERATE, lambda: len(generate(generator, events, batch_size)), fresh_generator),
-            Case(PRODUCE_ONLY, lambda: produce_all(broker.bootstrap, pregenerated)),
+            Case(PRODUCE_ONLY, lambda: produce_all(settings.kafka.bootstrap, pregenerated)),
             Case(PUBLISH, run_publish, fresh_generator_and_truth),
         ]
         print(f"{events:,} events per repetition, {warmup} warm-up + {repetitions} rounds")

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import shutil
 import sys
-import tempfile
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -34,12 +33,11 @@ from statistics import median
 from harness import (
     Case,
     CaseResult,
-    bench_settings,
-    local_broker,
     paired_ratios,
     parse_args,
     publish_results,
     run_alternating,
+    workspace,
 )
 from pyspark.sql import SparkSession
 from pyspark.sql.streaming import StreamingQuery
@@ -192,12 +190,7 @@ def main() -> int:
     # Quick mode skips them: it is a smoke test, and every query costs seconds.
     warmup = (0 if args.quick else 2) if args.warmup is None else args.warmup
 
-    with (
-        tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp_name,
-        local_broker(Path(tmp_name)) as broker,
-    ):
-        tmp = Path(tmp_name)
-        settings = bench_settings(tmp, broker.bootstrap)
+    with workspace("ingest") as (tmp, settings):
         print(f"producing {events:,} events ...", flush=True)
         records, produce_rate = fill_topics(settings, events)
         print(f"  {records:,} records in Kafka ({produce_rate:,.0f} events/s)")

@@ -31,7 +31,6 @@ from __future__ import annotations
 import json
 import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -42,12 +41,11 @@ import pandas as pd
 from confluent_kafka import Consumer, TopicPartition
 from harness import (
     Case,
-    bench_settings,
-    local_broker,
     paired_ratios,
     parse_args,
     publish_results,
     run_alternating,
+    workspace,
 )
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -252,12 +250,7 @@ def main() -> int:
     repetitions = args.repetitions or (1 if args.quick else 3)
     warmup = (0 if args.quick else 1) if args.warmup is None else args.warmup
 
-    with (
-        tempfile.TemporaryDirectory(prefix="bench-peer-") as tmp_name,
-        local_broker(Path(tmp_name)) as broker,
-    ):
-        tmp = Path(tmp_name)
-        settings = bench_settings(tmp, broker.bootstrap)
+    with workspace("peer") as (tmp, settings):
         print(f"producing {orders:,} order events ...", flush=True)
         records = fill_orders(settings, orders)
         print("starting Spark ...", flush=True)
@@ -270,7 +263,7 @@ def main() -> int:
                     shutil.rmtree(old, ignore_errors=True)
 
             cases = [
-                Case(PYTHON, lambda: python_aggregation(broker.bootstrap, python_out)),
+                Case(PYTHON, lambda: python_aggregation(settings.kafka.bootstrap, python_out)),
                 Case(SPARK, spark_aggregation(spark, settings, tmp), fresh),
             ]
             print(f"{warmup} warm-up + {repetitions} rounds")

@@ -31,7 +31,6 @@ import contextlib
 import dataclasses
 import shutil
 import sys
-import tempfile
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
@@ -42,12 +41,11 @@ from typing import Any
 
 from harness import (
     Case,
-    bench_settings,
-    local_broker,
     paired_ratios,
     parse_args,
     publish_results,
     run_alternating,
+    workspace,
 )
 from pyspark.sql import DataFrame, SparkSession
 
@@ -308,12 +306,7 @@ def main() -> int:
     warmup = (0 if args.quick else 1) if args.warmup is None else args.warmup
     began = time.perf_counter()
 
-    with (
-        tempfile.TemporaryDirectory(prefix="bench-refine-") as tmp_name,
-        local_broker(Path(tmp_name)) as broker,
-    ):
-        tmp = Path(tmp_name)
-        settings = bench_settings(tmp, broker.bootstrap)
+    with workspace("refine") as (tmp, settings):
         seed = settings.world.seed
         print(f"producing {events:,} events ...", flush=True)
         records, produce_rate = fill_topics(settings, events, seed)

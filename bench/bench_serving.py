@@ -67,7 +67,6 @@ import secrets
 import signal
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -84,11 +83,10 @@ from harness import (
     Column,
     Plot,
     Table,
-    bench_settings,
-    local_broker,
     parse_args,
     percentiles,
     publish_tables,
+    workspace,
 )
 from pyspark.sql import SparkSession
 
@@ -738,10 +736,8 @@ class Measured:
 
 def measure(plan: Plan, warmup: int, repetitions: int, stack: contextlib.ExitStack) -> Measured:
     """Both parts, every piece registered on `stack` so that it is stopped on any exit."""
-    tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-serving-")))
-    broker = stack.enter_context(local_broker(tmp))
     token = "bench-" + secrets.token_hex(8)
-    settings = bench_settings(tmp, broker.bootstrap, f"serve.api_token={token}")
+    tmp, settings = stack.enter_context(workspace("serving", f"serve.api_token={token}"))
     try:
         create_topics(settings.kafka.bootstrap, settings.kafka.topics)
         log(

@@ -187,6 +187,18 @@ def bench_settings(tmp: Path, bootstrap: str, *overrides: str) -> Settings:
     )
 
 
+@contextlib.contextmanager
+def workspace(name: str, *overrides: str) -> Iterator[tuple[Path, Settings]]:
+    """A temporary folder, a throwaway broker with its data in it, and settings of both.
+
+    Everything is removed and stopped on the way out, however the benchmark ends.
+    """
+    with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as tmp_name:
+        tmp = Path(tmp_name)
+        with local_broker(tmp) as broker:
+            yield tmp, bench_settings(tmp, broker.bootstrap, *overrides)
+
+
 # ---------------------------------------------------------------------------
 # The machine
 
