@@ -46,6 +46,7 @@ from typing import Any
 
 from plots import Plot, draw
 
+from retailstream.benchmarks import result_path
 from retailstream.config import Settings, load_settings
 from retailstream.jars import classpath
 from retailstream.javacheck import java_executable
@@ -53,7 +54,6 @@ from retailstream.kafka.broker import LocalBroker, throwaway_broker
 
 BENCH_DIR = Path(__file__).resolve().parent
 PROJECT_HOME = BENCH_DIR.parent
-RESULTS_DIR = BENCH_DIR / "results"
 MARKDOWN = PROJECT_HOME / "BENCHMARKS.md"
 
 
@@ -439,10 +439,6 @@ def publish_results(
     return payload
 
 
-def _result_path(name: str, quick: bool, suffix: str) -> Path:
-    return RESULTS_DIR / (f"{name}.quick.{suffix}" if quick else f"{name}.{suffix}")
-
-
 def _save_and_show(
     payload: dict[str, Any],
     table: list[str],
@@ -457,14 +453,14 @@ def _save_and_show(
     lines. The chart (`plots.draw`) goes next to the JSON.
     """
     name, params = payload["name"], payload["params"]
-    json_path = _result_path(name, quick, "json")
+    json_path = result_path(PROJECT_HOME, name, quick)
     _write_atomically(json_path, json.dumps(payload, indent=2, default=str) + "\n")
 
     print()
     print("\n".join(table))
     for line in payload["notes"]:
         print(line)
-    chart = draw(payload, _result_path(name, quick, "png"))
+    chart = draw(payload, result_path(PROJECT_HOME, name, quick, "png"))
     print(f"\nsaved {json_path.relative_to(PROJECT_HOME)}")
     if chart is not None:
         print(f"saved {chart.relative_to(PROJECT_HOME)}")

@@ -58,8 +58,9 @@ def select(home: Path, names: Sequence[str]) -> dict[str, Path]:
     return {n: scripts[n] for n in names} if names else scripts
 
 
-def result_path(home: Path, name: str, quick: bool) -> Path:
-    return home / "bench" / "results" / (f"{name}.quick.json" if quick else f"{name}.json")
+def result_path(home: Path, name: str, quick: bool, suffix: str = "json") -> Path:
+    """Where a benchmark's result (`json`) or chart (`png`) goes; quick runs apart."""
+    return home / "bench" / "results" / (f"{name}.quick.{suffix}" if quick else f"{name}.{suffix}")
 
 
 def count_figures(payload: dict[str, Any]) -> int:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from delta.tables import DeltaTable
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame, Row, SparkSession
 from pyspark.sql.streaming import StreamingQuery
 from pyspark.sql.types import StructType
 
@@ -82,6 +82,13 @@ def latest_version(spark: SparkSession, path: Path) -> int:
     latest = DeltaTable.forPath(spark, str(path)).history(1).first()
     assert latest is not None  # a Delta table has at least its first commit
     return int(latest["version"])
+
+
+def table_detail(spark: SparkSession, path: Path) -> Row:
+    """DESCRIBE DETAIL of the Delta table at `path`: its id, numFiles, sizeInBytes..."""
+    detail = DeltaTable.forPath(spark, str(path)).detail().first()
+    assert detail is not None  # DESCRIBE DETAIL answers one row for any Delta table
+    return detail
 
 
 def write_table(df: DataFrame, path: Path, mode: str = "append") -> None:

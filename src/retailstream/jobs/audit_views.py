@@ -24,7 +24,7 @@ from pyspark.sql import functions as F
 from retailstream.config import Settings
 from retailstream.errors import UserError
 from retailstream.io.checkpoints import committed_batches, delta_source_versions_of_batch
-from retailstream.io.delta import has_commits
+from retailstream.io.delta import has_commits, table_detail
 from retailstream.jobs.build_views import chosen_views, gold_table, query_name
 from retailstream.jobs.launcher import launch
 from retailstream.jobs.refine_events import silver_table
@@ -97,9 +97,7 @@ def audit(spark: SparkSession, settings: Settings, view: str, last: int) -> list
     if not batches:
         raise UserError(f"the {view} query has not committed a batch yet ({checkpoint})")
     tables = {t: silver_table(settings, t) for t in definition.sources}
-    ids = {
-        str(DeltaTable.forPath(spark, str(p)).detail().first()["id"]): t for t, p in tables.items()
-    }  # type: ignore[index]
+    ids = {str(table_detail(spark, p)["id"]): t for t, p in tables.items()}
     gold = gold_table(settings, view)
     history = (
         DeltaTable.forPath(spark, str(gold)).history().select("version", "timestamp").collect()

@@ -26,6 +26,7 @@ from retailstream import lake_names
 from retailstream.config import Settings
 from retailstream.errors import UserError
 from retailstream.io.checkpoints import delta_source_versions
+from retailstream.io.delta import table_detail
 from retailstream.jobs.launcher import launch
 
 
@@ -47,9 +48,7 @@ def _table_ids(spark: SparkSession, tables: dict[str, Path]) -> dict[str, tuple[
     """{Delta table id: (readable name, path)}: checkpoints name their sources by id."""
     found = {}
     for name, path in tables.items():
-        detail = DeltaTable.forPath(spark, str(path)).detail().first()
-        assert detail is not None
-        found[str(detail["id"])] = (name, path)
+        found[str(table_detail(spark, path)["id"])] = (name, path)
     return found
 
 
@@ -101,9 +100,7 @@ class Maintained:
 
 
 def _live_files(spark: SparkSession, path: Path) -> int:
-    detail = DeltaTable.forPath(spark, str(path)).detail().first()
-    assert detail is not None
-    return int(detail["numFiles"])
+    return int(table_detail(spark, path)["numFiles"])
 
 
 def maintain(
