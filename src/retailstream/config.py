@@ -164,6 +164,13 @@ class ViewsSettings(_Frozen):
     sqlite_path: Path | None = None
 
 
+class ServingSettings(_Frozen):
+    """Kafka -> the serving store's views in one hop (`run serving`)."""
+
+    # "0 seconds": the next micro-batch starts as soon as one ends (freshness first).
+    trigger_interval: str = "0 seconds"
+
+
 class ServeSettings(_Frozen):
     """The HTTP API and dashboard (`retailstream serve`)."""
 
@@ -267,6 +274,7 @@ class Settings(_Frozen):
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     refine: RefineSettings = Field(default_factory=RefineSettings)
     views: ViewsSettings = Field(default_factory=ViewsSettings)
+    serving: ServingSettings = Field(default_factory=ServingSettings)
     serve: ServeSettings = Field(default_factory=ServeSettings)
     ml: MlSettings = Field(default_factory=MlSettings)
     world: WorldSettings = Field(default_factory=WorldSettings)

@@ -43,21 +43,17 @@ from retailstream.io.delta import (
 from retailstream.jobs.ingest_events import BRONZE_TABLE
 from retailstream.jobs.init_world import reference_table
 from retailstream.jobs.launcher import available_now_flag, launch
-from retailstream.quality.expectations import (
-    KnownValues,
-    failed_expectations,
-    fill_unknown_line_skus,
-    known_frames,
-)
+from retailstream.quality.expectations import KnownValues, known_frames
 from retailstream.quality.reference_values import PRODUCT_SKUS, reference_values
 from retailstream.quality.suites import Suite, load_suites
+from retailstream.quality.verdicts import mark_events, valid_events
 from retailstream.schemas import (
     CONTRACTS_BY_TABLE,
     QUARANTINE_SCHEMA,
     EventContract,
     silver_schema,
 )
-from retailstream.transforms.parse import parse_events
+from retailstream.transforms.parse import drop_duplicate_events, parse_events
 
 QUARANTINE_TABLE = "quarantine"
 METRICS_TABLE = "quality_metrics"
@@ -116,21 +112,13 @@ def order_lines(orders: DataFrame) -> DataFrame:
     )
 
 
-def with_reasons(validated: DataFrame) -> DataFrame:
-    """`validated` plus `_reasons`: its parse errors then its failed expectations (pure)."""
-    return validated.withColumn(
-        "_reasons", F.concat(F.col("parse_errors"), F.col("failed_expectations"))
-    )
-
-
 def split_valid(marked: DataFrame, table: str, batch_id: int) -> tuple[DataFrame, DataFrame]:
     """(silver rows, quarantine rows) of a micro-batch marked by `with_reasons` (pure).
 
     A row is valid when it parsed and met every expectation; otherwise it goes
     to the quarantine with every reason it failed for.
     """
-    silver_columns = [f.name for f in silver_schema(table).fields]
-    valid = marked.where(F.size("_reasons") == 0).select(*silver_columns)
+    valid = valid_events(marked, table)
     quarantined = marked.where(F.size("_reasons") > 0).select(
         F.lit(table).alias("table"),
         "topic",
@@ -200,10 +188,7 @@ def refine_batch_handler(
             return
         batch = batch.persist()
         try:
-            checked = batch
-            if contract.line_fields:
-                checked = fill_unknown_line_skus(checked, known[PRODUCT_SKUS.key])
-            marked = with_reasons(failed_expectations(checked, suite, known)).persist()
+            marked = mark_events(batch, contract, suite, known).persist()
             valid, quarantined = split_valid(marked, table, batch_id)
             append_once(valid, silver_table(settings, table), query_name(table), batch_id)
             if table == "orders":
@@ -244,9 +229,7 @@ def start(
         .where(F.col("topic") == contract.topic)
         .transform(lambda bronze: parse_events(bronze, contract))
     )
-    deduplicated = parsed.withWatermark(
-        "_wm_time", settings.refine.watermark_delay
-    ).dropDuplicatesWithinWatermark(["_dedup_key"])
+    deduplicated = drop_duplicate_events(parsed, settings.refine.watermark_delay, ("_dedup_key",))
     handler = refine_batch_handler(settings, contract, suites[table], known, counts)
     return foreach_batch_stream(
         deduplicated,

@@ -117,7 +117,7 @@ def parse_events(bronze: DataFrame, contract: EventContract) -> DataFrame:
     text = F.col("value").cast("string")
     empty = F.col("value").isNotNull() & (F.length("value") == 0)
     utf8 = F.is_valid_utf8(text)
-    parsed = F.when(utf8 & ~empty, F.from_json(text, RAW_MAP))
+    parsed = raw_fields(F.col("value"))
     rows = bronze.where(F.col("topic") == contract.topic).select(
         *[F.col(c.name) for c in COORDINATE_FIELDS],
         "key",
@@ -169,18 +169,42 @@ def parse_events(bronze: DataFrame, contract: EventContract) -> DataFrame:
         "key",
         "value",
         "parse_errors",
-        F.coalesce(
-            F.col("event_id"),
-            F.concat_ws(
-                ":",
-                F.col("topic"),
-                F.col("partition").cast("string"),
-                F.col("offset").cast("string"),
-            ),
-        ).alias("_dedup_key"),
-        # Deduplication keeps state by arrival time, not event time: a record dated
-        # in the future cannot push the watermark ahead and drop good events, and
-        # an old-dated one is judged by the lateness expectation (quarantined with
-        # its raw value) instead of vanishing behind the watermark.
+        dedup_key(F.col("_raw")).alias("_dedup_key"),
         F.col("kafka_timestamp").alias("_wm_time"),
+    )
+
+
+def raw_fields(value: Column) -> Column:
+    """A record's value as a map of field -> raw text; null when it is not a JSON
+    object in UTF-8 (empty, binary, invalid)."""
+    text = value.cast("string")
+    readable = F.is_valid_utf8(text) & ~(value.isNotNull() & (F.length(value) == 0))
+    return F.when(readable, F.from_json(text, RAW_MAP))
+
+
+def dedup_key(raw: Column) -> Column:
+    """What deduplication compares: the event id, or the record's bronze coordinates
+    when it has none (so a record without an id is never taken for another)."""
+    coordinates = F.concat_ws(
+        ":", F.col("topic"), F.col("partition").cast("string"), F.col("offset").cast("string")
+    )
+    return F.coalesce(raw["event_id"], coordinates)
+
+
+def drop_duplicate_events(records: DataFrame, delay: str, keys: tuple[str, ...]) -> DataFrame:
+    """The streaming deduplication of refine and the serving path: the first record of
+    each `keys` (`_dedup_key`, with `topic` when topics are mixed) within `delay`.
+
+    State is kept by arrival time (`_wm_time`, the Kafka timestamp), not event
+    time: a record dated in the future cannot push the watermark ahead and drop
+    good events, and an old-dated one is judged by the lateness expectation
+    (quarantined with its raw value) instead of vanishing behind the watermark.
+    """
+    return records.withWatermark("_wm_time", delay).dropDuplicatesWithinWatermark(list(keys))
+
+
+def with_dedup_columns(records: DataFrame) -> DataFrame:
+    """Bronze-shaped records plus `_dedup_key` and `_wm_time`, as `parse_events` sets them."""
+    return records.withColumn("_dedup_key", dedup_key(raw_fields(F.col("value")))).withColumn(
+        "_wm_time", F.col("kafka_timestamp")
     )

@@ -17,10 +17,11 @@ in one transaction, and a position only moves forward.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
@@ -43,6 +44,9 @@ VIEW_TABLES = {
         ViewTable("sales_by_region", ("window_start", "store_id"), ("region",)),
         ViewTable("trending_items", ("category", "rank")),
         ViewTable("inventory_positions", ("store_id", "sku"), ("low_stock",)),
+        # What trending_items is ranked from: carts and units ordered per minute and sku,
+        # kept for the trending window only (the serving path prunes older minutes).
+        ViewTable("trending_activity", ("minute", "sku")),
         # The catalogue the API checks commands and lookups against (from `world init`).
         ViewTable("products", ("sku",), ("category",)),
         ViewTable("stores", ("store_id",), ("region",)),
@@ -186,17 +190,94 @@ class SqliteStore:
     def advance(self, view: str, topic: str, offsets: Mapping[int, int]) -> None:
         """Record that `view` includes `topic` up to these offsets (never moves back)."""
         with self._transaction() as db:
-            db.executemany(
-                "INSERT INTO positions VALUES (?, ?, ?, ?) ON CONFLICT (view, topic, partition) "
-                'DO UPDATE SET "offset" = max("offset", excluded."offset")',
-                [(view, topic, int(p), int(o)) for p, o in offsets.items()],
-            )
+            self._advance(db, view, topic, offsets)
+
+    @staticmethod
+    def _advance(db: sqlite3.Connection, view: str, topic: str, offsets: Mapping[int, int]) -> None:
+        db.executemany(
+            "INSERT INTO positions VALUES (?, ?, ?, ?) ON CONFLICT (view, topic, partition) "
+            'DO UPDATE SET "offset" = max("offset", excluded."offset")',
+            [(view, topic, int(p), int(o)) for p, o in offsets.items()],
+        )
 
     def positions(self, view: str, topic: str) -> dict[int, int]:
-        cursor = self._db().execute(
+        return self._positions(self._db(), view, topic)
+
+    @staticmethod
+    def _positions(db: sqlite3.Connection, view: str, topic: str) -> dict[int, int]:
+        cursor = db.execute(
             'SELECT partition, "offset" FROM positions WHERE view = ? AND topic = ?', (view, topic)
         )
         return {int(p): int(o) for p, o in cursor.fetchall()}
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[StoreBatch]:
+        """One transaction for several reads and writes: all of them commit, or none."""
+        with self._transaction() as db:
+            yield StoreBatch(self, db)
+
+
+class StoreBatch:
+    """The reads and writes of one serving-store transaction (`SqliteStore.batch`).
+
+    The serving path folds a micro-batch into the rows it touches and moves
+    the views' positions in one of these, so the rows and the offsets they
+    include commit together or not at all.
+    """
+
+    def __init__(self, store: SqliteStore, db: sqlite3.Connection) -> None:
+        self._store = store
+        self._db = db
+
+    def get_many(self, view: str, keys: Iterable[tuple[Any, ...]]) -> dict[tuple[Any, ...], dict]:
+        """The docs of the rows with these keys (by key tuple); absent keys are left out."""
+        table = self._store._table(view)
+        width = len(table.key)
+        columns = ", ".join(f'"{c}"' for c in table.key)
+        wanted = [tuple(_key_value(v) for v in key) for key in keys]
+        found: dict[tuple[Any, ...], dict] = {}
+        # SQLite allows 32766 host parameters a statement; chunks stay well below.
+        chunk = max(1, 2000 // width)
+        for start in range(0, len(wanted), chunk):
+            part = wanted[start : start + chunk]
+            marks = ", ".join("(" + ", ".join("?" * width) + ")" for _ in part)
+            cursor = self._db.execute(
+                f'SELECT {columns}, doc FROM "{table.name}" WHERE ({columns}) IN (VALUES {marks})',
+                [v for key in part for v in key],
+            )
+            for *key, doc in cursor.fetchall():
+                found[tuple(key)] = json.loads(doc)
+        return found
+
+    def put(self, view: str, rows: Iterable[Mapping[str, Any]]) -> int:
+        return self._store._insert(self._db, self._store._table(view), rows)
+
+    def replace(self, view: str, rows: Iterable[Mapping[str, Any]]) -> int:
+        table = self._store._table(view)
+        self._db.execute(f'DELETE FROM "{table.name}"')
+        return self._store._insert(self._db, table, rows)
+
+    def delete_before(self, view: str, column: str, value: Any) -> None:
+        """Delete the rows whose key column `column` is below `value`."""
+        table = self._store._table(view)
+        if column not in table.key:
+            raise KeyError(f"{view} has no key column {column!r}")
+        self._db.execute(f'DELETE FROM "{table.name}" WHERE "{column}" < ?', (_key_value(value),))
+
+    def rows(self, view: str) -> list[dict[str, Any]]:
+        table = self._store._table(view)
+        cursor = self._db.execute(f'SELECT doc FROM "{table.name}"')
+        return [json.loads(doc) for (doc,) in cursor.fetchall()]
+
+    def count(self, view: str) -> int:
+        table = self._store._table(view)
+        return int(self._db.execute(f'SELECT count(*) FROM "{table.name}"').fetchone()[0])
+
+    def positions(self, view: str, topic: str) -> dict[int, int]:
+        return self._store._positions(self._db, view, topic)
+
+    def advance(self, view: str, topic: str, offsets: Mapping[int, int]) -> None:
+        self._store._advance(self._db, view, topic, offsets)
 
 
 class _Transaction:

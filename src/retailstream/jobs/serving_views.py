@@ -1,0 +1,242 @@
+"""Serving path: Kafka -> the serving store's views in one hop, exactly once by offsets.
+
+Reads: the topics the serving views are folded from (shop.ratings,
+shop.orders, shop.clickstream, logistics.shipments), straight from Kafka; the
+reference tables of `world init`; the expectation suites.
+Writes: the serving store (`views.sqlite_path`): per micro-batch, in one
+transaction, the rows of item_ratings, sales_by_region, trending_items and
+inventory_positions that the batch touched, and the Kafka offsets each view
+has applied. Checkpoint `<lake>/_checkpoints/serving_views` (offsets and the
+deduplication state).
+
+Each record is parsed, checked against its suite and deduplicated by event
+id with the code refine uses (`transforms.parse`, `quality.verdicts`), so an
+event that refine quarantines never counts in a view. A micro-batch reads
+only its own records and folds their facts into the rows they touch
+(`views.serving`): its cost does not grow with history.
+
+`views rebuild` is the second, independent computation: it folds the bronze
+event store, in Kafka offset order, through the same folds into a fresh store.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+from pyspark.sql.streaming import StreamingQuery
+
+from retailstream.config import Settings
+from retailstream.errors import UserError
+from retailstream.io.delta import StreamTrigger, foreach_batch_stream, has_commits, read_table
+from retailstream.io.kafka_source import read_kafka_stream
+from retailstream.jobs.ingest_events import BRONZE_TABLE
+from retailstream.jobs.launcher import available_now_flag, launch
+from retailstream.jobs.refine_events import REFERENCE_TABLES, known_values, load_references
+from retailstream.kafka.clients import require_broker
+from retailstream.quality.suites import load_suites
+from retailstream.quality.verdicts import mark_events, valid_events
+from retailstream.schemas import CONTRACTS_BY_TABLE
+from retailstream.transforms.bronze import to_bronze
+from retailstream.transforms.parse import drop_duplicate_events, parse_events, with_dedup_columns
+from retailstream.views.facts import SEEN, VIEW_SOURCES, seen_offsets, sources_of, view_facts
+from retailstream.views.folds import Catalogue
+from retailstream.views.serving import apply_facts, seed_inventory, view_topics
+from retailstream.views.store import SqliteStore, open_store
+
+QUERY_NAME = "serving_views"
+# The products, stores and customers the API checks commands and lookups against.
+CATALOGUE = {
+    "products": ("sku", "name", "category", "season", "brand", "price"),
+    "stores": ("store_id", "city", "region", "country", "lat", "lon"),
+    "customers": ("customer_id", "home_region"),
+}
+# Facts folded per store transaction by a rebuild (a micro-batch is one transaction).
+REBUILD_CHUNK = 50_000
+
+
+def _collected(frame: DataFrame) -> list[dict]:
+    """A small frame's rows on the driver as dicts (through Arrow: no Row objects)."""
+    return frame.toArrow().to_pylist()
+
+
+def publish_catalogue(store: SqliteStore, references: Mapping[str, DataFrame]) -> None:
+    """The products, stores and customers the API checks commands and lookups against."""
+    for name, columns in CATALOGUE.items():
+        store.replace(name, _collected(references[name].select(*columns)))
+
+
+class ServingPath:
+    """What every micro-batch of the serving query shares: the suites, the reference
+    value sets, the catalogue the folds decorate rows with, and the store."""
+
+    def __init__(
+        self,
+        spark: SparkSession,
+        settings: Settings,
+        store: SqliteStore,
+        references: Mapping[str, DataFrame] | None = None,
+    ) -> None:
+        """`references`: the loaded reference tables, when the caller has them already."""
+        self.spark = spark
+        self.settings = settings
+        self.store = store
+        self.views = tuple(settings.views.views)
+        unknown = sorted(set(self.views) - set(VIEW_SOURCES))
+        if unknown:
+            raise UserError(f"unknown view {', '.join(unknown)}; views: {', '.join(VIEW_SOURCES)}")
+        self.tables = sources_of(self.views)
+        self.topics = tuple(dict.fromkeys(t for v in self.views for t in view_topics(v)))
+        if references is None:
+            wanted = sorted(set(REFERENCE_TABLES) | {"initial_stock"})
+            references = load_references(spark, settings, wanted)
+        self.references = references
+        self.suites = load_suites(settings.refine.expectations_dir)
+        self.known = known_values(spark, references, self.suites)
+        products = _collected(references["products"].select("sku", "name", "category"))
+        stores = _collected(references["stores"].select(*CATALOGUE["stores"]))
+        self.catalogue = Catalogue(
+            {p["sku"]: p for p in products}, {s["store_id"]: s for s in stores}
+        )
+
+    def prepare_store(self) -> None:
+        """The catalogue, and every initial stock position (once)."""
+        publish_catalogue(self.store, self.references)
+        if "inventory_positions" in self.views:
+            stock = _collected(
+                self.references["initial_stock"].select("store_id", "sku", "on_hand")
+            )
+            seed_inventory(self.store, stock, self.catalogue, self.settings.views)
+
+    def facts(self, records: DataFrame) -> DataFrame:
+        """The facts of deduplicated bronze-shaped `records`: valid events only, plus
+        the highest offset read per partition (`views.facts`)."""
+        valid = {}
+        for table in self.tables:
+            contract = CONTRACTS_BY_TABLE[table]
+            marked = mark_events(
+                parse_events(records, contract), contract, self.suites[table], self.known
+            )
+            valid[table] = valid_events(marked, table)
+        return view_facts(valid, self.views, self.settings.views).unionByName(seen_offsets(records))
+
+    def fold(self, facts: Iterable[Mapping]) -> dict[str, int]:
+        return apply_facts(self.store, facts, self.views, self.catalogue, self.settings.views)
+
+    def handle(self, batch: DataFrame, batch_id: int) -> None:
+        """The foreachBatch handler: one Spark job to the driver, one store transaction."""
+        # Persisted so that the deduplication above is computed once, whatever
+        # the branches (one per topic) that read the batch.
+        batch = batch.persist()
+        try:
+            self.fold(_collected(self.facts(batch)))
+        finally:
+            batch.unpersist()
+
+    def start(self, trigger: StreamTrigger) -> StreamingQuery:
+        """Start the serving query (the caller waits for it or stops it)."""
+        records = (
+            read_kafka_stream(self.spark, self.settings.kafka, self.topics)
+            .transform(to_bronze)
+            .transform(with_dedup_columns)
+        )
+        deduplicated = drop_duplicate_events(
+            records, self.settings.refine.watermark_delay, ("topic", "_dedup_key")
+        )
+        return foreach_batch_stream(
+            deduplicated,
+            self.handle,
+            self.settings.lake.checkpoint(QUERY_NAME),
+            QUERY_NAME,
+            trigger,
+        )
+
+
+def _first_copies(records: DataFrame) -> DataFrame:
+    """Each event once: the copy with the lowest (partition, offset), as the stream
+    keeps the first it reads. (The stream forgets an event id after
+    `refine.watermark_delay` of Kafka time; copies further apart than that are
+    counted twice live and once here. The generator's copies are seconds apart.)"""
+    first = Window.partitionBy("topic", "_dedup_key").orderBy("partition", "offset")
+    return (
+        records.withColumn("_copy", F.row_number().over(first))
+        .where(F.col("_copy") == 1)
+        .drop("_copy")
+    )
+
+
+def _chunks(rows: Iterator[Mapping], size: int) -> Iterator[list[dict]]:
+    while chunk := [r.asDict() for r in itertools.islice(rows, size)]:
+        yield chunk
+
+
+def rebuild(
+    spark: SparkSession, settings: Settings, target: Path, ingested_by: datetime | None = None
+) -> dict[str, int]:
+    """Fold the bronze event store (what was ingested by `ingested_by`, else all of it)
+    into a fresh serving store at `target`; return the facts applied per view.
+
+    Facts are folded in Kafka offset order per partition, so a store
+    transaction per chunk moves each view's positions forward only.
+    """
+    bronze_path = settings.lake.table(BRONZE_TABLE)
+    if not has_commits(bronze_path):
+        raise UserError("there is no bronze table yet: run `retailstream run ingest` first")
+    for stale in (target, Path(f"{target}-wal"), Path(f"{target}-shm")):
+        stale.unlink(missing_ok=True)
+    path = ServingPath(spark, settings, open_store(target))
+    path.prepare_store()
+    bronze = read_table(spark, bronze_path).where(F.col("topic").isin(list(path.topics)))
+    if ingested_by is not None:
+        bronze = bronze.where(F.col("ingest_time") <= F.lit(ingested_by).cast("timestamp"))
+    records = _first_copies(with_dedup_columns(bronze))
+    ordered = path.facts(records).orderBy(
+        "topic", "partition", "offset", (F.col("view") == SEEN).alias("_seen_last")
+    )
+    applied = dict.fromkeys(path.views, 0)
+    for chunk in _chunks(ordered.toLocalIterator(), REBUILD_CHUNK):
+        for view, count in path.fold(chunk).items():
+            applied[view] += count
+    return applied
+
+
+def rebuild_command(spark: SparkSession, settings: Settings, args: argparse.Namespace) -> int:
+    """`views rebuild [--into PATH]`: the serving views folded afresh from the event store."""
+    live = settings.views.sqlite_path
+    target = args.into or Path(f"{live}.rebuilt")
+    if target.resolve() == live.resolve():
+        raise UserError(f"--into {target} is the live serving store: name another file")
+    applied = rebuild(spark, settings, target)
+    rebuilt = open_store(target)
+    print(f"rebuilt the serving views from the event store into {target}")
+    for view, count in applied.items():
+        rows = len(rebuilt.rows(view))
+        print(f"  {view}: {count:,} facts, {rows:,} rows")
+    return 0
+
+
+def run(spark: SparkSession, settings: Settings, args: argparse.Namespace) -> int:
+    require_broker(settings.kafka.bootstrap)
+    path = ServingPath(spark, settings, open_store(settings.views.sqlite_path))
+    path.prepare_store()
+    trigger = StreamTrigger(args.available_now, settings.serving.trigger_interval)
+    query = path.start(trigger)
+    query.awaitTermination()
+    print(f"serving views up to date: {', '.join(path.views)}", file=sys.stderr)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return launch(
+        __doc__.splitlines()[0],
+        run,
+        argv,
+        available_now_flag("fold what Kafka holds into the serving views"),
+        prog="serving_views",
+    )

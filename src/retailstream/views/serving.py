@@ -1,0 +1,150 @@
+"""Folding a batch of facts into the serving store: one transaction, exactly once by offsets.
+
+`apply_facts` is what the serving path does with each micro-batch and what
+`views rebuild` does with each slice of the event store. Inside one store
+transaction, per view, it:
+
+1. drops the facts of records the view has already applied (offset at or
+   below the view's stored position of that Kafka partition): a batch
+   replayed after a crash, whole or in part, changes nothing;
+2. reads the rows the remaining facts touch, folds the facts in
+   (`views.folds`) and writes the rows back;
+3. moves the view's positions to the highest offsets the batch has read.
+
+So rows and offsets commit together, and the work done is that of the
+batch's own facts: nothing is read by scanning history. trending_items is
+re-ranked from its per-minute activity, which is cut to the trending window.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from retailstream.config import ViewsSettings
+from retailstream.schemas import CONTRACTS_BY_TABLE
+from retailstream.views.facts import SEEN, VIEW_SOURCES
+from retailstream.views.folds import (
+    Catalogue,
+    Fact,
+    Row,
+    fold_activity,
+    fold_inventory,
+    fold_item_ratings,
+    fold_sales,
+    initial_position,
+    rank_trending,
+    trending_window,
+)
+from retailstream.views.store import SqliteStore, StoreBatch
+
+Fold = Callable[[Row | None, Sequence[Fact], Catalogue, ViewsSettings], Row]
+
+
+@dataclass(frozen=True)
+class KeyedFold:
+    """Where a view's facts land: the store table, its key, and the fold."""
+
+    table: str
+    key: tuple[str, ...]
+    fold: Fold
+
+
+KEYED_FOLDS = {
+    "item_ratings": KeyedFold("item_ratings", ("sku",), fold_item_ratings),
+    "sales_by_region": KeyedFold("sales_by_region", ("window_start", "store_id"), fold_sales),
+    "inventory_positions": KeyedFold("inventory_positions", ("store_id", "sku"), fold_inventory),
+    "trending_items": KeyedFold("trending_activity", ("minute", "sku"), fold_activity),
+}
+
+
+def view_topics(view: str) -> tuple[str, ...]:
+    """The Kafka topics a serving view is folded from."""
+    return tuple(CONTRACTS_BY_TABLE[t].topic for t in VIEW_SOURCES[view])
+
+
+def _fold_keyed(tx: StoreBatch, spec: KeyedFold, facts: Sequence[Fact], fold_args: tuple) -> None:
+    by_key: dict[tuple[Any, ...], list[Fact]] = defaultdict(list)
+    for fact in facts:
+        by_key[tuple(fact[k] for k in spec.key)].append(fact)
+    current = tx.get_many(spec.table, by_key)
+    tx.put(
+        spec.table,
+        [spec.fold(current.get(key), group, *fold_args) for key, group in by_key.items()],
+    )
+
+
+def _rerank_trending(tx: StoreBatch, catalogue: Catalogue, settings: ViewsSettings) -> None:
+    activity = tx.rows("trending_activity")
+    if not activity:
+        return
+    first, _ = trending_window(max(r["minute"] for r in activity), settings)
+    tx.delete_before("trending_activity", "minute", first)
+    kept = [r for r in activity if r["minute"] >= first]
+    tx.replace("trending_items", rank_trending(kept, catalogue, settings))
+
+
+def apply_facts(
+    store: SqliteStore,
+    facts: Iterable[Fact],
+    views: Sequence[str],
+    catalogue: Catalogue,
+    settings: ViewsSettings,
+) -> dict[str, int]:
+    """Fold `facts` (rows of `views.facts`, `_seen` ones included) into `views`, in
+    one transaction; return how many facts each view applied (replays: 0)."""
+    by_view: dict[str, list[Fact]] = defaultdict(list)
+    seen: dict[str, dict[int, int]] = defaultdict(dict)
+    for fact in facts:
+        if fact["view"] == SEEN:
+            partitions = seen[fact["topic"]]
+            partitions[fact["partition"]] = max(
+                fact["offset"], partitions.get(fact["partition"], -1)
+            )
+        else:
+            by_view[fact["view"]].append(fact)
+    applied: dict[str, int] = {}
+    with store.batch() as tx:
+        for view in views:
+            topics = view_topics(view)
+            done = {topic: tx.positions(view, topic) for topic in topics}
+            fresh = [
+                f
+                for f in by_view.get(view, ())
+                if f["offset"] > done[f["topic"]].get(f["partition"], -1)
+            ]
+            applied[view] = len(fresh)
+            if fresh:
+                _fold_keyed(tx, KEYED_FOLDS[view], fresh, (catalogue, settings))
+                if view == "trending_items":
+                    _rerank_trending(tx, catalogue, settings)
+            for topic in topics:
+                if seen.get(topic):
+                    tx.advance(view, topic, seen[topic])
+    return applied
+
+
+def seed_inventory(
+    store: SqliteStore,
+    initial_stock: Iterable[Mapping[str, Any]],
+    catalogue: Catalogue,
+    settings: ViewsSettings,
+) -> int:
+    """Give every (store, sku) of the initial stock its row, once (a view that has
+    rows or positions already is left alone); return how many rows were written."""
+    with store.batch() as tx:
+        started = tx.count("inventory_positions") > 0 or any(
+            tx.positions("inventory_positions", topic)
+            for topic in view_topics("inventory_positions")
+        )
+        if started:
+            return 0
+        return tx.put(
+            "inventory_positions",
+            [
+                initial_position(s["store_id"], s["sku"], int(s["on_hand"]), catalogue, settings)
+                for s in initial_stock
+            ],
+        )

@@ -1,0 +1,193 @@
+"""The serving path: Kafka -> serving store in one hop. With duplicates, late and
+out-of-order events and defects in the input, over several micro-batches, the live
+views equal a rebuild from the event store and the counts of refine's silver tables."""
+
+from __future__ import annotations
+
+import argparse
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from retailstream.config import Settings
+from retailstream.io.delta import StreamTrigger, read_table
+from retailstream.jobs import ingest_events, init_world, refine_events, serving_views
+from retailstream.jobs.refine_events import silver_table
+from retailstream.kafka.clients import flush_or_fail, producer
+from retailstream.kafka.topics import create_topics
+from retailstream.views.serving import view_topics
+from retailstream.views.store import SqliteStore
+from retailstream.world import DefectRates, EventGenerator, build_world
+from support import own_pipeline
+
+AVAILABLE_NOW = argparse.Namespace(available_now=True)
+SEED = 11
+VIEWS = ("item_ratings", "sales_by_region", "trending_items", "inventory_positions")
+STORE_TABLES = (*VIEWS, "trending_activity")
+# Plenty of the defects views must withstand, and some that refine quarantines.
+DEFECTS = DefectRates(
+    duplicate=0.03, out_of_order=0.03, late_time=0.01, wrong_type=0.005, unknown_sku=0.005
+)
+
+
+def produce(settings: Settings, generator: EventGenerator, events: int) -> None:
+    client = producer(settings.kafka.bootstrap)
+    batch = generator.next_batch(events)
+    for record, emitted in zip(batch.records, batch.emit_times_ms, strict=True):
+        client.produce(record.topic, key=record.key, value=record.value, timestamp=emitted)
+    flush_or_fail(client)
+
+
+def serve_available(spark: SparkSession, settings: Settings) -> None:
+    path = serving_views.ServingPath(spark, settings, SqliteStore(settings.views.sqlite_path))
+    path.prepare_store()
+    path.start(StreamTrigger(available_now=True)).awaitTermination()
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory, spark: SparkSession) -> Iterator[Settings]:
+    """Views folded by the serving path over two rounds of events, with the lake
+    path (ingest, refine) run over the same records."""
+    with own_pipeline(tmp_path_factory.mktemp("serving")) as settings:
+        create_topics(settings.kafka.bootstrap, settings.kafka.topics)
+        init_world.write_world(spark, settings, SEED, "small")
+        generator = EventGenerator(
+            build_world(SEED, "small"), SEED, datetime(2026, 6, 1, 9, tzinfo=UTC), 4.0, DEFECTS
+        )
+        for events in (4000, 3000):
+            produce(settings, generator, events)
+            serve_available(spark, settings)
+        ingest_events.run(spark, settings, AVAILABLE_NOW)
+        refine_events.run(spark, settings, AVAILABLE_NOW)
+        yield settings
+
+
+@pytest.fixture(scope="module")
+def rebuilt(
+    served: Settings, spark: SparkSession, tmp_path_factory: pytest.TempPathFactory
+) -> SqliteStore:
+    target = tmp_path_factory.mktemp("rebuilt") / "views.db"
+    serving_views.rebuild(spark, served, target)
+    return SqliteStore(target)
+
+
+def live(settings: Settings) -> SqliteStore:
+    return SqliteStore(settings.views.sqlite_path)
+
+
+def _keyed(store: SqliteStore, table: str) -> dict[tuple, dict]:
+    from retailstream.views.store import VIEW_TABLES
+
+    key = VIEW_TABLES[table].key
+    return {tuple(doc[k] for k in key): doc for doc in store.rows(table)}
+
+
+@pytest.mark.parametrize("table", STORE_TABLES)
+def test_the_live_views_equal_a_rebuild_from_the_event_store(
+    served: Settings, rebuilt: SqliteStore, table: str
+) -> None:
+    served_rows = _keyed(live(served), table)
+    assert served_rows, f"{table} has rows"
+    assert served_rows == _keyed(rebuilt, table)
+
+
+def test_positions_equal_the_rebuilds(served: Settings, rebuilt: SqliteStore) -> None:
+    for view in VIEWS:
+        for topic in view_topics(view):
+            assert live(served).positions(view, topic) == rebuilt.positions(view, topic)
+
+
+def test_item_ratings_count_each_valid_rating_once(served: Settings, spark: SparkSession) -> None:
+    ratings = read_table(spark, silver_table(served, "ratings"))
+    assert ratings.count() > ratings.select("event_id").distinct().count() - 1
+    expected = {
+        r["sku"]: (r["n"], r["stars"], r["five"])
+        for r in ratings.groupBy("sku")
+        .agg(
+            F.count("*").alias("n"),
+            F.sum("stars").alias("stars"),
+            F.count_if(F.col("stars") == 5).alias("five"),
+        )
+        .collect()
+    }
+    docs = live(served).rows("item_ratings")
+    assert {d["sku"] for d in docs} == set(expected)
+    for doc in docs:
+        n, stars, five = expected[doc["sku"]]
+        assert doc["ratings_count"] == n
+        assert doc["average_stars"] == pytest.approx(stars / n, abs=1e-4)
+        assert doc["histogram"]["5"] == five and sum(doc["histogram"].values()) == n
+        times = [r["event_time"] for r in doc["last_ratings"]]
+        assert times == sorted(times, reverse=True) and len(times) == min(n, 10)
+        assert doc["name"] and doc["category"]
+
+
+def test_the_input_had_duplicates_and_quarantined_events(
+    served: Settings, spark: SparkSession
+) -> None:
+    bronze = read_table(spark, served.lake.table(ingest_events.BRONZE_TABLE))
+    ids = bronze.select(F.get_json_object(F.col("value").cast("string"), "$.event_id"))
+    assert bronze.count() > ids.distinct().count(), "the input has duplicates"
+    assert read_table(spark, served.lake.table("quarantine")).count() > 0
+
+
+def test_sales_add_up_to_refines_orders(served: Settings, spark: SparkSession) -> None:
+    orders = read_table(spark, silver_table(served, "orders"))
+    rows = live(served).rows("sales_by_region")
+    assert sum(r["orders"] + r["late_orders"] for r in rows) == orders.count()
+    counted = orders.where(F.col("event_lag_seconds") <= served.views.sales_lateness_s)
+    cents = counted.agg(F.sum(F.round(F.col("total") * 100))).first()[0]
+    assert sum(r["revenue_cents"] for r in rows) == cents
+    assert all(r["region"] for r in rows)
+
+
+def test_inventory_is_initial_plus_deliveries_minus_sales(
+    served: Settings, spark: SparkSession
+) -> None:
+    lines = read_table(spark, silver_table(served, "order_lines")).where("store_id IS NOT NULL")
+    sold: Counter[tuple[str, str]] = Counter()
+    for r in lines.groupBy("store_id", "sku").agg(F.sum("quantity").alias("q")).collect():
+        sold[r["store_id"], r["sku"]] = r["q"]
+    initial = read_table(spark, init_world.reference_table(served, "initial_stock")).count()
+    positions = live(served).rows("inventory_positions")
+    assert len(positions) >= initial
+    for p in positions:
+        assert p["sold"] == sold[p["store_id"], p["sku"]]
+        assert p["on_hand"] == p["initial"] + p["delivered"] - p["sold"]
+    assert any(p["delivered"] > 0 for p in positions), "some deliveries arrived"
+
+
+def test_trending_ranks_the_last_minutes_of_activity(served: Settings, spark: SparkSession) -> None:
+    rows = live(served).rows("trending_items")
+    assert rows
+    by_category: dict[str, list[dict]] = defaultdict(list)
+    for row in rows:
+        by_category[row["category"]].append(row)
+    for items in by_category.values():
+        items.sort(key=lambda r: r["rank"])
+        assert [r["rank"] for r in items] == list(range(1, len(items) + 1))
+        scores = [r["score"] for r in items]
+        assert scores == sorted(scores, reverse=True)
+        assert len(items) <= served.views.trending_top
+    activity = live(served).rows("trending_activity")
+    minutes = {r["minute"] for r in activity}
+    assert len(minutes) <= served.views.trending_minutes, "older minutes are pruned"
+
+
+def test_a_replayed_batch_changes_nothing(
+    served: Settings, spark: SparkSession, tmp_path: Path
+) -> None:
+    path = serving_views.ServingPath(spark, served, live(served))
+    before = {t: _keyed(live(served), t) for t in STORE_TABLES}
+    records = read_table(spark, served.lake.table(ingest_events.BRONZE_TABLE)).limit(500)
+    from retailstream.transforms.parse import with_dedup_columns
+
+    facts = path.facts(with_dedup_columns(records)).toArrow().to_pylist()
+    assert any(f["view"] != "_seen" for f in facts)
+    assert path.fold(facts) == dict.fromkeys(VIEWS, 0)
+    assert {t: _keyed(live(served), t) for t in STORE_TABLES} == before
