@@ -54,6 +54,7 @@ from retailstream.io.delta import StreamTrigger, read_table
 from retailstream.jobs import ingest_events, init_world, refine_events
 from retailstream.kafka.clients import flush_or_fail, producer
 from retailstream.kafka.topics import create_topics, describe_topics
+from retailstream.quality import verdicts
 from retailstream.quality.expectations import KnownValues
 from retailstream.quality.suites import Suite, load_suites
 from retailstream.schemas import CONTRACTS_BY_TABLE
@@ -136,10 +137,9 @@ class StepTimer:
     def installed(self, skip_line_skus: bool) -> Iterator[None]:
         """Wrap the handler's writes with timers; with `skip_line_skus`, make the
         line-sku lookup of orders and shipments a no-op (the parsed null stays)."""
-        originals = {
-            name: getattr(refine_events, name)
-            for name in ("append_once", "tally", "fill_unknown_line_skus")
-        }
+        modules = {"append_once": refine_events, "tally": refine_events}
+        modules["fill_unknown_line_skus"] = verdicts
+        originals = {name: getattr(module, name) for name, module in modules.items()}
 
         def append_once(df: DataFrame, path: Path, app_id: str, version: int) -> None:
             started = time.perf_counter()
@@ -158,12 +158,12 @@ class StepTimer:
         refine_events.append_once = append_once
         refine_events.tally = tally
         if skip_line_skus:
-            refine_events.fill_unknown_line_skus = lambda df, skus: df
+            verdicts.fill_unknown_line_skus = lambda df, skus: df
         try:
             yield
         finally:
             for name, original in originals.items():
-                setattr(refine_events, name, original)
+                setattr(modules[name], name, original)
 
 
 # ---------------------------------------------------------------------------

@@ -91,7 +91,7 @@ from harness import (
 from pyspark.sql import SparkSession
 
 from retailstream.config import Settings
-from retailstream.jobs import build_views, ingest_events, produce_events, refine_events
+from retailstream.jobs import ingest_events, produce_events, refine_events, serving_views
 from retailstream.jobs.demo import Pipeline
 from retailstream.jobs.init_world import load_world, write_world
 from retailstream.kafka.clients import consumer
@@ -115,11 +115,11 @@ STORE = "store in-process (baseline)"
 PIPELINE = "posted → visible in GET /v1/items"
 TRANSPORT = "posted → consumed from Kafka (baseline)"
 ACKED = "posted → 202 answered (Kafka acked)"
-# The queries a rating passes through, by name, in order.
+# The serving query a rating passes through, and the lake path's first stages beside it.
 STAGES = {
-    "ingest": ingest_events.QUERY_NAME,
-    "refine ratings": refine_events.query_name("ratings"),
-    "view item_ratings": build_views.query_name(ITEM_VIEW),
+    "serving path (Kafka -> store)": serving_views.QUERY_NAME,
+    "ingest (lake path)": ingest_events.QUERY_NAME,
+    "refine ratings (lake path)": refine_events.query_name("ratings"),
 }
 
 
@@ -741,8 +741,9 @@ def measure(plan: Plan, warmup: int, repetitions: int, stack: contextlib.ExitSta
     try:
         create_topics(settings.kafka.bootstrap, settings.kafka.topics)
         log(
-            f"trigger intervals: ingest {settings.ingest.trigger_interval}, refine "
-            f"{settings.refine.trigger_interval}, views {settings.views.trigger_interval}"
+            f"trigger intervals: serving {settings.serving.trigger_interval}, ingest "
+            f"{settings.ingest.trigger_interval}, refine {settings.refine.trigger_interval}, "
+            f"gold views {settings.views.trigger_interval}"
         )
         log("starting Spark ...")
         spark = build_spark(settings)
@@ -817,8 +818,8 @@ def publish(
 ) -> None:
     settings, fresh, runs = measured.settings, measured.fresh, measured.runs
     triggers = (
-        f"ingest {settings.ingest.trigger_interval}, refine {settings.refine.trigger_interval}, "
-        f"views {settings.views.trigger_interval}"
+        f"serving {settings.serving.trigger_interval}, ingest {settings.ingest.trigger_interval}, "
+        f"refine {settings.refine.trigger_interval}, gold {settings.views.trigger_interval}"
     )
     fresh_rows = [
         row for rate, probes in fresh.probes.items() for row in summarise_probes(rate, probes)
@@ -937,6 +938,7 @@ def publish(
         notes=notes,
         extra={
             "trigger_intervals": {
+                "serving": settings.serving.trigger_interval,
                 "ingest": settings.ingest.trigger_interval,
                 "refine": settings.refine.trigger_interval,
                 "views": settings.views.trigger_interval,

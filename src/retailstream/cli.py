@@ -41,6 +41,7 @@ JOBS = {
     "refine": "retailstream.jobs.refine_events",
     "enrich": "retailstream.jobs.enrich_events",
     "views": "retailstream.jobs.build_views",
+    "serving": "retailstream.jobs.serving_views",
     "score": "retailstream.jobs.score_shipments",
 }
 JOB_SCRIPTS = {
@@ -48,6 +49,7 @@ JOB_SCRIPTS = {
     "refine": "refine_events",
     "enrich": "enrich_events",
     "views": "build_views",
+    "serving": "serving_views",
     "score": "score_shipments",
     "train-recommender": "train_recommender",
     "train-disruption": "train_disruption",
@@ -260,6 +262,13 @@ def submit(args: argparse.Namespace) -> int:
 
 
 def views_rebuild(args: argparse.Namespace) -> int:
+    """Fold the event store into a fresh serving store (the second computation of the views)."""
+    from retailstream.jobs import serving_views
+
+    return int(with_session(serving_views.rebuild_command, args) or 0)
+
+
+def views_rebuild_gold(args: argparse.Namespace) -> int:
     """Recompute a gold view in batch from silver (repair, or a past state with --as-of)."""
     from retailstream.jobs import build_views
 
@@ -472,20 +481,34 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("job_args", nargs=argparse.REMAINDER, help="the job's own flags")
 
     views = commands.add_parser(
-        "views", help="the gold views", description="The gold materialized views."
+        "views",
+        help="the serving and gold views",
+        description="The serving store's views (the API's) and the gold Delta views.",
     )
     view_commands = views.add_subparsers(dest="action", metavar="ACTION", required=True)
     rebuild = command(
         view_commands,
         "rebuild",
-        "recompute a view from silver; with --as-of, a past state into its own table",
+        "fold the event store into a fresh serving store (compare it with the live one)",
         views_rebuild,
     )
     rebuild.add_argument(
+        "--into",
+        type=Path,
+        metavar="PATH",
+        help="the SQLite file to rebuild into (default: the serving store's path + .rebuilt)",
+    )
+    rebuild_gold = command(
+        view_commands,
+        "rebuild-gold",
+        "recompute a gold view from silver; with --as-of, a past state into its own table",
+        views_rebuild_gold,
+    )
+    rebuild_gold.add_argument(
         "view",
         choices=["item_ratings", "sales_by_region", "trending_items", "inventory_positions"],
     )
-    rebuild.add_argument(
+    rebuild_gold.add_argument(
         "--as-of",
         type=iso_time,
         metavar="TIME",

@@ -144,7 +144,7 @@ class RefineSettings(_Frozen):
 class ViewsSettings(_Frozen):
     """Silver -> gold: the materialized views and the serving store they are upserted into."""
 
-    trigger_interval: str = "2 seconds"
+    trigger_interval: str = "30 seconds"
     views: tuple[str, ...] = (
         "item_ratings", "sales_by_region", "trending_items", "inventory_positions",
     )  # fmt: skip
@@ -169,6 +169,8 @@ class ServingSettings(_Frozen):
 
     # "0 seconds": the next micro-batch starts as soon as one ends (freshness first).
     trigger_interval: str = "0 seconds"
+    # Partitions of the deduplication state, fixed by the query's first run.
+    state_partitions: int = Field(1, ge=1)
 
 
 class ServeSettings(_Frozen):

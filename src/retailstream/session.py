@@ -23,6 +23,9 @@ from retailstream.jars import MARKER_CLASSES, classpath
 from retailstream.javacheck import java_executable
 
 ROCKSDB_PROVIDER = "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider"
+# Scheduler pools (resources/fairscheduler.xml): the serving path's and the lake path's.
+SERVING_POOL = "serving"
+LAKE_POOL = "lake"
 
 
 def launched_by_spark_submit() -> bool:
@@ -34,8 +37,41 @@ def launched_by_spark_submit() -> bool:
     return "PYSPARK_GATEWAY_PORT" in os.environ
 
 
+def _resource(name: str) -> Path:
+    return Path(str(resources.files("retailstream").joinpath(f"resources/{name}")))
+
+
 def _log4j_config() -> Path:
-    return Path(str(resources.files("retailstream").joinpath("resources/log4j2-spark.properties")))
+    return _resource("log4j2-spark.properties")
+
+
+@contextlib.contextmanager
+def sql_conf(spark: SparkSession, values: dict[str, str]) -> Iterator[None]:
+    """These SQL settings while inside (a streaming query keeps those it started with)."""
+    before = {key: spark.conf.get(key, None) for key in values}
+    for key, value in values.items():
+        spark.conf.set(key, value)
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            if value is None:
+                spark.conf.unset(key)
+            else:
+                spark.conf.set(key, value)
+
+
+@contextlib.contextmanager
+def scheduler_pool(spark: SparkSession, pool: str) -> Iterator[None]:
+    """Queries started inside run their jobs in `pool` (a streaming query keeps the
+    local properties of the thread that started it)."""
+    context = spark.sparkContext
+    before = context.getLocalProperty("spark.scheduler.pool")
+    context.setLocalProperty("spark.scheduler.pool", pool)
+    try:
+        yield
+    finally:
+        context.setLocalProperty("spark.scheduler.pool", before)  # type: ignore[arg-type]
 
 
 def session_conf(settings: Settings) -> dict[str, str]:
@@ -56,6 +92,10 @@ def session_conf(settings: Settings) -> dict[str, str]:
         "spark.executor.extraJavaOptions": "-Duser.timezone=UTC",
         # pandas <-> Spark through Arrow: reference tables of 100k rows in a second.
         "spark.sql.execution.arrow.pyspark.enabled": "true",
+        # Pools per path (`scheduler_pool`): the serving path's small jobs overtake
+        # the lake's. Jobs outside a pool run first come, first served, as before.
+        "spark.scheduler.mode": "FAIR",
+        "spark.scheduler.allocation.file": str(_resource("fairscheduler.xml")),
     }
     conf.update(spark.conf)
     return conf

@@ -222,36 +222,7 @@ def test_a_command_fails_with_503_when_kafka_is_unreachable(
 # --- read-your-writes -------------------------------------------------------------------
 
 
-def test_a_query_with_a_token_waits_until_the_view_has_the_write(
-    http: httpx.Client, store: SqliteStore
-) -> None:
-    accepted = _rate(http, stars=5)
-    token = ConsistencyToken.decode(accepted["consistency_token"])
-
-    def gold_job() -> None:  # what the views job does, a little later
-        time.sleep(0.6)
-        store.upsert("item_ratings", [{
-            "sku": SKU, "name": "Linen shirt", "category": "shirts", "ratings_count": 1,
-            "average_stars": 5.0, "histogram": {"1": 0, "2": 0, "3": 0, "4": 0, "5": 1},
-            "last_ratings": [{"event_id": accepted["event_id"], "customer_id": "C-0000042",
-                              "stars": 5, "event_time": "2026-11-28T10:00:00.000Z"}],
-        }])  # fmt: skip
-        store.advance("item_ratings", TOPIC_RATINGS, {token.partition: token.offset})
-
-    writer = threading.Thread(target=gold_job)
-    writer.start()
-    answer = http.get(
-        f"/v1/items/{SKU}", params={"consistency_token": accepted["consistency_token"]}
-    )
-    writer.join()
-    assert answer.status_code == 200, answer.text
-    item = answer.json()
-    assert item["consistency"]["token_satisfied"] is True
-    assert item["consistency"]["behind_by"] == 0
-    assert 500 <= item["consistency"]["waited_ms"] < 2000
-    assert item["ratings_count"] == 1
-    assert item["last_ratings"][0]["event_id"] == accepted["event_id"]
-    assert "retry-after" not in answer.headers
+# Read-your-writes over the real Kafka -> serving path -> store: test_serving_views.py.
 
 
 def test_a_query_reports_how_far_behind_the_view_is_after_the_bound(

@@ -1,11 +1,10 @@
 """Gold views: maintained by the stream in several micro-batches, with duplicates
-and late events in the input, they equal a rebuild from silver, and the
-serving store holds what the Delta tables hold."""
+and late events in the input, they equal a rebuild from silver and count what
+silver holds. (The serving store's views: test_serving_views.py.)"""
 
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
@@ -20,7 +19,6 @@ from retailstream.jobs import build_views, ingest_events, init_world, refine_eve
 from retailstream.jobs.refine_events import silver_table
 from retailstream.kafka.clients import flush_or_fail, producer
 from retailstream.kafka.topics import create_topics
-from retailstream.views.store import VIEW_TABLES, SqliteStore, to_json
 from retailstream.world import DefectRates, EventGenerator, build_world
 from support import own_pipeline
 
@@ -71,22 +69,6 @@ def test_a_rebuilt_view_equals_the_streamed_one(
     streamed_rows = gold(spark, streamed, view)
     assert streamed_rows.count() > 0
     assertDataFrameEqual(build_views.rebuild(spark, streamed, view), streamed_rows)
-
-
-@pytest.mark.parametrize("view", VIEWS)
-def test_the_serving_store_holds_the_gold_rows(
-    streamed: Settings, spark: SparkSession, view: str
-) -> None:
-    store = SqliteStore(streamed.views.sqlite_path)
-    key = VIEW_TABLES[view].key
-    served = {tuple(doc[k] for k in key): doc for doc in store.rows(view)}
-    # The documents are the gold rows as JSON (timestamps as ISO text).
-    gold_docs = [
-        json.loads(to_json(r)) for r in build_views.store_rows(gold(spark, streamed, view))
-    ]
-    assert len(served) == len(gold_docs)
-    for doc in gold_docs:
-        assert served[tuple(doc[k] for k in key)] == doc
 
 
 def test_item_ratings_count_each_valid_rating_once(streamed: Settings, spark: SparkSession) -> None:
@@ -153,28 +135,15 @@ def test_sales_windows_add_up_to_the_orders(streamed: Settings, spark: SparkSess
     assert sales.where(F.col("region").isNull()).isEmpty()
 
 
-def test_positions_say_how_far_each_view_has_read(streamed: Settings, spark: SparkSession) -> None:
-    store = SqliteStore(streamed.views.sqlite_path)
-    ratings = read_table(spark, silver_table(streamed, "ratings"))
-    expected = {
-        r["partition"]: r["offset"]
-        for r in ratings.groupBy("partition").agg(F.max("offset").alias("offset")).collect()
-    }
-    assert store.positions("item_ratings", "shop.ratings") == expected
-
-
 def test_a_replayed_micro_batch_changes_nothing(streamed: Settings, spark: SparkSession) -> None:
     (view,) = build_views.chosen_views(streamed, ["item_ratings"])
-    store = SqliteStore(streamed.views.sqlite_path)
     references = build_views.load_references(spark, streamed)
-    handler = build_views.views_batch_handler(spark, streamed, view, references, store)
+    handler = build_views.views_batch_handler(spark, streamed, view, references)
     before = gold(spark, streamed, "item_ratings").collect()
-    served = store.rows("item_ratings", order_by=["sku"])
     batch = view.facts({"ratings": read_table(spark, silver_table(streamed, "ratings"))}).limit(50)
     handler(batch, 1)
     handler(batch, 1)
     assertDataFrameEqual(gold(spark, streamed, "item_ratings"), before)
-    assert store.rows("item_ratings", order_by=["sku"]) == served
 
 
 def test_rebuild_as_of_a_time_leaves_later_events_out(

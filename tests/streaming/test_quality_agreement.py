@@ -135,7 +135,7 @@ def test_spark_predicates_and_gx_fail_the_same_rows(
     known = known_frames(spark, known_values)
     df = defect_table(spark, suite)
     if "lines" in df.columns:
-        df = fill_unknown_line_skus(df, known[PRODUCT_SKUS.key])
+        df = fill_unknown_line_skus(df, known.listed[PRODUCT_SKUS.key])
     checked = failed_expectations(df, suite, known).orderBy("offset").cache()
 
     spark_failures = {name: set() for name in suite.names}

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 import pytest
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
@@ -20,8 +21,10 @@ from retailstream.jobs import ingest_events, init_world, refine_events, serving_
 from retailstream.jobs.refine_events import silver_table
 from retailstream.kafka.clients import flush_or_fail, producer
 from retailstream.kafka.topics import create_topics
+from retailstream.serve.commands import RatingPublisher
+from retailstream.serve.server import start_background
 from retailstream.views.serving import view_topics
-from retailstream.views.store import SqliteStore
+from retailstream.views.store import VIEW_TABLES, SqliteStore
 from retailstream.world import DefectRates, EventGenerator, build_world
 from support import own_pipeline
 
@@ -81,8 +84,6 @@ def live(settings: Settings) -> SqliteStore:
 
 
 def _keyed(store: SqliteStore, table: str) -> dict[tuple, dict]:
-    from retailstream.views.store import VIEW_TABLES
-
     key = VIEW_TABLES[table].key
     return {tuple(doc[k] for k in key): doc for doc in store.rows(table)}
 
@@ -185,9 +186,55 @@ def test_a_replayed_batch_changes_nothing(
     path = serving_views.ServingPath(spark, served, live(served))
     before = {t: _keyed(live(served), t) for t in STORE_TABLES}
     records = read_table(spark, served.lake.table(ingest_events.BRONZE_TABLE)).limit(500)
-    from retailstream.transforms.parse import with_dedup_columns
-
-    facts = path.facts(with_dedup_columns(records)).toArrow().to_pylist()
+    by_topic = lambda topic: records.where(F.col("topic") == topic)  # noqa: E731
+    facts = path.facts(by_topic, serving_views.first_copies).toArrow().to_pylist()
     assert any(f["view"] != "_seen" for f in facts)
     assert path.fold(facts) == dict.fromkeys(VIEWS, 0)
     assert {t: _keyed(live(served), t) for t in STORE_TABLES} == before
+
+
+# Last in the module: it adds a rating to the topics the tests above compared.
+def test_a_posted_rating_is_read_back_through_kafka_and_the_serving_path(
+    served: Settings, spark: SparkSession
+) -> None:
+    token = "serving-test-token"
+    settings = served.model_copy(
+        update={
+            "serve": served.serve.model_copy(
+                update={"api_token": token, "consistency_wait_s": 300.0}
+            )
+        }
+    )
+    store = live(served)
+    sku = max(store.rows("item_ratings"), key=lambda d: d["ratings_count"])["sku"]
+    customer = store.rows("customers")[0]["customer_id"]
+    query = serving_views.ServingPath(spark, settings, store).start(
+        StreamTrigger(False, "0 seconds")
+    )
+    publisher = RatingPublisher(settings.kafka.bootstrap, timeout_s=30.0)
+    server, url = start_background(settings, store=store, publisher=publisher)
+    try:
+        with httpx.Client(base_url=url, timeout=600.0) as http:
+            before = http.get(f"/v1/items/{sku}").json()
+            posted = http.post(
+                f"/v1/items/{sku}/ratings",
+                json={"customer_id": customer, "stars": 5},
+                headers={"Authorization": f"Bearer {token}"},
+            )
+            assert posted.status_code == 202, posted.text
+            accepted = posted.json()
+            read = http.get(
+                f"/v1/items/{sku}", params={"consistency_token": accepted["consistency_token"]}
+            ).json()
+    finally:
+        server.stop()
+        query.stop()
+        publisher.close()
+    assert query.exception() is None
+    assert read["consistency"]["token_satisfied"] is True, read["consistency"]
+    assert read["ratings_count"] == before["ratings_count"] + 1
+    assert read["histogram"]["5"] == before["histogram"]["5"] + 1
+    # The API stamps the rating with the current time: newer than any generated one.
+    assert read["last_ratings"][0]["event_id"] == accepted["event_id"]
+    positions = store.positions("item_ratings", accepted["topic"])
+    assert positions[accepted["partition"]] >= accepted["offset"]

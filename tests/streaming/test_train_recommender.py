@@ -18,7 +18,7 @@ from retailstream.config import Settings, load_settings
 from retailstream.errors import UserError
 from retailstream.io.delta import read_table, write_table
 from retailstream.io.truth import TruthWriter
-from retailstream.jobs import build_views, init_world, retrain, train_recommender
+from retailstream.jobs import init_world, retrain, serving_views, train_recommender
 from retailstream.jobs.refine_events import load_references, silver_table
 from retailstream.ml import registry
 from retailstream.serve.app import create_app
@@ -112,7 +112,7 @@ def world_ratings(
     for table, frame in _silver_acts(spark, batch.records).items():
         write_table(frame, silver_table(settings, table), mode="overwrite")
     store = open_store(settings.views.sqlite_path)
-    build_views.publish_catalogue(
+    serving_views.publish_catalogue(
         store, load_references(spark, settings, ["products", "stores", "customers"])
     )
     _train(spark, settings)

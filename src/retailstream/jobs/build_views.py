@@ -1,13 +1,13 @@
-"""Views: silver -> gold materialized views, upserted into the serving store.
+"""Gold views: silver -> gold materialized Delta views, for SQL, BI, time travel and audit.
 
 Reads (as streams): the silver tables each view is made of; as tables: the
 same silver tables in full, and the reference data.
-Writes, per view `v` and micro-batch:
-- `<lake>/gold/<v>`: a Delta table, MERGEd by the view's key (or overwritten
-  for a top-K view), checkpoint `<lake>/_checkpoints/views_<v>`;
-- the serving store (`views.sqlite_path`): the same rows, upserted in the same
-  batch, and how far into each Kafka partition the view has read (for the
-  API's read-your-writes tokens).
+Writes, per view `v` and micro-batch: `<lake>/gold/<v>`, a Delta table,
+MERGEd by the view's key (or overwritten for a top-K view), checkpoint
+`<lake>/_checkpoints/views_<v>`.
+
+The API does not read these: the serving store's views are folded straight
+from Kafka by the serving path (`jobs.serving_views`), in one hop.
 
 A micro-batch recomputes the keys it touched from every stored silver fact
 (`views.definitions`), so a replayed batch rewrites identical rows: the view
@@ -41,13 +41,6 @@ from retailstream.jobs.ingest_events import BRONZE_TABLE
 from retailstream.jobs.launcher import available_now_flag, launch
 from retailstream.jobs.refine_events import silver_table
 from retailstream.views.definitions import COORDINATES, ViewDefinition, definitions
-from retailstream.views.store import ServingStore, open_store
-
-CATALOGUE = {
-    "products": ("sku", "name", "category", "season", "brand", "price"),
-    "stores": ("store_id", "city", "region", "country", "lat", "lon"),
-    "customers": ("customer_id", "home_region"),
-}
 
 
 def gold_table(settings: Settings, view: str) -> Path:
@@ -79,19 +72,13 @@ def require_silver(settings: Settings, views: Sequence[ViewDefinition]) -> None:
 
 
 def reference_tables(settings: Settings) -> set[str]:
-    """The reference tables the views and the catalogue read."""
-    return {t for v in definitions(settings.views).values() for t in v.references} | set(CATALOGUE)
+    """The reference tables the gold views read."""
+    return {t for v in definitions(settings.views).values() for t in v.references}
 
 
 def load_references(spark: SparkSession, settings: Settings) -> dict[str, DataFrame]:
-    """The reference tables the views and the catalogue read (cached; one-line error if absent)."""
+    """The reference tables the gold views read (cached; one-line error if absent)."""
     return refine_events.load_references(spark, settings, sorted(reference_tables(settings)))
-
-
-def publish_catalogue(store: ServingStore, references: Mapping[str, DataFrame]) -> None:
-    """The products, stores and customers the API checks commands and lookups against."""
-    for name, columns in CATALOGUE.items():
-        store.replace(name, [r.asDict() for r in references[name].select(*columns).collect()])
 
 
 def all_facts(
@@ -134,26 +121,11 @@ def _merge(rows: DataFrame, path: Path, key: Sequence[str]) -> None:
     )
 
 
-def store_rows(rows: DataFrame) -> list[dict]:
-    return [r.asDict(recursive=True) for r in rows.collect()]
-
-
-def advance_positions(store: ServingStore, view: str, batch: DataFrame) -> None:
-    """Record the highest Kafka offset per topic-partition the batch brought into `view`."""
-    latest = batch.groupBy("topic", "partition").agg(F.max("offset").alias("offset")).collect()
-    by_topic: dict[str, dict[int, int]] = {}
-    for row in latest:
-        by_topic.setdefault(row["topic"], {})[int(row["partition"])] = int(row["offset"])
-    for topic, offsets in by_topic.items():
-        store.advance(view, topic, offsets)
-
-
 def views_batch_handler(
     spark: SparkSession,
     settings: Settings,
     view: ViewDefinition,
     references: Mapping[str, DataFrame],
-    store: ServingStore,
 ) -> Callable[[DataFrame, int], None]:
     """The foreachBatch handler of one view (a factory, so tests can call it on static frames)."""
     path = gold_table(settings, view.name)
@@ -162,25 +134,12 @@ def views_batch_handler(
         exists = has_commits(path)
         if exists and batch.isEmpty():
             return
-        batch = batch.persist()
-        try:
-            keyed = exists and view.key is not None
-            rows = compute_view(spark, settings, view, references, batch if keyed else None)
-            rows = rows.persist()
-            # The serving store first: readers see the batch without waiting for the
-            # Delta commit (a MERGE takes seconds). Both are computed from silver alone
-            # and written idempotently, so a batch that fails in between is redone
-            # whole on restart and the two agree again; positions move last.
-            if keyed:
-                store.upsert(view.name, store_rows(rows))
-                _merge(rows, path, view.key)
-            else:
-                store.replace(view.name, store_rows(rows))
-                write_table(rows, path, mode="overwrite")
-            rows.unpersist()
-            advance_positions(store, view.name, batch)
-        finally:
-            batch.unpersist()
+        keyed = exists and view.key is not None
+        rows = compute_view(spark, settings, view, references, batch if keyed else None)
+        if keyed:
+            _merge(rows, path, view.key)
+        else:
+            write_table(rows, path, mode="overwrite")
 
     return handle
 
@@ -190,14 +149,13 @@ def start(
     settings: Settings,
     view: ViewDefinition,
     references: Mapping[str, DataFrame],
-    store: ServingStore,
     trigger: StreamTrigger,
 ) -> StreamingQuery:
     """Start the query that keeps `view` up to date with its silver tables."""
     streams = {t: read_stream(spark, silver_table(settings, t)) for t in view.sources}
     return foreach_batch_stream(
         view.facts(streams),
-        views_batch_handler(spark, settings, view, references, store),
+        views_batch_handler(spark, settings, view, references),
         settings.lake.checkpoint(query_name(view.name)),
         query_name(view.name),
         trigger,
@@ -211,7 +169,7 @@ def start_all(
     names: Sequence[str] | None = None,
     references: Mapping[str, DataFrame] | None = None,
 ) -> list[StreamingQuery]:
-    """Publish the catalogue and start one query per configured view.
+    """Start one query per configured view.
 
     `references`: the loaded reference tables, when the caller has them already.
     """
@@ -219,9 +177,7 @@ def start_all(
     require_silver(settings, views)
     if references is None:
         references = load_references(spark, settings)
-    store = open_store(settings.views.sqlite_path)
-    publish_catalogue(store, references)
-    return [start(spark, settings, view, references, store, trigger) for view in views]
+    return [start(spark, settings, view, references, trigger) for view in views]
 
 
 def rebuild(
@@ -259,24 +215,22 @@ def as_of_table(settings: Settings, view: str, as_of: datetime) -> Path:
 
 
 def rebuild_command(spark: SparkSession, settings: Settings, args: argparse.Namespace) -> int:
-    """`views rebuild VIEW [--as-of TIME]`.
+    """`views rebuild-gold VIEW [--as-of TIME]`.
 
-    Without a time, the live view is replaced (Delta overwrite and serving
-    store) by its recomputation: the repair for a view that went wrong. With
+    Without a time, the gold view is replaced (Delta overwrite) by its
+    recomputation from silver: the repair for a view that went wrong. With
     one, the past state goes to its own table and the live view is untouched.
     """
-    rows = rebuild(spark, settings, args.view, args.as_of).persist()
-    if args.as_of is None:
-        path = gold_table(settings, args.view)
-        write_table(rows, path, mode="overwrite")
-        store = open_store(settings.views.sqlite_path)
-        count = store.replace(args.view, store_rows(rows))
-        print(f"rebuilt {args.view}: {count:,} rows in {path} and the serving store")
-    else:
-        path = as_of_table(settings, args.view, args.as_of)
-        write_table(rows, path, mode="overwrite")
-        print(f"{args.view} as of {args.as_of.isoformat()}: {rows.count():,} rows in {path}")
-    rows.unpersist()
+    rows = rebuild(spark, settings, args.view, args.as_of)
+    path = (
+        gold_table(settings, args.view)
+        if args.as_of is None
+        else as_of_table(settings, args.view, args.as_of)
+    )
+    write_table(rows, path, mode="overwrite")
+    written = read_table(spark, path).count()
+    when = "" if args.as_of is None else f" as of {args.as_of.isoformat()}"
+    print(f"rebuilt gold {args.view}{when} from silver: {written:,} rows in {path}")
     return 0
 
 
@@ -285,7 +239,7 @@ def run(spark: SparkSession, settings: Settings, args: argparse.Namespace) -> in
     queries = start_all(spark, settings, trigger)
     for query in queries:
         query.awaitTermination()
-    print(f"views up to date: {', '.join(q.name for q in queries)}")
+    print(f"gold views up to date: {', '.join(q.name for q in queries)}")
     return 0
 
 

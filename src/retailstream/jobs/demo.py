@@ -24,10 +24,17 @@ from retailstream.config import Settings, load_settings
 from retailstream.errors import UserError
 from retailstream.io.delta import StreamTrigger, has_commits
 from retailstream.jars import classpath
-from retailstream.jobs import build_views, ingest_events, init_world, produce_events, refine_events
+from retailstream.jobs import (
+    build_views,
+    ingest_events,
+    init_world,
+    produce_events,
+    refine_events,
+    serving_views,
+)
 from retailstream.jobs.launcher import launch_without_spark
 from retailstream.kafka.broker import LocalBroker
-from retailstream.views.definitions import ViewDefinition
+from retailstream.session import LAKE_POOL, SERVING_POOL, scheduler_pool
 from retailstream.views.store import ServingStore, open_store
 
 
@@ -46,7 +53,6 @@ def _start_local_broker(settings: Settings) -> LocalBroker | None:
 
 
 METRICS_EVERY_S = 30.0
-FIRST_VIEW_WAIT_S = 120.0
 BRONZE_WAIT_S = 600.0
 
 
@@ -62,7 +68,8 @@ def _wait_until(done: Callable[[], bool], alive: Callable[[], None], timeout_s: 
 
 
 class Pipeline:
-    """The demo's streaming queries in one Spark application: ingest, refine, views."""
+    """The demo's streaming queries in one Spark application: the serving path
+    (Kafka -> serving store) and the lake path (ingest, refine, gold views)."""
 
     def __init__(self, spark: SparkSession, settings: Settings) -> None:
         self.spark = spark
@@ -71,7 +78,7 @@ class Pipeline:
         self.refine: refine_events.RefineRun | None = None
         self.refine_queries: dict[str, StreamingQuery] = {}
         self.references: dict[str, DataFrame] = {}
-        self.store: ServingStore | None = None
+        self.serving: serving_views.ServingPath | None = None
 
     def check(self) -> None:
         """Raise the first query failure (a demo that silently stalls helps nobody)."""
@@ -83,53 +90,53 @@ class Pipeline:
     def prepare(self) -> None:
         """What the queries share, done once before events flow (nothing competes yet):
         the reference tables, the suites and their value sets, the empty silver
-        tables (so the views need not wait for refine's first batches) and the catalogue
-        the API checks commands against."""
+        tables (so the gold views need not wait for refine's first batches), and
+        the serving store's catalogue and initial stock."""
         settings = self.settings
-        tables = set(refine_events.REFERENCE_TABLES) | build_views.reference_tables(settings)
+        tables = (
+            set(refine_events.REFERENCE_TABLES)
+            | build_views.reference_tables(settings)
+            | {"initial_stock"}
+        )
         self.references = refine_events.load_references(self.spark, settings, sorted(tables))
         self.refine = refine_events.RefineRun(self.spark, settings, self.references)
         self.refine.create_silver_tables()
-        self.store = open_store(settings.views.sqlite_path)
-        build_views.publish_catalogue(self.store, self.references)
+        store = open_store(settings.views.sqlite_path)
+        self.serving = serving_views.ServingPath(self.spark, settings, store, self.references)
+        self.serving.prepare_store()
+
+    @property
+    def store(self) -> ServingStore:
+        assert self.serving is not None
+        return self.serving.store
 
     def start(self) -> None:
-        """Start ingest, then the chain to one view, then everything else.
+        """Start the serving query, then the lake path: ingest, refine, gold.
 
-        On a laptop the queries share two cores, and Spark runs their jobs in
-        order of submission: eleven queries started together each wait behind
-        the others' jobs, and the first view took ~2 minutes. So the views that
-        read the fewest silver tables (one each: item_ratings, sales_by_region)
-        and their refine queries start alone right after ingest's first batch,
-        and the rest once one of those views has committed a batch of rows (or
-        after FIRST_VIEW_WAIT_S, whichever comes first).
+        The serving query runs in its own scheduler pool (`session.SERVING_POOL`),
+        weighted so that its small jobs overtake the lake's large ones: on a
+        laptop every query shares two cores.
         """
         settings = self.settings
-        if self.refine is None or self.store is None:
+        if self.refine is None or self.serving is None:
             self.prepare()
-        assert self.refine is not None and self.store is not None
-        ingest = StreamTrigger(False, settings.ingest.trigger_interval)
-        self.queries.append(ingest_events.start(self.spark, settings, ingest))
-        bronze = settings.lake.table(ingest_events.BRONZE_TABLE)
-        if not _wait_until(lambda: has_commits(bronze), self.check, BRONZE_WAIT_S):
-            raise UserError(f"bronze did not appear within {BRONZE_WAIT_S:.0f}s")
-        views = build_views.chosen_views(settings)
-        fewest = min(len(v.sources) for v in views)
-        first = [v for v in views if len(v.sources) == fewest]
-        for table in dict.fromkeys(t for v in first for t in v.sources):
-            self._start_refine(table)
-        leaders = [self._start_view(view) for view in first]
-        _wait_until(
-            lambda: any(p["numInputRows"] for q in leaders for p in q.recentProgress),
-            self.check,
-            FIRST_VIEW_WAIT_S,
-        )  # past the bound the rest start anyway: a slow first view must not stall them
-        for table in settings.refine.tables:
-            if table not in self.refine_queries:
+        assert self.refine is not None and self.serving is not None
+        serving = StreamTrigger(False, settings.serving.trigger_interval)
+        with scheduler_pool(self.spark, SERVING_POOL):
+            self.queries.append(self.serving.start(serving))
+        with scheduler_pool(self.spark, LAKE_POOL):
+            ingest = StreamTrigger(False, settings.ingest.trigger_interval)
+            self.queries.append(ingest_events.start(self.spark, settings, ingest))
+            bronze = settings.lake.table(ingest_events.BRONZE_TABLE)
+            if not _wait_until(lambda: has_commits(bronze), self.check, BRONZE_WAIT_S):
+                raise UserError(f"bronze did not appear within {BRONZE_WAIT_S:.0f}s")
+            for table in settings.refine.tables:
                 self._start_refine(table)
-        for view in views:
-            if view not in first:
-                self._start_view(view)
+            gold = StreamTrigger(False, settings.views.trigger_interval)
+            for view in build_views.chosen_views(settings):
+                self.queries.append(
+                    build_views.start(self.spark, settings, view, self.references, gold)
+                )
 
     def _start_refine(self, table: str) -> None:
         assert self.refine is not None
@@ -137,15 +144,6 @@ class Pipeline:
         query = self.refine.start(table, trigger)
         self.refine_queries[table] = query
         self.queries.append(query)
-
-    def _start_view(self, view: ViewDefinition) -> StreamingQuery:
-        assert self.store is not None
-        trigger = StreamTrigger(False, self.settings.views.trigger_interval)
-        query = build_views.start(
-            self.spark, self.settings, view, self.references, self.store, trigger
-        )
-        self.queries.append(query)
-        return query
 
     def drain_metrics(self) -> None:
         if self.refine is not None:
@@ -222,7 +220,8 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
         print(f"[4/5] producing events at {args.rate:,.0f} events/s", flush=True)
         pipeline.start()
         print(
-            f"[5/5] streaming: ingest -> refine -> views ({len(pipeline.queries)} queries) "
+            f"[5/5] streaming: Kafka -> serving views, and ingest -> refine -> gold "
+            f"({len(pipeline.queries)} queries) "
             f"after {time.monotonic() - started:.0f}s; Ctrl-C stops",
             flush=True,
         )

@@ -24,7 +24,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import sys
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -41,16 +41,20 @@ from retailstream.jobs.launcher import available_now_flag, launch
 from retailstream.jobs.refine_events import REFERENCE_TABLES, known_values, load_references
 from retailstream.kafka.clients import require_broker
 from retailstream.quality.suites import load_suites
-from retailstream.quality.verdicts import mark_events, valid_events
+from retailstream.quality.verdicts import mark_events
 from retailstream.schemas import CONTRACTS_BY_TABLE
+from retailstream.session import sql_conf
 from retailstream.transforms.bronze import to_bronze
-from retailstream.transforms.parse import drop_duplicate_events, parse_events, with_dedup_columns
-from retailstream.views.facts import SEEN, VIEW_SOURCES, seen_offsets, sources_of, view_facts
+from retailstream.transforms.parse import drop_duplicate_events, parse_events
+from retailstream.views.facts import SEEN, VIEW_SOURCES, facts_of, sources_of
 from retailstream.views.folds import Catalogue
 from retailstream.views.serving import apply_facts, seed_inventory, view_topics
 from retailstream.views.store import SqliteStore, open_store
 
 QUERY_NAME = "serving_views"
+IN_MEMORY_STATE = "org.apache.spark.sql.execution.streaming.state.HDFSBackedStateStoreProvider"
+# How a topic's parsed records are deduplicated: a streaming operator, or in batch.
+Deduplication = Callable[[DataFrame], DataFrame]
 # The products, stores and customers the API checks commands and lookups against.
 CATALOGUE = {
     "products": ("sku", "name", "category", "season", "brand", "price"),
@@ -114,58 +118,72 @@ class ServingPath:
             )
             seed_inventory(self.store, stock, self.catalogue, self.settings.views)
 
-    def facts(self, records: DataFrame) -> DataFrame:
-        """The facts of deduplicated bronze-shaped `records`: valid events only, plus
-        the highest offset read per partition (`views.facts`)."""
-        valid = {}
+    def facts(self, records: Callable[[str], DataFrame], deduplicate: Deduplication) -> DataFrame:
+        """Every fact of the records of each topic (`records(topic)`: a stream or a
+        table, bronze-shaped): per topic parsed, deduplicated by `deduplicate` and
+        checked as refine does it, in one pass (`views.facts`)."""
+        parts = []
         for table in self.tables:
             contract = CONTRACTS_BY_TABLE[table]
-            marked = mark_events(
-                parse_events(records, contract), contract, self.suites[table], self.known
-            )
-            valid[table] = valid_events(marked, table)
-        return view_facts(valid, self.views, self.settings.views).unionByName(seen_offsets(records))
+            parsed = deduplicate(parse_events(records(contract.topic), contract))
+            marked = mark_events(parsed, contract, self.suites[table], self.known)
+            parts.append(facts_of(marked, table, self.views, self.settings.views))
+        facts = parts[0]
+        for part in parts[1:]:
+            facts = facts.unionByName(part)
+        return facts
 
     def fold(self, facts: Iterable[Mapping]) -> dict[str, int]:
         return apply_facts(self.store, facts, self.views, self.catalogue, self.settings.views)
 
     def handle(self, batch: DataFrame, batch_id: int) -> None:
-        """The foreachBatch handler: one Spark job to the driver, one store transaction."""
-        # Persisted so that the deduplication above is computed once, whatever
-        # the branches (one per topic) that read the batch.
-        batch = batch.persist()
-        try:
-            self.fold(_collected(self.facts(batch)))
-        finally:
-            batch.unpersist()
+        """The foreachBatch handler: the batch's facts to the driver in one Spark job,
+        folded in one store transaction."""
+        self.fold(_collected(batch))
 
     def start(self, trigger: StreamTrigger) -> StreamingQuery:
-        """Start the serving query (the caller waits for it or stops it)."""
-        records = (
-            read_kafka_stream(self.spark, self.settings.kafka, self.topics)
-            .transform(to_bronze)
-            .transform(with_dedup_columns)
+        """Start the serving query (the caller waits for it or stops it).
+
+        Parsing, checks and deduplication are part of the streaming plan, which
+        is built once here: built per micro-batch in the handler, the same
+        DataFrame took over a second of Py4J calls each time.
+        """
+        kafka = self.settings.kafka
+        delay = self.settings.refine.watermark_delay
+        # A Kafka source per topic: each topic's branch reads its own records
+        # once, where one source for all would be read again by every branch.
+        facts = self.facts(
+            lambda topic: read_kafka_stream(self.spark, kafka, [topic]).transform(to_bronze),
+            lambda parsed: drop_duplicate_events(parsed, delay, ("_dedup_key",)),
         )
-        deduplicated = drop_duplicate_events(
-            records, self.settings.refine.watermark_delay, ("topic", "_dedup_key")
-        )
-        return foreach_batch_stream(
-            deduplicated,
-            self.handle,
-            self.settings.lake.checkpoint(QUERY_NAME),
-            QUERY_NAME,
-            trigger,
-        )
+        # The deduplication state is small and read on every batch: kept in memory
+        # (HDFS-backed provider: a delta file per commit) and in few partitions,
+        # each a state store commit per batch. Both are fixed by the first run.
+        with sql_conf(
+            self.spark,
+            {
+                "spark.sql.shuffle.partitions": str(self.settings.serving.state_partitions),
+                "spark.sql.streaming.stateStore.providerClass": IN_MEMORY_STATE,
+            },
+        ):
+            return foreach_batch_stream(
+                facts,
+                self.handle,
+                self.settings.lake.checkpoint(QUERY_NAME),
+                QUERY_NAME,
+                trigger,
+            )
 
 
-def _first_copies(records: DataFrame) -> DataFrame:
-    """Each event once: the copy with the lowest (partition, offset), as the stream
-    keeps the first it reads. (The stream forgets an event id after
-    `refine.watermark_delay` of Kafka time; copies further apart than that are
-    counted twice live and once here. The generator's copies are seconds apart.)"""
-    first = Window.partitionBy("topic", "_dedup_key").orderBy("partition", "offset")
+def first_copies(parsed: DataFrame) -> DataFrame:
+    """Each event of a topic's parsed records once: the copy with the lowest
+    (partition, offset), as the stream keeps the first it reads. (The stream
+    forgets an event id after `refine.watermark_delay` of Kafka time; copies
+    further apart than that count twice live and once here. The generator's
+    copies are seconds apart.)"""
+    first = Window.partitionBy("_dedup_key").orderBy("partition", "offset")
     return (
-        records.withColumn("_copy", F.row_number().over(first))
+        parsed.withColumn("_copy", F.row_number().over(first))
         .where(F.col("_copy") == 1)
         .drop("_copy")
     )
@@ -192,11 +210,10 @@ def rebuild(
         stale.unlink(missing_ok=True)
     path = ServingPath(spark, settings, open_store(target))
     path.prepare_store()
-    bronze = read_table(spark, bronze_path).where(F.col("topic").isin(list(path.topics)))
+    bronze = read_table(spark, bronze_path)
     if ingested_by is not None:
         bronze = bronze.where(F.col("ingest_time") <= F.lit(ingested_by).cast("timestamp"))
-    records = _first_copies(with_dedup_columns(bronze))
-    ordered = path.facts(records).orderBy(
+    ordered = path.facts(lambda topic: bronze.where(F.col("topic") == topic), first_copies).orderBy(
         "topic", "partition", "offset", (F.col("view") == SEEN).alias("_seen_last")
     )
     applied = dict.fromkeys(path.views, 0)

@@ -14,17 +14,20 @@ The GX rules mirrored here:
 - Column-pair expectations skip a row per `ignore_row_if`; any other row
   with a missing value fails (pandas compares NaT/NaN as False).
 
-Reference lookups (`value_set_from`, line skus) are broadcast joins against
-small cached frames of the distinct reference values, built once per job
-(`known_frames`): no shuffle of the batch, and a plan that stays small (a
-literal `isin` of thousands of ids took seconds to plan on every batch).
-Everything is a pure DataFrame -> DataFrame function, for batch and
-foreachBatch alike.
+Reference lookups (`value_set_from`, line skus) check the distinct reference
+values gathered once per job (`known_frames`). Up to `IN_SET_LIMIT` values
+they are a SQL `IN` list, which Spark evaluates as a hash set: a row-level
+expression, so the checks run inside a streaming query's plan, built once,
+with no join and no broadcast per micro-batch. The list goes to the JVM as one
+SQL text (a Python `isin` costs a Py4J call per value: seconds for thousands).
+Larger sets are broadcast joins against small cached frames of the values.
+Everything is a pure DataFrame -> DataFrame function, for batch, foreachBatch
+and streaming plans alike.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -45,8 +48,26 @@ from retailstream.quality.suites import (
 FAILED_EXPECTATIONS = "failed_expectations"
 # Bronze coordinates: the address of a row, unique within a silver batch.
 ROW_KEY = ("topic", "partition", "offset")
-# Reference value sets by `table.column`, each a one-column (`value`) DataFrame.
-KnownValues = Mapping[str, DataFrame]
+# Reference sets up to this size are checked with an `IN` list, larger ones by a join.
+IN_SET_LIMIT = 25_000
+
+
+class KnownValues(Mapping[str, DataFrame]):
+    """Reference value sets by `table.column`: each as a small cached one-column
+    (`value`) DataFrame (`self[key]`), and as the listed values (`listed[key]`)."""
+
+    def __init__(self, frames: Mapping[str, DataFrame], listed: Mapping[str, Sequence[Any]]):
+        self._frames = dict(frames)
+        self.listed = dict(listed)
+
+    def __getitem__(self, key: str) -> DataFrame:
+        return self._frames[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._frames)
+
+    def __len__(self) -> int:
+        return len(self._frames)
 
 
 def _missing(column: Column, data_type: DataType) -> Column:
@@ -125,7 +146,8 @@ def known_frames(spark: SparkSession, values: Mapping[str, Sequence[Any]]) -> Kn
         return frame
 
     with ThreadPoolExecutor(max_workers=4) as pool:  # small jobs, mostly fixed latency
-        return dict(zip(values, pool.map(cached, values.values()), strict=True))
+        frames = dict(zip(values, pool.map(cached, values.values()), strict=True))
+    return KnownValues(frames, values)
 
 
 def _flag_known(df: DataFrame, column: str, known: DataFrame, flag: str) -> DataFrame:
@@ -159,7 +181,11 @@ def failed_expectations(df: DataFrame, suite: Suite, known: KnownValues) -> Data
         column = expectation.columns[0]
         if (column, source.key) not in flags:
             flag = f"__known_{len(flags)}"
-            joined = _flag_known(joined, column, known[source.key], flag)
+            listed = known.listed.get(source.key) if isinstance(known, KnownValues) else None
+            if listed is not None and len(listed) <= IN_SET_LIMIT:
+                joined = joined.withColumn(flag, F.when(_in_list(column, listed), F.lit(True)))
+            else:
+                joined = _flag_known(joined, column, known[source.key], flag)
             flags[column, source.key] = flag
 
     def flag_of(e: Expectation) -> str | None:
@@ -172,33 +198,48 @@ def failed_expectations(df: DataFrame, suite: Suite, known: KnownValues) -> Data
     return joined.select(*(F.col(c) for c in df.columns), reasons.alias(FAILED_EXPECTATIONS))
 
 
-def fill_unknown_line_skus(df: DataFrame, skus: DataFrame) -> DataFrame:
-    """`df` with `unknown_line_skus` set: how many `lines` elements have a sku
-    that is not in `skus` (`known_frames`; a line without a sku counts as
-    unknown); null when `lines` is null, 0 when it is empty.
+def _sql_literal(value: Any) -> str:
+    """`value` (text or a whole number) as a Spark SQL literal."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise TypeError(f"reference values are text or whole numbers, not {value!r}")
+    if isinstance(value, int):
+        return str(value)
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
-    Expects `df` to have `lines` (array of structs with `sku`) and the bronze
-    coordinates (topic, partition, offset), which identify a row; the column
-    replaces an existing `unknown_line_skus` or is appended. Row order is not kept.
+
+def _in_list_sql(values: Sequence[Any]) -> str:
+    """The `(...)` of a SQL `IN` over `values` (NULL for none: nothing is in it)."""
+    return "(" + (", ".join(_sql_literal(v) for v in sorted(set(values))) or "NULL") + ")"
+
+
+def _in_list(column: str, values: Sequence[Any]) -> Column:
+    """True where `column` is one of `values`, else false or null (one SQL text: one Py4J call)."""
+    return F.expr(f"`{column}` IN {_in_list_sql(values)}")
+
+
+def fill_unknown_line_skus(df: DataFrame, skus: Sequence[str]) -> DataFrame:
+    """`df` with `unknown_line_skus` set: how many `lines` elements have a sku
+    that is not in `skus` (a line without a sku counts as unknown); null when
+    `lines` is null, 0 when it is empty.
+
+    Expects `df` to have `lines` (array of structs with `sku`); the column
+    replaces an existing `unknown_line_skus` or is appended. A row-level
+    expression, no join or grouping: it runs inside a streaming query's plan
+    as well as on a batch. The skus go in as one SQL `IN` list, which Spark
+    turns into a hash set (parsed in the JVM in one call: a Python `isin` of
+    thousands of values would cost a Py4J round trip each).
     """
-    known = skus.select(F.col("value").alias("known_sku"))
-    lines = df.select(*ROW_KEY, F.explode("lines").alias("line"))
-    # Only rows with an unknown sku are grouped: usually a handful, so both the
-    # grouping and the join back are small (the latter broadcast), and the
-    # batch itself is never shuffled.
-    unknown_per_row = (
-        lines.join(F.broadcast(known), on=F.col("line.sku") == F.col("known_sku"), how="left_anti")
-        .groupBy(*ROW_KEY)
-        .agg(F.count("*").alias("unknown_count"))
+    known = _in_list_sql(skus)
+    unknown = F.expr(
+        f"size(filter(lines, line -> line.sku IS NULL OR NOT coalesce(line.sku IN {known}, false)))"
     )
     unknown_line_skus = (
         F.when(F.col("lines").isNull(), F.lit(None))
-        .otherwise(F.coalesce(F.col("unknown_count"), F.lit(0)))
+        .otherwise(unknown)
         .cast(IntegerType())
         .alias("unknown_line_skus")
     )
-    joined = df.join(F.broadcast(unknown_per_row), on=list(ROW_KEY), how="left")
     columns = [unknown_line_skus if c == "unknown_line_skus" else F.col(c) for c in df.columns]
     if "unknown_line_skus" not in df.columns:
         columns.append(unknown_line_skus)
-    return joined.select(*columns)
+    return df.select(*columns)

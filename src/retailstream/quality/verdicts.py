@@ -42,7 +42,7 @@ def mark_events(
     """
     checked = parsed
     if contract.line_fields:
-        checked = fill_unknown_line_skus(checked, known[PRODUCT_SKUS.key])
+        checked = fill_unknown_line_skus(checked, known.listed[PRODUCT_SKUS.key])
     return with_reasons(failed_expectations(checked, suite, known))
 
 

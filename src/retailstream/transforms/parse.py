@@ -201,10 +201,3 @@ def drop_duplicate_events(records: DataFrame, delay: str, keys: tuple[str, ...])
     (quarantined with its raw value) instead of vanishing behind the watermark.
     """
     return records.withWatermark("_wm_time", delay).dropDuplicatesWithinWatermark(list(keys))
-
-
-def with_dedup_columns(records: DataFrame) -> DataFrame:
-    """Bronze-shaped records plus `_dedup_key` and `_wm_time`, as `parse_events` sets them."""
-    return records.withColumn("_dedup_key", dedup_key(raw_fields(F.col("value")))).withColumn(
-        "_wm_time", F.col("kafka_timestamp")
-    )

@@ -1,25 +1,31 @@
-"""Valid events -> the facts the serving views fold (pure; batch and stream alike).
+"""Checked events -> the facts the serving views fold (pure; batch and stream alike).
 
-One narrow row per thing a view counts, all views in one frame, so that a
-micro-batch reaches the driver in a single Spark job: `view` says which view
-a fact is for, the bronze coordinates (topic, partition, offset) say which
-record it came from, and the other columns are that view's (null elsewhere).
+A fact is one small record of something a view counts. Every record of a
+topic, checked by `quality.verdicts.mark_events`, becomes an array of facts
+in one projection, and the array is exploded: one pass over each topic,
+whatever the number of views it feeds (orders feed three). All facts share
+one schema (`FACT_COLUMNS`), so the topics' facts union into a single frame
+that reaches the driver in a single Spark job: `view` says which view a fact
+is for, the bronze coordinates (topic, partition, offset) which record it
+came from, and the other columns are that view's (null elsewhere).
+
+Only valid records (no `_reasons`) give view facts. Every record, valid or
+not, also gives a `_seen` fact: a view has *read* a quarantined record too,
+and a consistency token for it must resolve.
+
 Times are ISO text in UTC (the session time zone), so they sort as text and
 the store holds exactly what the fold compared.
-
-`seen_offsets` adds a `_seen` row per Kafka partition of the batch with its
-highest offset, valid or not: a view has *read* a quarantined record too,
-and a consistency token for it must resolve.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from retailstream.config import ViewsSettings
+from retailstream.quality.verdicts import REASONS
 from retailstream.views.folds import ONLINE
 
 COORDINATES = ("topic", "partition", "offset")
@@ -27,7 +33,7 @@ SEEN = "_seen"
 EVENT_TIME_FORMAT = "yyyy-MM-dd'T'HH:mm:ss.SSSSSS"
 MINUTE_FORMAT = "yyyy-MM-dd'T'HH:mm:ss"
 
-# Every column of the facts frame and its type (a fact leaves the others null).
+# Every column of a fact and its type (a fact leaves the others null).
 FACT_COLUMNS = {
     "view": "string",
     "topic": "string",
@@ -60,9 +66,10 @@ VIEW_SOURCES: dict[str, tuple[str, ...]] = {
 }
 
 
-def _shaped(view: str, frame: DataFrame, **columns: Column) -> DataFrame:
-    """`frame` as facts of `view`: the given columns, typed, and nulls for the rest."""
-    selected = []
+def fact(view: str, **columns: Column) -> Column:
+    """One fact of `view` as a struct of every fact column (the record's coordinates,
+    the given columns, nulls for the rest)."""
+    fields = []
     for name, kind in FACT_COLUMNS.items():
         if name == "view":
             value = F.lit(view)
@@ -70,31 +77,52 @@ def _shaped(view: str, frame: DataFrame, **columns: Column) -> DataFrame:
             value = F.col(name)
         else:
             value = columns.get(name, F.lit(None))
-        selected.append(value.cast(kind).alias(name))
-    return frame.select(*selected)
+        fields.append(value.cast(kind).alias(name))
+    return F.struct(*fields)
+
+
+def _one(item: Column) -> Column:
+    return F.array(item)
+
+
+def _none() -> Column:
+    return F.array().cast(f"array<{_fact_type()}>")
+
+
+def _fact_type() -> str:
+    return "struct<" + ", ".join(f"{name}: {kind}" for name, kind in FACT_COLUMNS.items()) + ">"
 
 
 def _text_time(column: str | Column, pattern: str = EVENT_TIME_FORMAT) -> Column:
     return F.date_format(column, pattern)
 
 
-def rating_facts(ratings: DataFrame) -> DataFrame:
-    return _shaped(
-        "item_ratings",
-        ratings,
-        sku=F.col("sku"),
-        customer_id=F.col("customer_id"),
-        event_id=F.col("event_id"),
-        event_time=_text_time("event_time"),
-        stars=F.col("stars"),
-    )
-
-
-def _line_quantity(line: Column) -> Column:
+def _quantity(line: Column) -> Column:
     return F.coalesce(line["quantity"], F.lit(0))
 
 
-def sales_facts(orders: DataFrame, settings: ViewsSettings) -> DataFrame:
+def _per_line(view: str, **columns: Callable[[Column], Column]) -> Column:
+    """A fact of `view` per element of `lines`, its columns computed from the line."""
+    return F.coalesce(
+        F.transform("lines", lambda line: fact(view, **{k: f(line) for k, f in columns.items()})),
+        _none(),
+    )
+
+
+def rating_facts() -> Column:
+    return _one(
+        fact(
+            "item_ratings",
+            sku=F.col("sku"),
+            customer_id=F.col("customer_id"),
+            event_id=F.col("event_id"),
+            event_time=_text_time("event_time"),
+            stars=F.col("stars"),
+        )
+    )
+
+
+def sales_facts(settings: ViewsSettings) -> Column:
     """One fact per order: its window, store (ONLINE for none), cents, units, lateness.
 
     The lateness rule is per event (arrival in Kafka minus event time), so the
@@ -102,87 +130,90 @@ def sales_facts(orders: DataFrame, settings: ViewsSettings) -> DataFrame:
     """
     bucket = F.window("event_time", settings.sales_window)
     units = F.aggregate(
-        "lines", F.lit(0).cast("bigint"), lambda total, line: total + _line_quantity(line)
+        "lines", F.lit(0).cast("bigint"), lambda total, line: total + _quantity(line)
     )
     on_time = F.col("event_lag_seconds") <= F.lit(settings.sales_lateness_s)
-    return _shaped(
-        "sales_by_region",
-        orders,
-        window_start=_text_time(bucket["start"], MINUTE_FORMAT),
-        window_end=_text_time(bucket["end"], MINUTE_FORMAT),
-        store_id=F.coalesce("store_id", F.lit(ONLINE)),
-        cents=F.round(F.coalesce(F.col("total"), F.lit(0.0)) * 100),
-        units=F.coalesce(units, F.lit(0)),
-        late=~F.coalesce(on_time, F.lit(True)),
+    return _one(
+        fact(
+            "sales_by_region",
+            window_start=_text_time(bucket["start"], MINUTE_FORMAT),
+            window_end=_text_time(bucket["end"], MINUTE_FORMAT),
+            store_id=F.coalesce("store_id", F.lit(ONLINE)),
+            cents=F.round(F.coalesce(F.col("total"), F.lit(0.0)) * 100),
+            units=F.coalesce(units, F.lit(0)),
+            late=~F.coalesce(on_time, F.lit(True)),
+        )
     )
 
 
-def _lines(frame: DataFrame, *columns: str) -> DataFrame:
-    return frame.select(*COORDINATES, *columns, F.explode("lines").alias("line"))
+def _minute() -> Column:
+    return _text_time(F.date_trunc("minute", "event_time"), MINUTE_FORMAT)
 
 
-def trending_facts(clickstream: DataFrame, orders: DataFrame) -> DataFrame:
-    """Carts (one per add_to_cart click) and units ordered, per sku and minute."""
-    minute = _text_time(F.date_trunc("minute", "event_time"), MINUTE_FORMAT)
-    carts = _shaped(
+def cart_facts() -> Column:
+    """A trending fact per add_to_cart click."""
+    cart = fact("trending_items", sku=F.col("sku"), minute=_minute(), add_to_cart=F.lit(1))
+    return F.when(F.col("action") == "add_to_cart", _one(cart)).otherwise(_none())
+
+
+def ordered_facts() -> Column:
+    """A trending fact per order line: units ordered of its sku in its minute."""
+    minute = _minute()
+    return _per_line(
         "trending_items",
-        clickstream.where(F.col("action") == "add_to_cart"),
-        sku=F.col("sku"),
-        minute=minute,
-        add_to_cart=F.lit(1),
+        sku=lambda line: line["sku"],
+        minute=lambda _: minute,
+        ordered_units=_quantity,
     )
-    ordered = _shaped(
-        "trending_items",
-        _lines(orders, "event_time"),
-        sku=F.col("line.sku"),
-        minute=minute,
-        ordered_units=_line_quantity(F.col("line")),
-    )
-    return carts.unionByName(ordered)
 
 
-def stock_facts(orders: DataFrame, shipments: DataFrame) -> DataFrame:
-    """Units sold from a store (orders with a store) and delivered to one (shipments)."""
-    sold = _shaped(
+def sold_facts() -> Column:
+    """A stock fact per line of an order placed in a store (online orders move no store stock)."""
+    sold = _per_line(
         "inventory_positions",
-        _lines(orders.where(F.col("store_id").isNotNull()), "store_id"),
-        store_id=F.col("store_id"),
-        sku=F.col("line.sku"),
-        sold=_line_quantity(F.col("line")),
+        store_id=lambda _: F.col("store_id"),
+        sku=lambda line: line["sku"],
+        sold=_quantity,
     )
-    delivered = _shaped(
+    return F.when(F.col("store_id").isNotNull(), sold).otherwise(_none())
+
+
+def delivered_facts() -> Column:
+    """A stock fact per line of a delivered shipment, at its destination store."""
+    delivered = _per_line(
         "inventory_positions",
-        _lines(shipments.where(F.col("status") == "delivered"), "destination_store_id"),
-        store_id=F.col("destination_store_id"),
-        sku=F.col("line.sku"),
-        delivered=_line_quantity(F.col("line")),
+        store_id=lambda _: F.col("destination_store_id"),
+        sku=lambda line: line["sku"],
+        delivered=_quantity,
     )
-    return sold.unionByName(delivered)
+    return F.when(F.col("status") == "delivered", delivered).otherwise(_none())
 
 
-def view_facts(
-    valid: Mapping[str, DataFrame], views: tuple[str, ...], settings: ViewsSettings
+def table_facts(table: str, views: tuple[str, ...], settings: ViewsSettings) -> list[Column]:
+    """The fact arrays a valid record of silver `table` gives the serving `views`."""
+    wanted = {
+        "ratings": [("item_ratings", rating_facts)],
+        "orders": [
+            ("sales_by_region", lambda: sales_facts(settings)),
+            ("trending_items", ordered_facts),
+            ("inventory_positions", sold_facts),
+        ],
+        "clickstream": [("trending_items", cart_facts)],
+        "shipments": [("inventory_positions", delivered_facts)],
+    }[table]
+    return [make() for view, make in wanted if view in views]
+
+
+def facts_of(
+    marked: DataFrame, table: str, views: tuple[str, ...], settings: ViewsSettings
 ) -> DataFrame:
-    """The facts of `views` from valid silver-shaped rows by table (the tables they read)."""
-    parts = []
-    if "item_ratings" in views:
-        parts.append(rating_facts(valid["ratings"]))
-    if "sales_by_region" in views:
-        parts.append(sales_facts(valid["orders"], settings))
-    if "trending_items" in views:
-        parts.append(trending_facts(valid["clickstream"], valid["orders"]))
-    if "inventory_positions" in views:
-        parts.append(stock_facts(valid["orders"], valid["shipments"]))
-    facts = parts[0]
-    for part in parts[1:]:
-        facts = facts.unionByName(part)
-    return facts
-
-
-def seen_offsets(records: DataFrame) -> DataFrame:
-    """A `_seen` fact per Kafka partition of `records` with its highest offset."""
-    latest = records.groupBy("topic", "partition").agg(F.max("offset").alias("offset"))
-    return _shaped(SEEN, latest)
+    """Every fact of a checked batch of silver `table` (the output of `mark_events`):
+    the view facts of its valid records, and a `_seen` fact per record."""
+    valid = F.size(REASONS) == 0
+    per_view = table_facts(table, views, settings)
+    of_views = F.concat(*per_view) if len(per_view) > 1 else per_view[0]
+    every = F.concat(F.when(valid, of_views).otherwise(_none()), _one(fact(SEEN)))
+    return marked.select(F.explode(every).alias("fact")).select("fact.*")
 
 
 def sources_of(views: tuple[str, ...]) -> tuple[str, ...]:

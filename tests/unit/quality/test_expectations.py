@@ -249,7 +249,7 @@ def test_clean_generated_events_pass_every_shipped_suite(spark: SparkSession) ->
     for table, rows in clean_rows().items():
         df = silver_frame(spark, table, list(rows))
         if "lines" in df.columns:
-            df = fill_unknown_line_skus(df, known[PRODUCT_SKUS.key])
+            df = fill_unknown_line_skus(df, known.listed[PRODUCT_SKUS.key])
         result = failed_expectations(df, suites[table], known).collect()
         assert len(result) == len(rows)
         failing = [(r["offset"], r[FAILED_EXPECTATIONS]) for r in result if r[FAILED_EXPECTATIONS]]
@@ -273,9 +273,7 @@ def test_unknown_line_skus_counts_lines_whose_sku_is_not_a_product(spark: SparkS
         ],
         LINES_DDL,
     )
-    result = fill_unknown_line_skus(
-        df, known_frames(spark, {"p": ["SKU-000001", "SKU-000002"]})["p"]
-    )
+    result = fill_unknown_line_skus(df, ["SKU-000001", "SKU-000002"])
     assert result.columns == df.columns
     assertDataFrameEqual(
         result.select("partition", "offset", "unknown_line_skus"),
@@ -291,6 +289,6 @@ def test_unknown_line_skus_is_appended_when_the_frame_lacks_it(spark: SparkSessi
         [("t", 0, 1, [("SKU-404", 1)])],
         "topic string, partition int, offset long, lines array<struct<sku: string, quantity: int>>",
     )
-    result = fill_unknown_line_skus(df, known_frames(spark, {"p": ["SKU-000001"]})["p"])
+    result = fill_unknown_line_skus(df, ["SKU-000001"])
     assert result.columns == [*df.columns, "unknown_line_skus"]
     assert result.collect()[0]["unknown_line_skus"] == 1

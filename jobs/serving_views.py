@@ -1,0 +1,3 @@
+from retailstream.jobs.serving_views import main
+
+raise SystemExit(main())
