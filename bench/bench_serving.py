@@ -2,9 +2,10 @@
 
 One throwaway local broker, one lake in a temporary folder, `world init`
 (small), generated background traffic from `produce` on a thread at a fixed
-rate, the demo's `Pipeline` (ingest -> refine -> views as continuous
-streaming queries in one SparkSession, the configured trigger intervals) and
-the API on a free port (`serve.server.start_background`).
+rate, the demo's `Pipeline` (the serving path Kafka -> serving store, and the
+lake path ingest -> refine -> gold, as continuous streaming queries in one
+SparkSession, the configured trigger intervals) and the API on a free port
+(`serve.server.start_background`).
 
 1. Freshness, per background rate. About once a second a probe POSTs a
    rating of a random known sku by a random known customer
@@ -902,18 +903,20 @@ def publish(
     )
     notes.append("")
     notes.append(
-        "A rating passes three queries one after the other, each starting a batch at most every "
-        "trigger interval (or right after the previous batch when it takes longer), so the "
-        "freshness floor is about half of each interval plus each batch's duration."
+        "A rating passes one query, the serving path (Kafka -> serving store), whose next batch "
+        "starts as soon as one ends: the freshness floor is about one and a half of its batch "
+        "durations. The lake path's queries (ingest, refine, gold) run beside it in the same "
+        "application, in a scheduler pool of lower weight."
     )
     description = (
         "End-to-end freshness: a rating posted through the API (`POST /v1/items/{sku}/ratings`) "
         "until a plain `GET /v1/items/{sku}` lists its event_id, polled every "
         f"{POLL_INTERVAL_S * 1000:.0f} ms, one probe a second, {plan.probes} probes (+{warmup} "
         f"warm-up) at each background rate ({', '.join(f'{r:,.0f}' for r in plan.rates)} "
-        "generated events/s from `produce`), with the demo's `Pipeline` (ingest → refine → "
-        f"views, one SparkSession, `{settings.spark.master}`, triggers {triggers}) and the API "
-        "in one process; against the baseline of the same probes' Kafka transport (a plain "
+        "generated events/s from `produce`), with the demo's `Pipeline` (the serving path "
+        "Kafka → serving store, and the lake path ingest → refine → gold, one SparkSession, "
+        f"`{settings.spark.master}`, triggers {triggers}) and the API in one process; against "
+        "the baseline of the same probes' Kafka transport (a plain "
         "consumer of shop.ratings). Then API serving speed: `GET /v1/items/{sku}` by "
         f"{', '.join(str(c) for c in plan.levels)} closed-loop clients "
         f"({plan.load_seconds:g} s each, {repetitions} round(s), clients in a separate "
