@@ -146,3 +146,41 @@ def read_until(process: subprocess.Popen[str], done: Callable[[str], bool]) -> l
         if done(line):
             break
     return lines
+
+
+def produce_generated(settings: Settings, generator: Any, events: int) -> None:
+    """The generator's next `events` records into the topics, at their emission times."""
+    from retailstream.kafka.clients import flush_or_fail, producer
+
+    client = producer(settings.kafka.bootstrap)
+    batch = generator.next_batch(events)
+    for record, emitted in zip(batch.records, batch.emit_times_ms, strict=True):
+        client.produce(record.topic, key=record.key, value=record.value, timestamp=emitted)
+    flush_or_fail(client)
+
+
+def check_item_ratings(docs: list[Any], ratings: Any, last_ratings: int = 10) -> None:
+    """item_ratings documents (gold rows or serving docs) against silver `ratings`: one
+    document per rated sku, each with the count, average, histogram and newest ratings
+    of that sku's valid ratings."""
+    from pyspark.sql import functions as F
+
+    expected = {
+        r["sku"]: (r["n"], r["stars"], r["five"])
+        for r in ratings.groupBy("sku")
+        .agg(
+            F.count("*").alias("n"),
+            F.sum("stars").alias("stars"),
+            F.count_if(F.col("stars") == 5).alias("five"),
+        )
+        .collect()
+    }
+    assert {d["sku"] for d in docs} == set(expected)
+    for doc in docs:
+        n, stars, five = expected[doc["sku"]]
+        assert doc["ratings_count"] == n
+        assert doc["average_stars"] == pytest.approx(stars / n, abs=1e-4)
+        assert doc["histogram"]["5"] == five and sum(doc["histogram"].values()) == n
+        times = [r["event_time"] for r in doc["last_ratings"]]
+        assert times == sorted(times, reverse=True) and len(times) == min(n, last_ratings)
+        assert doc["name"] and doc["category"]

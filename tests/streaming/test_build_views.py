@@ -4,10 +4,6 @@ silver holds. (The serving store's views: test_serving_views.py.)"""
 
 from __future__ import annotations
 
-import argparse
-from collections.abc import Iterator
-from datetime import UTC, datetime
-
 import pytest
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -15,47 +11,17 @@ from pyspark.testing import assertDataFrameEqual
 
 from retailstream.config import Settings
 from retailstream.io.delta import read_table
-from retailstream.jobs import build_views, ingest_events, init_world, refine_events
+from retailstream.jobs import build_views, ingest_events, init_world
 from retailstream.jobs.refine_events import silver_table
-from retailstream.kafka.clients import flush_or_fail, producer
-from retailstream.kafka.topics import create_topics
-from retailstream.world import DefectRates, EventGenerator, build_world
-from support import own_pipeline
+from support import check_item_ratings
 
-AVAILABLE_NOW = argparse.Namespace(available_now=True)
-SEED = 11
 VIEWS = ("item_ratings", "sales_by_region", "trending_items", "inventory_positions")
-# Plenty of the defects views must withstand; the others are quarantined by silver.
-DEFECTS = DefectRates(duplicate=0.03, out_of_order=0.03, late_time=0.01)
-
-
-def produce(settings: Settings, generator: EventGenerator, events: int) -> None:
-    client = producer(settings.kafka.bootstrap)
-    batch = generator.next_batch(events)
-    for record, emitted in zip(batch.records, batch.emit_times_ms, strict=True):
-        client.produce(record.topic, key=record.key, value=record.value, timestamp=emitted)
-    flush_or_fail(client)
-
-
-def run_pipeline(spark: SparkSession, settings: Settings) -> None:
-    ingest_events.run(spark, settings, AVAILABLE_NOW)
-    refine_events.run(spark, settings, AVAILABLE_NOW)
-    build_views.run(spark, settings, AVAILABLE_NOW)
 
 
 @pytest.fixture(scope="module")
-def streamed(tmp_path_factory: pytest.TempPathFactory, spark: SparkSession) -> Iterator[Settings]:
-    """Views built by the stream over two rounds of events (first batch, then merges)."""
-    with own_pipeline(tmp_path_factory.mktemp("views")) as settings:
-        create_topics(settings.kafka.bootstrap, settings.kafka.topics)
-        init_world.write_world(spark, settings, SEED, "small")
-        generator = EventGenerator(
-            build_world(SEED, "small"), SEED, datetime(2026, 6, 1, 9, tzinfo=UTC), 4.0, DEFECTS
-        )
-        for events in (4000, 3000):
-            produce(settings, generator, events)
-            run_pipeline(spark, settings)
-        yield settings
+def streamed(generated_lake: Settings) -> Settings:
+    """Gold views built by the stream over two rounds of events (first batch, then merges)."""
+    return generated_lake
 
 
 def gold(spark: SparkSession, settings: Settings, view: str) -> DataFrame:
@@ -72,27 +38,10 @@ def test_a_rebuilt_view_equals_the_streamed_one(
 
 
 def test_item_ratings_count_each_valid_rating_once(streamed: Settings, spark: SparkSession) -> None:
-    ratings = read_table(spark, silver_table(streamed, "ratings"))
-    expected = {
-        r["sku"]: (r["n"], r["stars"], r["five"])
-        for r in ratings.groupBy("sku")
-        .agg(
-            F.count("*").alias("n"),
-            F.sum("stars").alias("stars"),
-            F.count_if(F.col("stars") == 5).alias("five"),
-        )
-        .collect()
-    }
-    docs = gold(spark, streamed, "item_ratings").collect()
-    assert {d["sku"] for d in docs} == set(expected)
-    for doc in docs:
-        n, stars, five = expected[doc["sku"]]
-        assert doc["ratings_count"] == n
-        assert doc["average_stars"] == pytest.approx(stars / n, abs=1e-4)
-        assert doc["histogram"]["5"] == five and sum(doc["histogram"].values()) == n
-        times = [r["event_time"] for r in doc["last_ratings"]]
-        assert times == sorted(times, reverse=True) and len(times) == min(n, 10)
-        assert doc["name"] and doc["category"]
+    check_item_ratings(
+        gold(spark, streamed, "item_ratings").collect(),
+        read_table(spark, silver_table(streamed, "ratings")),
+    )
 
 
 def test_duplicates_in_the_stream_are_not_counted_twice(

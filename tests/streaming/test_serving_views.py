@@ -4,10 +4,7 @@ views equal a rebuild from the event store and the counts of refine's silver tab
 
 from __future__ import annotations
 
-import argparse
 from collections import Counter, defaultdict
-from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -17,57 +14,23 @@ from pyspark.sql import functions as F
 
 from retailstream.config import Settings
 from retailstream.io.delta import StreamTrigger, read_table
-from retailstream.jobs import ingest_events, init_world, refine_events, serving_views
+from retailstream.jobs import ingest_events, init_world, serving_views
 from retailstream.jobs.refine_events import silver_table
-from retailstream.kafka.clients import flush_or_fail, producer
-from retailstream.kafka.topics import create_topics
 from retailstream.serve.commands import RatingPublisher
 from retailstream.serve.server import start_background
 from retailstream.views.serving import view_topics
 from retailstream.views.store import VIEW_TABLES, SqliteStore
-from retailstream.world import DefectRates, EventGenerator, build_world
-from support import own_pipeline
+from support import check_item_ratings
 
-AVAILABLE_NOW = argparse.Namespace(available_now=True)
-SEED = 11
 VIEWS = ("item_ratings", "sales_by_region", "trending_items", "inventory_positions")
 STORE_TABLES = (*VIEWS, "trending_activity")
-# Plenty of the defects views must withstand, and some that refine quarantines.
-DEFECTS = DefectRates(
-    duplicate=0.03, out_of_order=0.03, late_time=0.01, wrong_type=0.005, unknown_sku=0.005
-)
-
-
-def produce(settings: Settings, generator: EventGenerator, events: int) -> None:
-    client = producer(settings.kafka.bootstrap)
-    batch = generator.next_batch(events)
-    for record, emitted in zip(batch.records, batch.emit_times_ms, strict=True):
-        client.produce(record.topic, key=record.key, value=record.value, timestamp=emitted)
-    flush_or_fail(client)
-
-
-def serve_available(spark: SparkSession, settings: Settings) -> None:
-    path = serving_views.ServingPath(spark, settings, SqliteStore(settings.views.sqlite_path))
-    path.prepare_store()
-    path.start(StreamTrigger(available_now=True)).awaitTermination()
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory, spark: SparkSession) -> Iterator[Settings]:
-    """Views folded by the serving path over two rounds of events, with the lake
-    path (ingest, refine) run over the same records."""
-    with own_pipeline(tmp_path_factory.mktemp("serving")) as settings:
-        create_topics(settings.kafka.bootstrap, settings.kafka.topics)
-        init_world.write_world(spark, settings, SEED, "small")
-        generator = EventGenerator(
-            build_world(SEED, "small"), SEED, datetime(2026, 6, 1, 9, tzinfo=UTC), 4.0, DEFECTS
-        )
-        for events in (4000, 3000):
-            produce(settings, generator, events)
-            serve_available(spark, settings)
-        ingest_events.run(spark, settings, AVAILABLE_NOW)
-        refine_events.run(spark, settings, AVAILABLE_NOW)
-        yield settings
+def served(generated_lake: Settings) -> Settings:
+    """Views folded by the serving path over two rounds of events, with the lake path
+    (ingest, refine) run over the same records (`conftest.generated_lake`)."""
+    return generated_lake
 
 
 @pytest.fixture(scope="module")
@@ -104,28 +67,9 @@ def test_positions_equal_the_rebuilds(served: Settings, rebuilt: SqliteStore) ->
 
 
 def test_item_ratings_count_each_valid_rating_once(served: Settings, spark: SparkSession) -> None:
-    ratings = read_table(spark, silver_table(served, "ratings"))
-    assert ratings.count() > ratings.select("event_id").distinct().count() - 1
-    expected = {
-        r["sku"]: (r["n"], r["stars"], r["five"])
-        for r in ratings.groupBy("sku")
-        .agg(
-            F.count("*").alias("n"),
-            F.sum("stars").alias("stars"),
-            F.count_if(F.col("stars") == 5).alias("five"),
-        )
-        .collect()
-    }
-    docs = live(served).rows("item_ratings")
-    assert {d["sku"] for d in docs} == set(expected)
-    for doc in docs:
-        n, stars, five = expected[doc["sku"]]
-        assert doc["ratings_count"] == n
-        assert doc["average_stars"] == pytest.approx(stars / n, abs=1e-4)
-        assert doc["histogram"]["5"] == five and sum(doc["histogram"].values()) == n
-        times = [r["event_time"] for r in doc["last_ratings"]]
-        assert times == sorted(times, reverse=True) and len(times) == min(n, 10)
-        assert doc["name"] and doc["category"]
+    check_item_ratings(
+        live(served).rows("item_ratings"), read_table(spark, silver_table(served, "ratings"))
+    )
 
 
 def test_the_input_had_duplicates_and_quarantined_events(

@@ -1,0 +1,54 @@
+"""A lake both view paths are tested on: one broker of its own, two rounds of generated
+events with duplicates, late and out-of-order events and malformed records, and after
+each round the serving path, then the lake path (ingest, refine, gold views), each
+draining what Kafka holds. Built once per run (test_build_views, test_serving_views)."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import pytest
+from pyspark.sql import SparkSession
+
+from retailstream.config import Settings
+from retailstream.io.delta import StreamTrigger
+from retailstream.jobs import build_views, ingest_events, init_world, refine_events, serving_views
+from retailstream.kafka.topics import create_topics
+from retailstream.views.store import SqliteStore
+from retailstream.world import DefectRates, EventGenerator, build_world
+from support import own_pipeline, produce_generated
+
+AVAILABLE_NOW = argparse.Namespace(available_now=True)
+SEED = 11
+# Plenty of the defects views must withstand, and some that refine quarantines.
+DEFECTS = DefectRates(
+    duplicate=0.03, out_of_order=0.03, late_time=0.01, wrong_type=0.005, unknown_sku=0.005
+)
+
+
+def serve_available(spark: SparkSession, settings: Settings) -> None:
+    """The serving path over what Kafka holds, then stop."""
+    path = serving_views.ServingPath(spark, settings, SqliteStore(settings.views.sqlite_path))
+    path.prepare_store()
+    path.start(StreamTrigger(available_now=True)).awaitTermination()
+
+
+@pytest.fixture(scope="session")
+def generated_lake(
+    tmp_path_factory: pytest.TempPathFactory, spark: SparkSession
+) -> Iterator[Settings]:
+    with own_pipeline(tmp_path_factory.mktemp("generated")) as settings:
+        create_topics(settings.kafka.bootstrap, settings.kafka.topics)
+        init_world.write_world(spark, settings, SEED, "small")
+        generator = EventGenerator(
+            build_world(SEED, "small"), SEED, datetime(2026, 6, 1, 9, tzinfo=UTC), 4.0, DEFECTS
+        )
+        for events in (4000, 3000):  # a first batch, then merges into what is there
+            produce_generated(settings, generator, events)
+            serve_available(spark, settings)
+            ingest_events.run(spark, settings, AVAILABLE_NOW)
+            refine_events.run(spark, settings, AVAILABLE_NOW)
+            build_views.run(spark, settings, AVAILABLE_NOW)
+        yield settings
