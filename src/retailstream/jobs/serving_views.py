@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 
-from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import DataFrame, Row, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
@@ -48,7 +48,7 @@ from retailstream.transforms.bronze import to_bronze
 from retailstream.transforms.parse import drop_duplicate_events, parse_events
 from retailstream.views.facts import SEEN, VIEW_SOURCES, facts_of, sources_of
 from retailstream.views.folds import Catalogue
-from retailstream.views.serving import apply_facts, seed_inventory, view_topics
+from retailstream.views.serving import apply_facts, seed_inventory
 from retailstream.views.store import SqliteStore, open_store
 
 QUERY_NAME = "serving_views"
@@ -70,10 +70,19 @@ def _collected(frame: DataFrame) -> list[dict]:
     return frame.toArrow().to_pylist()
 
 
-def publish_catalogue(store: SqliteStore, references: Mapping[str, DataFrame]) -> None:
+def catalogue_rows(references: Mapping[str, DataFrame]) -> dict[str, list[dict]]:
     """The products, stores and customers the API checks commands and lookups against."""
-    for name, columns in CATALOGUE.items():
-        store.replace(name, _collected(references[name].select(*columns)))
+    return {name: _collected(references[name].select(*cols)) for name, cols in CATALOGUE.items()}
+
+
+def publish_catalogue(
+    store: SqliteStore,
+    references: Mapping[str, DataFrame],
+    rows: Mapping[str, list[dict]] | None = None,
+) -> None:
+    """Write the catalogue (`rows`, when the caller has collected them already)."""
+    for name, table_rows in (rows or catalogue_rows(references)).items():
+        store.replace(name, table_rows)
 
 
 class ServingPath:
@@ -96,22 +105,22 @@ class ServingPath:
         if unknown:
             raise UserError(f"unknown view {', '.join(unknown)}; views: {', '.join(VIEW_SOURCES)}")
         self.tables = sources_of(self.views)
-        self.topics = tuple(dict.fromkeys(t for v in self.views for t in view_topics(v)))
         if references is None:
             wanted = sorted(set(REFERENCE_TABLES) | {"initial_stock"})
             references = load_references(spark, settings, wanted)
         self.references = references
         self.suites = load_suites(settings.refine.expectations_dir)
         self.known = known_values(spark, references, self.suites)
-        products = _collected(references["products"].select("sku", "name", "category"))
-        stores = _collected(references["stores"].select(*CATALOGUE["stores"]))
+        # Collected once: the store's catalogue and the folds' decorations alike.
+        self.catalogue_rows = catalogue_rows(references)
         self.catalogue = Catalogue(
-            {p["sku"]: p for p in products}, {s["store_id"]: s for s in stores}
+            {p["sku"]: p for p in self.catalogue_rows["products"]},
+            {s["store_id"]: s for s in self.catalogue_rows["stores"]},
         )
 
     def prepare_store(self) -> None:
         """The catalogue, and every initial stock position (once)."""
-        publish_catalogue(self.store, self.references)
+        publish_catalogue(self.store, self.references, self.catalogue_rows)
         if "inventory_positions" in self.views:
             stock = _collected(
                 self.references["initial_stock"].select("store_id", "sku", "on_hand")
@@ -189,7 +198,7 @@ def first_copies(parsed: DataFrame) -> DataFrame:
     )
 
 
-def _chunks(rows: Iterator[Mapping], size: int) -> Iterator[list[dict]]:
+def _chunks(rows: Iterator[Row], size: int) -> Iterator[list[dict]]:
     while chunk := [r.asDict() for r in itertools.islice(rows, size)]:
         yield chunk
 

@@ -25,9 +25,9 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from retailstream.config import ViewsSettings
+from retailstream.views.folds import ONLINE  # the store_id of orders placed online (no store)
 
 COORDINATES = ("topic", "partition", "offset")
-ONLINE = "ONLINE"  # the store_id and region of orders placed online (no store)
 STARS = (1, 2, 3, 4, 5)
 
 

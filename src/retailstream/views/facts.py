@@ -26,9 +26,9 @@ from pyspark.sql import functions as F
 
 from retailstream.config import ViewsSettings
 from retailstream.quality.verdicts import REASONS
+from retailstream.views.definitions import COORDINATES
 from retailstream.views.folds import ONLINE
 
-COORDINATES = ("topic", "partition", "offset")
 SEEN = "_seen"
 EVENT_TIME_FORMAT = "yyyy-MM-dd'T'HH:mm:ss.SSSSSS"
 MINUTE_FORMAT = "yyyy-MM-dd'T'HH:mm:ss"
