@@ -184,3 +184,29 @@ def check_item_ratings(docs: list[Any], ratings: Any, last_ratings: int = 10) ->
         times = [r["event_time"] for r in doc["last_ratings"]]
         assert times == sorted(times, reverse=True) and len(times) == min(n, last_ratings)
         assert doc["name"] and doc["category"]
+
+
+SERVING_VIEWS = ("item_ratings", "sales_by_region", "trending_items", "inventory_positions")
+# Every table a serving store folds into: the views and trending's per-minute activity.
+SERVING_TABLES = (*SERVING_VIEWS, "trending_activity")
+
+
+def keyed_rows(store: Any, table: str) -> dict[tuple, dict]:
+    """A serving store table's rows by their key."""
+    from retailstream.views.store import VIEW_TABLES
+
+    key = VIEW_TABLES[table].key
+    return {tuple(doc[k] for k in key): doc for doc in store.rows(table)}
+
+
+def assert_same_views(live: Any, rebuilt: Any) -> None:
+    """Two serving stores hold the same rows in every table and the same positions."""
+    from retailstream.views.serving import view_topics
+
+    for table in SERVING_TABLES:
+        rows = keyed_rows(live, table)
+        assert rows, f"{table} has rows"
+        assert rows == keyed_rows(rebuilt, table), table
+    for view in SERVING_VIEWS:
+        for topic in view_topics(view):
+            assert live.positions(view, topic) == rebuilt.positions(view, topic), (view, topic)

@@ -171,6 +171,9 @@ class ServingSettings(_Frozen):
     trigger_interval: str = "0 seconds"
     # Partitions of the deduplication state, fixed by the query's first run.
     state_partitions: int = Field(1, ge=1)
+    # Records per topic per micro-batch at most: a restart or a first run catches
+    # up in batches of bounded cost instead of one batch of the whole backlog.
+    max_offsets_per_trigger: int = Field(20_000, ge=1)
 
 
 class ServeSettings(_Frozen):

@@ -1,9 +1,13 @@
-"""Exactly once, proven: SIGKILL the ingest process mid-stream, restart it, lose and repeat nothing.
+"""Exactly once, proven: SIGKILL the ingest and serving processes mid-stream,
+restart them, lose and repeat nothing.
 
-Events are produced continuously while the ingest process (a real
-`retailstream run ingest`, its Python driver and JVM) is killed with SIGKILL
-at random moments and restarted; the broker is also taken away and brought
-back once. Afterwards bronze must hold every record Kafka holds, once.
+Events (with the generator's defects: duplicates, late and malformed records)
+are produced continuously while the ingest process and the serving path (each
+a real `retailstream run ...`, its Python driver and JVM) are killed with
+SIGKILL at random moments and restarted; the broker is also taken away and
+brought back once. Afterwards bronze must hold every record Kafka holds, once,
+and the serving views must equal a rebuild from bronze, row for row, with
+every Kafka offset applied.
 """
 
 from __future__ import annotations
@@ -25,24 +29,28 @@ from retailstream.config import load_settings
 from retailstream.io.delta import read_table
 from retailstream.io.truth import TruthWriter
 from retailstream.jars import classpath
-from retailstream.jobs import ingest_events, verify_store
+from retailstream.jobs import ingest_events, init_world, serving_views, verify_store
 from retailstream.kafka.broker import LocalBroker
 from retailstream.kafka.clients import producer
 from retailstream.kafka.publish import publish
 from retailstream.kafka.topics import create_topics, describe_topics
+from retailstream.views.serving import view_topics
+from retailstream.views.store import SqliteStore
 from retailstream.world import EventGenerator, build_world
-from support import PROJECT_HOME, broker_settings
+from support import PROJECT_HOME, SERVING_VIEWS, assert_same_views, broker_settings
 
 KILLS = 3
+RATE = 600  # events/s
 
 
-def _start_ingest(overrides: list[str], log: Path) -> subprocess.Popen[bytes]:
+def _start(job: str, overrides: list[str], log: Path) -> subprocess.Popen[bytes]:
+    """`retailstream run JOB` in its own process group, appending to `log`."""
     command = [str(Path(sys.executable).parent / "retailstream"), "--env", "test"]
     for item in overrides:
         command += ["--set", item]
     with log.open("ab") as out:
         return subprocess.Popen(
-            [*command, "run", "ingest"],
+            [*command, "run", job],
             cwd=PROJECT_HOME,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -50,19 +58,38 @@ def _start_ingest(overrides: list[str], log: Path) -> subprocess.Popen[bytes]:
         )
 
 
-def _commits(lake: Path) -> int:
-    folder = lake / "_checkpoints" / "ingest_events" / "commits"
-    return len([p for p in folder.iterdir() if p.name.isdigit()]) if folder.is_dir() else 0
+class Job:
+    """One restartable `retailstream run JOB` process and its checkpoint's commits."""
 
+    def __init__(self, job: str, query: str, lake: Path, overrides: list[str], log: Path) -> None:
+        self.job, self.overrides, self.log = job, overrides, log
+        self.commits_dir = lake / "_checkpoints" / query / "commits"
+        self.process: subprocess.Popen[bytes] | None = None
 
-def _wait_for_progress(lake: Path, process: subprocess.Popen[bytes], log: Path) -> None:
-    """Return once the (re)started ingest has committed a new micro-batch."""
-    before = _commits(lake)
-    deadline = time.monotonic() + 120
-    while _commits(lake) <= before:
-        assert process.poll() is None, log.read_text()[-2000:]
-        assert time.monotonic() < deadline, "ingest made no progress in 120s"
-        time.sleep(0.5)
+    def start(self) -> None:
+        self.process = _start(self.job, self.overrides, self.log)
+
+    def commits(self) -> int:
+        """The newest committed batch id, -1 before the first (old commit files are
+        cleaned up, so their number stops growing)."""
+        folder = self.commits_dir
+        ids = [int(p.name) for p in folder.iterdir() if p.name.isdigit()] if folder.is_dir() else []
+        return max(ids, default=-1)
+
+    def wait_for_progress(self) -> None:
+        """Return once the (re)started process has committed a new micro-batch."""
+        assert self.process is not None
+        before = self.commits()
+        deadline = time.monotonic() + 180
+        while self.commits() <= before:
+            assert self.process.poll() is None, self.log.read_text()[-2000:]
+            assert time.monotonic() < deadline, f"{self.job} made no progress in 180s"
+            time.sleep(0.5)
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            _kill_hard(self.process)
+        self.process = None
 
 
 def _kill_hard(process: subprocess.Popen[bytes]) -> None:
@@ -70,7 +97,7 @@ def _kill_hard(process: subprocess.Popen[bytes]) -> None:
     process.wait(timeout=30)
 
 
-def test_bronze_holds_every_record_once_after_kills_and_a_broker_outage(
+def test_bronze_and_the_serving_views_hold_every_record_once_after_kills_and_a_broker_outage(
     spark: SparkSession, tmp_path: Path
 ) -> None:
     broker = LocalBroker(
@@ -83,54 +110,71 @@ def test_bronze_holds_every_record_once_after_kills_and_a_broker_outage(
         f"kafka.bootstrap_servers={broker.bootstrap}",
         "ingest.trigger_interval=1 second",
         "ingest.restart_backoff_s=1",
+        # Small serving batches: several per kill interval, so that kills land mid-batch.
+        "serving.max_offsets_per_trigger=1500",
         f"spark.driver_log={tmp_path / 'driver.log'}",
         "spark.master=local[1]",
     ]
     settings = load_settings("test", overrides, home=PROJECT_HOME)
     create_topics(broker.bootstrap, settings.kafka.topics)
+    # The serving path checks events against the reference data of this world.
+    init_world.write_world(spark, settings, 11, "small")
     generator = EventGenerator(
         build_world(11, "small"),
         seed=11,
-        start=datetime(2026, 3, 1, tzinfo=UTC),
-        sim_seconds_per_event=1.0,
+        # Event times at the wall clock's pace (as live): the lateness checks pass them.
+        start=datetime.now(UTC),
+        sim_seconds_per_event=1 / RATE,
     )
     stop_producing = threading.Event()
     producing = threading.Thread(
         target=publish,
         kwargs=dict(
             generator=generator, client=producer(broker.bootstrap), truth=TruthWriter(lake),
-            rate=1500, max_events=None, max_seconds=600, batch_size=500, stop=stop_producing.is_set,
+            rate=RATE, max_events=None, max_seconds=600, batch_size=500, stop=stop_producing.is_set,
+            simulated_timestamps=True,
         ),
     )  # fmt: skip
     rng = random.Random(20261128)
-    log = tmp_path / "ingest.log"
-    ingest = None
+    ingest = Job("ingest", ingest_events.QUERY_NAME, lake, overrides, tmp_path / "ingest.log")
+    serving = Job("serving", serving_views.QUERY_NAME, lake, overrides, tmp_path / "serving.log")
     try:
         producing.start()
-        ingest = _start_ingest(overrides, log)
+        ingest.start()
+        serving.start()
         for _ in range(KILLS):
-            _wait_for_progress(lake, ingest, log)
-            time.sleep(rng.uniform(0, 4))  # somewhere inside the following micro-batches
-            _kill_hard(ingest)
-            ingest = _start_ingest(overrides, log)
-        # The broker goes away under the running ingest and comes back.
-        _wait_for_progress(lake, ingest, log)
+            # Each somewhere inside its following micro-batches; restarted side by side.
+            for job in (ingest, serving):
+                job.wait_for_progress()
+            for job in (ingest, serving):
+                time.sleep(rng.uniform(0, 3))
+                job.kill()
+            for job in (ingest, serving):
+                job.start()
+        # The broker goes away under the running jobs and comes back.
+        ingest.wait_for_progress()
+        serving.wait_for_progress()
         broker.stop()
         time.sleep(10)
         broker.start()
-        _wait_for_progress(lake, ingest, log)
+        ingest.wait_for_progress()
+        serving.wait_for_progress()
         stop_producing.set()
         producing.join(timeout=180)
         assert not producing.is_alive()
         time.sleep(5)
-        assert ingest.poll() is None, (
-            "ingest survives the broker outage: " + log.read_text()[-2000:]
-        )
-        _kill_hard(ingest)
-        ingest = None
+        for job in (ingest, serving):
+            assert job.process is not None and job.process.poll() is None, (
+                f"{job.job} survives the broker outage: " + job.log.read_text()[-2000:]
+            )
+            job.kill()
 
-        # Whatever is left is drained by one more (in-process) available-now run.
-        ingest_events.run(spark, settings, argparse.Namespace(available_now=True))
+        # Whatever is left is drained by one more (in-process) available-now run of each.
+        done = argparse.Namespace(available_now=True)
+        ingest_events.run(spark, settings, done)
+        # The rest in large batches: the small ones above were for the kills' sake.
+        large = settings.serving.model_copy(update={"max_offsets_per_trigger": 100_000})
+        serving_views.run(spark, settings.model_copy(update={"serving": large}), done)
         in_kafka = {
             (info.name, part.partition): (part.earliest, part.latest)
             for info in describe_topics(broker.bootstrap, sorted(settings.kafka.topics))
@@ -138,8 +182,8 @@ def test_bronze_holds_every_record_once_after_kills_and_a_broker_outage(
         }
     finally:
         stop_producing.set()
-        if ingest is not None and ingest.poll() is None:
-            _kill_hard(ingest)
+        ingest.kill()
+        serving.kill()
         broker.stop()
 
     bronze = read_table(spark, lake / "bronze_events")
@@ -169,7 +213,20 @@ def test_bronze_holds_every_record_once_after_kills_and_a_broker_outage(
             continue
         n, distinct, first, last = per_partition[key]
         assert (n, distinct, first, last + 1) == (high - low, high - low, low, high), key
-    assert log.read_text().count("Traceback") == 0
+    for job in (ingest, serving):
+        assert job.log.read_text().count("Traceback") == 0, job.job
     # Batches replayed after the kills got the same hashes: every chain holds.
     verdict = verify_store.verify(spark, settings)
     assert verdict.intact and verdict.records == total and verdict.unchained == 0, verdict
+
+    # The serving views, killed mid-batch three times, equal a fold of bronze
+    # made afresh, and have applied every record of their topics.
+    live = SqliteStore(settings.views.sqlite_path)
+    rebuilt = tmp_path / "rebuilt.db"
+    serving_views.rebuild(spark, settings, rebuilt)
+    assert_same_views(live, SqliteStore(rebuilt))
+    for view in SERVING_VIEWS:
+        for topic in view_topics(view):
+            ends = {p: high for (t, p), (_, high) in in_kafka.items() if t == topic and high}
+            applied = {p: offset + 1 for p, offset in live.positions(view, topic).items()}
+            assert applied == ends, (view, topic)

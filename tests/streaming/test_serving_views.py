@@ -19,11 +19,11 @@ from retailstream.jobs.refine_events import silver_table
 from retailstream.serve.commands import RatingPublisher
 from retailstream.serve.server import start_background
 from retailstream.views.serving import view_topics
-from retailstream.views.store import VIEW_TABLES, SqliteStore
-from support import check_item_ratings
+from retailstream.views.store import SqliteStore
+from support import SERVING_TABLES, SERVING_VIEWS, check_item_ratings, keyed_rows
 
-VIEWS = ("item_ratings", "sales_by_region", "trending_items", "inventory_positions")
-STORE_TABLES = (*VIEWS, "trending_activity")
+VIEWS = SERVING_VIEWS
+STORE_TABLES = SERVING_TABLES
 
 
 @pytest.fixture(scope="module")
@@ -46,9 +46,7 @@ def live(settings: Settings) -> SqliteStore:
     return SqliteStore(settings.views.sqlite_path)
 
 
-def _keyed(store: SqliteStore, table: str) -> dict[tuple, dict]:
-    key = VIEW_TABLES[table].key
-    return {tuple(doc[k] for k in key): doc for doc in store.rows(table)}
+_keyed = keyed_rows
 
 
 @pytest.mark.parametrize("table", STORE_TABLES)

@@ -157,7 +157,9 @@ class ServingPath:
         is built once here: built per micro-batch in the handler, the same
         DataFrame took over a second of Py4J calls each time.
         """
-        kafka = self.settings.kafka
+        kafka = self.settings.kafka.model_copy(
+            update={"max_offsets_per_trigger": self.settings.serving.max_offsets_per_trigger}
+        )
         delay = self.settings.refine.watermark_delay
         # A Kafka source per topic: each topic's branch reads its own records
         # once, where one source for all would be read again by every branch.
