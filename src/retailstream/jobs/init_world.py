@@ -36,13 +36,19 @@ def world_spec_path(settings: Settings) -> Path:
     return settings.lake.table(REFERENCE) / WORLD_SPEC
 
 
-def load_world(settings: Settings) -> World:
-    """Rebuild the world that `world init` wrote (same seed and scale)."""
+def world_spec(settings: Settings) -> dict:
+    """The seed and scale of the world that `world init` wrote."""
     path = world_spec_path(settings)
     if not path.exists():
         raise UserError(f"no world in {path.parent}: run `retailstream world init` first")
     spec = json.loads(path.read_text())
-    return build_world(int(spec["seed"]), spec["scale"])
+    return {"seed": int(spec["seed"]), "scale": spec["scale"]}
+
+
+def load_world(settings: Settings) -> World:
+    """Rebuild the world that `world init` wrote (same seed and scale)."""
+    spec = world_spec(settings)
+    return build_world(spec["seed"], spec["scale"])
 
 
 def write_world(spark: SparkSession, settings: Settings, seed: int, scale: str) -> dict[str, int]:

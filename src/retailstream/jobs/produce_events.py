@@ -7,6 +7,11 @@ the ground truth to `<lake>/ground_truth/<table>/` (Parquet). No Spark.
 Event times: live (the wall clock) by default; with `--start` the generator
 runs on a simulated clock from that time, `--sim-seconds-per-event` apart,
 which fast-forwards days of history for training.
+
+The world carries on between runs (`io.world_state`): a run that stops
+cleanly saves it, with its stock as ground truth (`ground_truth/stock`), and
+the next run resumes it, its clock moved on to now (or to `--start`).
+`--new-world` starts it over from its initial stock.
 """
 
 from __future__ import annotations
@@ -16,13 +21,15 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
 from datetime import UTC, datetime
+from pathlib import Path
 
 from tqdm import tqdm
 
 from retailstream.config import Settings, load_settings
 from retailstream.errors import UserError
+from retailstream.io import world_state
 from retailstream.io.truth import TruthWriter, truth_dir
-from retailstream.jobs.init_world import load_world
+from retailstream.jobs.init_world import load_world, world_spec
 from retailstream.jobs.launcher import launch_without_spark
 from retailstream.kafka.clients import producer, require_broker
 from retailstream.kafka.publish import PublishReport, publish
@@ -63,35 +70,50 @@ def produce(
     bootstrap = settings.kafka.bootstrap
     require_broker(bootstrap)
     create_topics(bootstrap, settings.kafka.topics)
-    world = load_world(settings)
     spacing = args.sim_seconds_per_event or (1.0 / args.rate if args.rate else 0.001)
     if args.start:
         start = datetime.fromisoformat(args.start).astimezone(UTC)
         clock = None
     else:
         start, clock = datetime.now(UTC), (lambda: datetime.now(UTC))
-    generator = EventGenerator(
-        world,
-        seed=args.seed,
-        start=start,
-        sim_seconds_per_event=spacing,
-        defect_rates=defect_rates(settings.generator.defect_share),
-        clock=clock,
-    )
+    root, spec = settings.lake.root, world_spec(settings)
+    if getattr(args, "new_world", False):
+        world_state.forget(root)
+    resumed = world_state.claim(root, spec)
+    generator = resumed.generator
+    if generator is None:
+        generator = EventGenerator(
+            load_world(settings),
+            seed=args.seed,
+            start=start,
+            sim_seconds_per_event=spacing,
+            defect_rates=defect_rates(settings.generator.defect_share),
+            clock=clock,
+        )
+    else:
+        generator.use_clock(clock, spacing)
+        generator.skip_to(start)
+    print(resumed.note, file=sys.stderr)
     max_seconds = parse_duration(args.duration) if args.duration else None
     total = args.events if args.events is not None else None
+    truth = TruthWriter(root)
     with tqdm(total=total, unit="ev", unit_scale=True, file=sys.stderr, disable=args.quiet) as bar:
-        report = publish(
-            generator,
-            producer(bootstrap),
-            TruthWriter(settings.lake.root),
-            rate=args.rate,
-            max_events=args.events,
-            max_seconds=max_seconds,
-            batch_size=settings.generator.batch_size,
-            on_progress=bar.update,
-            stop=stop,
-        )
+        try:
+            report = publish(
+                generator,
+                producer(bootstrap),
+                truth,
+                rate=args.rate,
+                max_events=args.events,
+                max_seconds=max_seconds,
+                batch_size=settings.generator.batch_size,
+                on_progress=bar.update,
+                stop=stop,
+            )
+        except KeyboardInterrupt:  # publish flushed everything: the world is as Kafka has it
+            _keep_world(root, spec, generator, truth)
+            raise
+    _keep_world(root, spec, generator, truth)
     print(
         f"published {report.events} events in {report.seconds:.1f}s "
         f"({report.rate:,.0f} events/s) to {bootstrap}"
@@ -101,6 +123,12 @@ def produce(
     truth = ", ".join(f"{t} {n}" for t, n in sorted(report.truth_rows.items()))
     print(f"ground truth ({truth or 'none'}) under {truth_dir(settings.lake.root)}")
     return report
+
+
+def _keep_world(root: Path, spec: dict, generator: EventGenerator, truth: TruthWriter) -> None:
+    """Save the world for the next run, and its stock as ground truth."""
+    truth.append({"stock": generator.stock()})
+    world_state.save(root, spec, generator)
 
 
 def add_flags(parser: argparse.ArgumentParser) -> None:
@@ -119,6 +147,11 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
         help="simulated seconds between events (default: 1/rate, live spacing)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--new-world",
+        action="store_true",
+        help="start the world over from its initial stock instead of resuming the saved one",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 import numpy as np
+import pandas as pd
 
 from retailstream.world.defects import DefectInjector, DefectRates, InjectionResult
 from retailstream.world.demand import (
@@ -74,7 +75,7 @@ from retailstream.world.simtime import (
     to_datetime,
     to_operational,
 )
-from retailstream.world.stock import Inventory
+from retailstream.world.stock import EmittedStock, Inventory
 from retailstream.world.weather import CONDITIONS, MAX_TRAFFIC_FACTOR, RegionTimeline, WorldEvent
 
 # Shares of shop events (shipments, weather and world events come on top, from their own
@@ -152,7 +153,10 @@ class EventGenerator:
         self._sessions = SessionPool(seed, self.sim_seconds_per_event / CLICK_SHARE)
         self._planner = ShipmentPlanner(world, self._timeline, seed)
         self._inventory = Inventory(world)
+        self._emitted_stock = EmittedStock(world.index.assortment_on_hand)
         self._refresh_stock_policy()
+        # Scheduled records due before this time come out at it (`skip_to`).
+        self._floor = self._t
 
         self._heap: list[tuple[float, int, Shipment | WorldEvent]] = []
         self._heap_seq = 0
@@ -191,6 +195,46 @@ class EventGenerator:
         """Number of records returned so far; the next record's sequence number."""
         return self._pending_seq
 
+    def stock(self) -> pd.DataFrame:
+        """On-hand units per carried (store, sku) as the records returned so far tell it:
+        initial stock, minus store sales, plus deliveries (the inventory view's truth)."""
+        inv = self._inventory
+        return pd.DataFrame(
+            {
+                "store_id": [self._store_ids[s] for s in inv.key_store.tolist()],
+                "sku": self._sku_ids[inv.key_sku].tolist(),
+                "on_hand": self._emitted_stock.on_hand,
+                "records_emitted": np.int64(self._pending_seq),
+                "sim_time": pd.Timestamp(self.sim_time),
+            }
+        )
+
+    def use_clock(self, clock: Callable[[], datetime] | None, sim_seconds_per_event: float) -> None:
+        """Run on (a new) `clock`, None for simulated time, at a new event spacing:
+        for a generator resumed from a saved state."""
+        if sim_seconds_per_event <= 0:
+            raise ValueError("sim_seconds_per_event must be positive")
+        self._clock = clock
+        if sim_seconds_per_event != self.sim_seconds_per_event:
+            self.sim_seconds_per_event = float(sim_seconds_per_event)
+            self._refresh_stock_policy()
+
+    def skip_to(self, when: datetime) -> None:
+        """Move the clock on to `when` (no-op when it is not later): the shops were
+        shut meanwhile. Shipment and world-event records due in between come out at
+        `when`, so that a world resumed after a pause tells no stale news."""
+        t = epoch_seconds(when)
+        if t > self._t:
+            self._t = t
+            self._u = to_operational(t)
+            self._floor = t
+
+    def __getstate__(self) -> dict:
+        # The clock is a live callable of the process that ran it: not part of the world.
+        state = self.__dict__.copy()
+        state["_clock"] = None
+        return state
+
     def next_batch(self, n: int) -> EventBatch:
         """The next n records and the ground-truth rows that belong to them."""
         if n < 0:
@@ -218,6 +262,7 @@ class EventGenerator:
             self._pending_truth[name] = [r for r in rows if r["record_seq"] >= cutoff]
         for row in released["defects"]:
             row["record_index"] = row["record_seq"] - first
+        self._emitted_stock.release(cutoff)
         return EventBatch(records=records, first_seq=first, emit_times_ms=emit_times_ms, **released)
 
     # ------------------------------------------------------------------ setup helpers
@@ -305,7 +350,10 @@ class EventGenerator:
         sched_times: list[float] = []
         sched_records: list[KafkaRecord] = []
         shipment_rows: list[tuple[int, dict]] = []
-        stockouts = self._run_stock(orders, t_to, sched_times, sched_records, shipment_rows)
+        deliveries: list[tuple[int, int, int]] = []
+        stockouts = self._run_stock(
+            orders, t_to, sched_times, sched_records, shipment_rows, deliveries
+        )
         order_times, order_records, order_index_of = self._encode_orders(orders)
         groups.append((order_times, order_records))
 
@@ -358,6 +406,15 @@ class EventGenerator:
         for row in injected.defects:
             row["record_seq"] = seq0 + row.pop("position")
             truth["defects"].append(row)
+        # Each sale and delivery, with the record that tells it.
+        sales, sold_keys, sold_units = self._store_sales(orders, order_index_of)
+        delivered = np.asarray(deliveries, dtype=np.int64).reshape(-1, 3)
+        self._emitted_stock.add(
+            seq0 + final_position[position[np.concatenate([order_offset + sales,
+                                                           sched_offset + delivered[:, 0]])]],
+            np.concatenate([sold_keys, delivered[:, 1]]),
+            np.concatenate([-sold_units, delivered[:, 2]]),
+        )  # fmt: skip
         self._pending.extend(injected.records)
         self._pending_times.extend(_emission_times_ms(injected, merged_times, t_from))
         self._t = t_to
@@ -462,12 +519,13 @@ class EventGenerator:
         sched_times: list[float],
         sched_records: list[KafkaRecord],
         shipment_rows: list[tuple[int, dict]],
+        deliveries: list[tuple[int, int, int]],
     ) -> list[tuple[float, int, dict]]:
         """Apply store orders and scheduled records in time order up to t_to.
 
         Marks unsold lines in orders["sold"], appends due scheduled records (and shipment
-        truth rows with their index) to the given lists, and returns stock-outs as
-        (time, order index, truth row).
+        truth rows, and the (record index, key, units) of each delivered line, with their
+        index) to the given lists, and returns stock-outs as (time, order index, truth row).
         """
         inv = self._inventory
         on_hand, on_order, reorder = inv.on_hand, inv.on_order, inv.reorder_point
@@ -485,7 +543,10 @@ class EventGenerator:
         def run_scheduled(until: float) -> None:
             while heap and heap[0][0] <= until:
                 when, _, item = heapq.heappop(heap)
-                self._emit_scheduled(when, item, sched_times, sched_records, shipment_rows)
+                when = max(when, self._floor)
+                self._emit_scheduled(
+                    when, item, sched_times, sched_records, shipment_rows, deliveries
+                )
 
         for o, store in enumerate(stores):
             if store < 0:
@@ -531,6 +592,7 @@ class EventGenerator:
         sched_times: list[float],
         sched_records: list[KafkaRecord],
         shipment_rows: list[tuple[int, dict]],
+        deliveries: list[tuple[int, int, int]],
     ) -> None:
         """Emit one due scheduled record; deliveries restock and may trigger new orders."""
         if isinstance(item, WorldEvent):
@@ -571,6 +633,7 @@ class EventGenerator:
         if sh.stage == DELIVERED:
             inv = self._inventory
             for _, q, key in sh.lines:
+                deliveries.append((len(sched_records) - 1, key, q))
                 inv.on_hand[key] += q
                 inv.on_order[key] -= q
                 if inv.on_hand[key] + inv.on_order[key] <= inv.reorder_point[key]:
@@ -645,6 +708,19 @@ class EventGenerator:
             records.append(KafkaRecord(TOPIC_ORDERS, order_id.encode(), value))
         index_of = {o: j for j, o in enumerate(emitted)}
         return times[emitted], records, index_of
+
+    @staticmethod
+    def _store_sales(
+        orders: dict[str, np.ndarray], index_of: dict[int, int]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(order record index, stock key, units) of each line sold in a store."""
+        n = len(orders["t"])
+        line_order = np.repeat(np.arange(n), np.diff(orders["line_start"]))
+        sold = np.flatnonzero(orders["sold"] & (orders["store"][line_order] >= 0))
+        record_of = np.full(n, -1, dtype=np.int64)
+        if index_of:
+            record_of[list(index_of)] = list(index_of.values())
+        return record_of[line_order[sold]], orders["key"][sold], orders["quantity"][sold]
 
     def _remember_purchases(self, orders: dict[str, np.ndarray]) -> None:
         """Keep recent sold lines: ratings are written about things people bought."""

@@ -68,3 +68,35 @@ class Inventory:
         if position > self.reorder_point[key]:
             return 0
         return self.order_up_to[key] - position
+
+
+class EmittedStock:
+    """On-hand units per key as the records handed out so far tell it.
+
+    The generator applies a sale or a delivery when it simulates it, which may
+    be a step before the record saying so is handed out (`next_batch` keeps
+    the rest of a step pending). This ledger holds each stock move with the
+    sequence number of its record and applies it when that record is
+    released, so its totals are exactly what a consumer of every released
+    record can know: the ground truth of the inventory view.
+    """
+
+    def __init__(self, initial_on_hand: np.ndarray) -> None:
+        self.on_hand = np.asarray(initial_on_hand, dtype=np.int64).copy()
+        self._seq = np.zeros(0, dtype=np.int64)
+        self._key = np.zeros(0, dtype=np.int64)
+        self._delta = np.zeros(0, dtype=np.int64)
+
+    def add(self, seqs: np.ndarray, keys: np.ndarray, deltas: np.ndarray) -> None:
+        """Moves of records not released yet (`seqs`: their sequence numbers)."""
+        self._seq = np.concatenate([self._seq, np.asarray(seqs, dtype=np.int64)])
+        self._key = np.concatenate([self._key, np.asarray(keys, dtype=np.int64)])
+        self._delta = np.concatenate([self._delta, np.asarray(deltas, dtype=np.int64)])
+
+    def release(self, cutoff: int) -> None:
+        """Apply the moves of every record with a sequence number below `cutoff`."""
+        due = self._seq < cutoff
+        if due.any():
+            np.add.at(self.on_hand, self._key[due], self._delta[due])
+            keep = ~due
+            self._seq, self._key, self._delta = self._seq[keep], self._key[keep], self._delta[keep]
