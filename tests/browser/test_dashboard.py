@@ -75,9 +75,12 @@ return {
   disruptions: all("disruption-item").map(
     (li) => [li.dataset.shipmentId, Number(li.dataset.probability)]),
   disruptionCount: one("disruption-count").dataset.value,
+  bestRated: all("best-rated-item").map((li) => [li.dataset.sku, Number(li.dataset.average)]),
+  newest: all("newest-rating").map((li) => [li.dataset.eventId, Number(li.dataset.stars)]),
+  ratingsCount: one("ratings-count").dataset.value,
   reroutes: all("disruption-reroute").map((div) => div.textContent),
   empty: Object.fromEntries(["map-empty", "regions-empty", "trending-empty", "low-stock-empty",
-    "disruptions-empty"].map((id) => [id, !one(id).hidden])),
+    "disruptions-empty", "ratings-empty"].map((id) => [id, !one(id).hidden])),
   marker: window.__sameDocument || null,
 };
 """
@@ -98,6 +101,7 @@ class GoldWriter(threading.Thread):
         self._lock = threading.Lock()
         self._halt = threading.Event()
         self._sales: dict[tuple[str, str], dict[str, Any]] = {}
+        self._ratings: dict[str, list[dict[str, Any]]] = {}
 
     def run(self) -> None:
         while not self._halt.is_set():
@@ -165,6 +169,24 @@ class GoldWriter(threading.Thread):
                 {"store_id": "ST-0003", "sku": "SKU-000001", "name": "Linen shirt",
                  "category": "shirts", "initial": 20, "delivered": 0, "sold": k,
                  "on_hand": max(0, 20 - k), "low_stock": 20 - k <= 2},
+            ],
+        )  # fmt: skip
+
+        # A rating per step, on one of three shirts and coats in turn (as the serving path
+        # folds the Rate Item command).
+        product = PRODUCTS[k % 3 * 2]
+        given = self._ratings.setdefault(product["sku"], [])
+        given.insert(0, {"event_id": f"{k:032x}", "customer_id": f"C-{k:07d}",
+                         "stars": 1 + (k * 7 + k % 3) % 5,
+                         "event_time": (WINDOW_0 + timedelta(seconds=k)).isoformat()})  # fmt: skip
+        self.store.upsert(
+            "item_ratings",
+            [
+                {"sku": product["sku"], "name": product["name"], "category": product["category"],
+                 "ratings_count": len(given),
+                 "average_stars": round(sum(r["stars"] for r in given) / len(given), 3),
+                 "histogram": {str(n): sum(r["stars"] == n for r in given) for n in range(1, 6)},
+                 "last_ratings": given[:10]}
             ],
         )  # fmt: skip
 
@@ -237,6 +259,7 @@ def _api_view(base_url: str) -> dict[str, Any]:
         trending = http.get("/v1/trending", params={"limit": 5}).json()
         low = http.get("/v1/alerts/low-stock", params={"limit": 25}).json()
         alerts = http.get("/v1/alerts/disruptions").json()
+        ratings = http.get("/v1/ratings", params={"limit": 5}).json()
     online = next(s["revenue"] for s in stores["stores"] if s["store_id"] == "ONLINE")
     return {
         "revenue": regions["total"]["revenue"],
@@ -249,6 +272,9 @@ def _api_view(base_url: str) -> dict[str, Any]:
         "lowStockCount": low["count"],
         "disruptions": [(a["shipment_id"], a["probability"]) for a in alerts["items"]],
         "disruptionCount": alerts["count"],
+        "bestRated": [(i["sku"], i["average_stars"]) for i in ratings["best_rated"]],
+        "newest": [(r["event_id"], r["stars"]) for r in ratings["newest"]],
+        "ratingsCount": ratings["ratings"],
     }
 
 
@@ -264,6 +290,9 @@ def _as_shown(page: dict[str, Any]) -> dict[str, Any]:
         "lowStockCount": int(page["lowStockCount"]),
         "disruptions": [tuple(d) for d in page["disruptions"]],
         "disruptionCount": int(page["disruptionCount"]),
+        "bestRated": [tuple(i) for i in page["bestRated"]],
+        "newest": [tuple(r) for r in page["newest"]],
+        "ratingsCount": int(page["ratingsCount"]),
     }
 
 
@@ -300,6 +329,7 @@ def test_the_dashboard_follows_the_views_live_and_agrees_with_the_api(
         )
         _wait_for(browser, "low-stock alerts", lambda s: len(s["lowStock"]) >= 1)
         _wait_for(browser, "three disruption alerts", lambda s: len(s["disruptions"]) == 3)
+        _wait_for(browser, "three best rated items", lambda s: len(s["bestRated"]) == 3)
         assert writer.steps >= 7
 
         with writer.frozen():
@@ -326,6 +356,11 @@ def test_the_dashboard_follows_the_views_live_and_agrees_with_the_api(
         "germany",
         "online",
     }
+    assert not shown["empty"]["ratings-empty"]
+    averages = [a for _, a in shown["bestRated"]]
+    assert averages == sorted(averages, reverse=True), "best rated first"
+    newest = [event_id for event_id, _ in shown["newest"]]
+    assert newest == sorted(newest, reverse=True) and len(newest) == 5, "newest first"
     assert shown["marker"] == "not reloaded", "the page must update in place"
     assert shown["status"] == "ok"
     errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]

@@ -310,6 +310,43 @@ def test_an_unrated_known_item_has_a_zero_document(http: httpx.Client) -> None:
     }  # fmt: skip
 
 
+def _rated(sku: str, stars: list[int]) -> dict:
+    """An item_ratings document of `sku` with these ratings, oldest first."""
+    given = [
+        {"event_id": f"{sku[-1]}{i:031x}", "customer_id": f"C-{i:07d}", "stars": n,
+         "event_time": f"2026-11-28T10:{int(sku[-1]) * 10 + i:02d}:00"}
+        for i, n in enumerate(stars)
+    ]  # fmt: skip
+    return {
+        "sku": sku, "name": sku, "category": "coats", "ratings_count": len(stars),
+        "average_stars": sum(stars) / len(stars),
+        "histogram": {str(n): stars.count(n) for n in range(1, 6)},
+        "last_ratings": given[::-1],
+    }  # fmt: skip
+
+
+def test_the_ratings_overview_ranks_the_best_rated_and_lists_the_newest(
+    http: httpx.Client, store: SqliteStore
+) -> None:
+    assert http.get("/v1/ratings").json() == {
+        "rated_items": 0, "ratings": 0, "best_rated": [], "newest": [],
+    }  # fmt: skip
+    store.upsert("item_ratings", [
+        _rated("SKU-000001", [5, 4, 5]), _rated("SKU-000002", [5, 5]),
+        _rated("SKU-000003", [3, 4, 5, 4]),
+    ])  # fmt: skip
+    overview = http.get("/v1/ratings", params={"limit": 3}).json()
+    assert (overview["rated_items"], overview["ratings"]) == (3, 9)
+    # Two ratings are too few to rank (min_ratings 3 by default).
+    assert [i["sku"] for i in overview["best_rated"]] == ["SKU-000001", "SKU-000003"]
+    assert [(r["sku"], r["stars"]) for r in overview["newest"]] == [
+        ("SKU-000003", 4), ("SKU-000003", 5), ("SKU-000003", 4),
+    ]  # fmt: skip
+    anyone = http.get("/v1/ratings", params={"min_ratings": 1}).json()
+    assert anyone["best_rated"][0]["sku"] == "SKU-000002"
+    assert http.get("/v1/ratings", params={"limit": 0}).status_code == 422
+
+
 def test_sales_trending_inventory_and_alerts_answer_from_the_views(
     http: httpx.Client, store: SqliteStore
 ) -> None:
@@ -410,7 +447,7 @@ def test_openapi_and_docs_are_served(http: httpx.Client) -> None:
     for path in [
         "/v1/items/{sku}/ratings", "/v1/items/{sku}", "/v1/sales/regions", "/v1/sales/stores",
         "/v1/trending", "/v1/inventory/{store_id}", "/v1/health", "/v1/alerts/low-stock",
-        "/v1/alerts/disruptions",
+        "/v1/alerts/disruptions", "/v1/ratings",
     ]:  # fmt: skip
         assert path in paths, path
     assert "post" in paths["/v1/items/{sku}/ratings"]

@@ -38,6 +38,7 @@ from retailstream.serve.models import (
     Health,
     Inventory,
     ItemRatings,
+    RatingsOverview,
     Recommendations,
     SalesByRegion,
     SalesByStore,
@@ -232,6 +233,23 @@ def sales_regions(
 def sales_stores(state: State) -> dict[str, Any]:
     """Every store with lat/lon and its sales totals; online sales have no location."""
     return queries.sales_by_store(state.store)
+
+
+@views.get(
+    "/v1/ratings",
+    response_model=None,
+    responses={200: {"model": RatingsOverview}, **_errors(401, 403, 422)},
+    summary="The best rated items and the newest ratings",
+)
+def ratings_overview(
+    state: State,
+    limit: Annotated[int, Query(ge=1, le=100, description="Items and ratings to return")] = 5,
+    min_ratings: Annotated[
+        int, Query(ge=1, description="Ratings an item needs to rank among the best rated")
+    ] = 3,
+) -> dict[str, Any]:
+    """The item-ratings read model at a glance, as the dashboard shows it."""
+    return queries.ratings_overview(state.store, limit, min_ratings)
 
 
 @views.get(

@@ -57,6 +57,26 @@ class ItemRatings(_Open):
     )
 
 
+class RatedItem(_Open):
+    sku: str
+    name: str | None = None
+    category: str | None = None
+    ratings_count: int
+    average_stars: float | None = None
+
+
+class NewRating(LastRating):
+    sku: str
+    name: str | None = None
+
+
+class RatingsOverview(_Open):
+    rated_items: int = Field(description="Items with at least one rating")
+    ratings: int = Field(description="Ratings counted in all")
+    best_rated: list[RatedItem] = Field(description="Highest average stars first")
+    newest: list[NewRating] = Field(description="Newest first, across all items")
+
+
 class Totals(_Open):
     revenue: float
     orders: int

@@ -64,6 +64,31 @@ def item_ratings(store: ServingStore, sku: str) -> dict[str, Any] | None:
     return store.get("item_ratings", sku=sku) or empty_ratings(item)
 
 
+def ratings_overview(store: ServingStore, limit: int = 5, min_ratings: int = 3) -> dict[str, Any]:
+    """The item_ratings read model at a glance: the best rated items (by average stars,
+    among those with at least `min_ratings`; more ratings first on a tie) and the
+    newest ratings of all items, newest first."""
+    items = store.rows("item_ratings")
+    rated = [i for i in items if int(i["ratings_count"]) >= min_ratings]
+    rated.sort(key=lambda i: (-float(i["average_stars"]), -int(i["ratings_count"]), i["sku"]))
+    newest = [
+        {**rating, "sku": item["sku"], "name": item.get("name")}
+        for item in items
+        for rating in item.get("last_ratings") or []
+    ]
+    newest.sort(key=lambda r: (str(r["event_time"]), r["event_id"]), reverse=True)
+    best = [
+        {k: item.get(k) for k in ("sku", "name", "category", "ratings_count", "average_stars")}
+        for item in rated[:limit]
+    ]
+    return {
+        "rated_items": len(items),
+        "ratings": sum(int(i["ratings_count"]) for i in items),
+        "best_rated": best,
+        "newest": newest[:limit],
+    }
+
+
 def sales_by_region(store: ServingStore, windows: int = 60) -> dict[str, Any]:
     """Totals per region over every window, and per region a series of its last `windows` windows.
 

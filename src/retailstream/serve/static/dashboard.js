@@ -201,6 +201,33 @@
     }));
   }
 
+  const stars = (n) => "★".repeat(n) + "☆".repeat(5 - n);
+
+  function renderRatings(payload) {
+    const best = payload.best_rated || [];
+    const newest = payload.newest || [];
+    setFigure("ratings-count", payload.ratings || 0, (v) => count.format(v));
+    showEmpty("ratings-empty", best.length === 0 && newest.length === 0);
+    $("best-rated-list").replaceChildren(...best.map((item) => {
+      const li = html("li", {
+        "data-testid": "best-rated-item", "data-sku": item.sku,
+        "data-average": item.average_stars, "data-count": item.ratings_count,
+      }, `${item.name || item.sku} `);
+      li.append(html("span", { class: "score" },
+        `${Number(item.average_stars).toFixed(2)} ★ · ${count.format(item.ratings_count)} ratings`));
+      return li;
+    }));
+    $("newest-ratings-list").replaceChildren(...newest.map((rating) => {
+      const li = html("li", {
+        "data-testid": "newest-rating", "data-event-id": rating.event_id, "data-sku": rating.sku,
+        "data-stars": rating.stars,
+      }, `${rating.name || rating.sku}: `);
+      li.append(html("span", { class: "on-hand", title: `${rating.stars} of 5` }, stars(rating.stars)),
+        ` by ${rating.customer_id}`);
+      return li;
+    }));
+  }
+
   function renderLowStock(payload) {
     const items = payload.items || [];
     setFigure("low-stock-count", payload.count || 0, (v) => count.format(v));
@@ -247,10 +274,11 @@
   let refreshes = 0;
 
   async function refresh() {
-    const [regions, stores, trending, lowStock, disruptions] = await Promise.allSettled([
+    const [regions, stores, trending, ratings, lowStock, disruptions] = await Promise.allSettled([
       getJSON("/v1/sales/regions?windows=30"),
       getJSON("/v1/sales/stores"),
       getJSON("/v1/trending?limit=5"),
+      getJSON("/v1/ratings?limit=5"),
       getJSON("/v1/alerts/low-stock?limit=25"),
       getJSON("/v1/alerts/disruptions"),
     ]);
@@ -269,6 +297,7 @@
     apply(regions, renderRegions);
     apply(stores, renderMap);
     apply(trending, renderTrending);
+    apply(ratings, renderRatings);
     apply(lowStock, renderLowStock);
     apply(disruptions, renderDisruptions);
 
@@ -276,7 +305,7 @@
     status.dataset.state = failures.length ? "error" : "ok";
     status.textContent = failures.length ? "API error" : "live";
     status.title = failures.join("\n");
-    const results = [regions, stores, trending, lowStock, disruptions];
+    const results = [regions, stores, trending, ratings, lowStock, disruptions];
     if (results.some((result) => result.status === "fulfilled")) {
       const now = new Date();
       const updated = $("last-updated");
