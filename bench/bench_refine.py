@@ -4,9 +4,9 @@ One throwaway local broker is filled once with generated events (each record
 stamped with the generator's emit time, as a live producer would, so that
 events are not taken for hours late), `world init` writes the reference
 tables and ingest copies the topics into bronze, once. Then, alternately in
-one run and one SparkSession, the refine query of every table
-(`jobs.refine_events.start`, one after the other as `refine --available-now`
-runs them) drains that bronze table:
+one run and one SparkSession, the refine query (`jobs.refine_events.start`:
+one query for every table, as `refine --available-now` runs it) drains that
+bronze table:
 
 - without expectations, the baseline: the shipped query (parse, deduplicate
   by event_id, write silver and quarantine, count the batch) with every
@@ -18,8 +18,8 @@ runs them) drains that bronze table:
 Every repetition writes silver, quarantine and checkpoints into a fresh lake
 whose `bronze_events` and `reference` are links to the shared ones. The
 reference value sets are gathered and cached once per session, as a running refine
-job holds them. Time is wall time from the first query's start to the last
-one's end; events/s = bronze rows / seconds. Overhead = 1 - with / without.
+job holds them. Time is wall time from the query's start to its end;
+events/s = bronze rows / seconds. Overhead = 1 - with / without.
 
     .venv/bin/python bench/bench_refine.py [--quick]
 """
@@ -205,53 +205,39 @@ class Runs:
     def case(self, label: str, suites: dict[str, Suite], skip_line_skus: bool) -> Callable[[], int]:
         def run() -> int:
             settings = self.current
-            tables: dict[str, dict[str, Any]] = {}
             self.timer.current = Counter()
             with self.timer.installed(skip_line_skus):
-                for table in settings.refine.tables:
-                    tables[table] = self.refine_one(settings, table, suites)
-            rows = sum(t["rows_in"] for t in tables.values())
-            self.details[label].append({"steps": dict(self.timer.current), "tables": tables})
-            return rows
+                run = self.refine_all(settings, suites)
+            self.details[label].append({"steps": dict(self.timer.current), **run})
+            return int(run["rows_in"])
 
         return run
 
-    def refine_one(
-        self, settings: Settings, table: str, suites: dict[str, Suite]
-    ) -> dict[str, Any]:
+    def refine_all(self, settings: Settings, suites: dict[str, Suite]) -> dict[str, Any]:
         counts = refine_events.BatchCounts()
         started = time.perf_counter()
         query = refine_events.start(
-            self.spark,
-            settings,
-            table,
-            StreamTrigger(available_now=True),
-            self.known,
-            suites,
-            counts,
+            self.spark, settings, StreamTrigger(available_now=True), self.known, suites, counts
         )
         query.awaitTermination()
         seconds = time.perf_counter() - started
         if query.exception() is not None:
-            raise RuntimeError(f"refine {table} failed: {query.exception()}")
+            raise RuntimeError(f"refine failed: {query.exception()}")
         progress = query.recentProgress
         rows_in = sum(int(p["numInputRows"]) for p in progress)
-        topic = CONTRACTS_BY_TABLE[table].topic
-        if rows_in != self.bronze_rows.get(topic, 0):
+        # Each branch of the query reads its own topic's rows of the batch.
+        if rows_in != sum(self.bronze_rows.values()):
             raise RuntimeError(
-                f"refine {table} read {rows_in:,} rows, bronze holds "
-                f"{self.bronze_rows.get(topic, 0):,} of {topic}"
+                f"refine read {rows_in:,} rows, bronze holds {sum(self.bronze_rows.values()):,}"
             )
         phases: Counter[str] = Counter()
-        valid = quarantined = 0
-        reasons: Counter[str] = Counter()
+        tables: dict[str, Counter[str]] = defaultdict(Counter)
         for p in progress:
             phases.update(p["durationMs"])
-            counted = counts.pop(int(p["batchId"]))
-            if counted is not None:
-                valid += int(counted["valid"])
-                quarantined += int(counted["quarantined"])
-                reasons.update(counted["by_reason"])
+            for table, counted in (counts.pop(int(p["batchId"])) or {}).items():
+                tables[table].update(
+                    valid=int(counted["valid"]), quarantined=int(counted["quarantined"])
+                )
         return {
             "seconds": seconds,
             "rows_in": rows_in,
@@ -261,9 +247,7 @@ class Runs:
             "batch_rows_and_ms": [
                 (int(p["numInputRows"]), int(p["durationMs"].get("addBatch", 0))) for p in progress
             ],
-            "valid": valid,
-            "quarantined": quarantined,
-            "by_reason": dict(reasons.most_common()),
+            "tables": {t: dict(c) for t, c in tables.items()},
             "duration_ms": dict(phases),
         }
 
@@ -272,16 +256,10 @@ class Runs:
 # Summaries
 
 
-def median_by_table(details: list[dict[str, Any]], tables: tuple[str, ...]) -> dict[str, float]:
-    return {t: median(d["tables"][t]["seconds"] for d in details) for t in tables}
-
-
 def median_empty_batches(details: list[dict[str, Any]]) -> float:
-    """Median seconds per repetition in batches that read no rows (addBatch, all tables)."""
+    """Median seconds per repetition in batches that read no rows (addBatch)."""
     return median(
-        sum(ms for t in d["tables"].values() for rows, ms in t["batch_rows_and_ms"] if not rows)
-        / 1000
-        for d in details
+        sum(ms for rows, ms in d["batch_rows_and_ms"] if not rows) / 1000 for d in details
     )
 
 
@@ -290,7 +268,7 @@ def median_steps(details: list[dict[str, Any]], seconds: list[float]) -> dict[st
     them, and outside the batches (query start, planning, offsets, stop)."""
     steps: dict[str, list[float]] = defaultdict(list)
     for d, total in zip(details, seconds, strict=True):
-        batch = sum(t["duration_ms"].get("addBatch", 0) / 1000 for t in d["tables"].values())
+        batch = d["duration_ms"].get("addBatch", 0) / 1000
         for name in sorted({s for x in details for s in x["steps"]}):
             steps[name].append(d["steps"].get(name, 0.0))
         steps["rest of the batch (counts, caching)"].append(batch - sum(d["steps"].values()))
@@ -344,41 +322,40 @@ def main() -> int:
         shuffle_partitions = settings.spark.shuffle_partitions
 
     details = {label: runs.details[label][warmup:] for label in (WITHOUT, WITH)}
-    by_table = {label: median_by_table(details[label], tables) for label in details}
     steps = {label: median_steps(details[label], results[label].seconds) for label in details}
     empty_batches = {label: median_empty_batches(details[label]) for label in details}
     ratio = results[WITH].median_rate / results[WITHOUT].median_rate
     ratios = paired_ratios(results, WITH, WITHOUT)
     last = details[WITH][-1]["tables"]
-    quarantined = {t: last[t]["quarantined"] for t in tables}
-    baseline_quarantined = {t: details[WITHOUT][-1]["tables"][t]["quarantined"] for t in tables}
+    quarantined = {t: last.get(t, {}).get("quarantined", 0) for t in tables}
+    baseline = details[WITHOUT][-1]["tables"]
+    baseline_quarantined = {t: baseline.get(t, {}).get("quarantined", 0) for t in tables}
     expectation_count = sum(len(shipped[t].expectations) for t in tables)
     notes = [
         f"Overhead of the expectations: **{1 - ratio:.1%}** (1 − with / without, ratio of "
         f"medians; per round {1 - max(ratios):.1%} – {1 - min(ratios):.1%}); aim: under 15 %.",
         "",
-        "Median seconds per table, without → with (rows; reference value sets of its suite): "
+        "Rows and reference value sets per table: "
         + "; ".join(
-            f"{t} {by_table[WITHOUT][t]:.1f} → {by_table[WITH][t]:.1f} "
-            f"({bronze_rows.get(CONTRACTS_BY_TABLE[t].topic, 0):,}; "
-            f"{len(shipped[t].value_set_sources())}"
+            f"{t} {bronze_rows.get(CONTRACTS_BY_TABLE[t].topic, 0):,} "
+            f"({len(shipped[t].value_set_sources())}"
             + (" + line skus" if CONTRACTS_BY_TABLE[t].line_fields else "")
             + ")"
             for t in tables
         )
         + ".",
         "",
-        "Each query runs one data batch, then a no-data batch (it moves the deduplication "
-        "watermark on), which still calls the handler: its empty writes and counts took "
+        "The query runs its data batches, then a no-data batch (it moves the deduplication "
+        "watermark on), which still calls the handler: it took "
         + " and ".join(
             f"{empty_batches[label]:.1f} s {'without' if label == WITHOUT else 'with'}"
             for label in (WITHOUT, WITH)
         )
-        + " per repetition (median, six tables).",
+        + " per repetition (median).",
         "",
-        "Where the time goes (median seconds per repetition, summed over the six queries; "
-        "the handler persists each micro-batch, so the silver write also reads, parses, "
-        "deduplicates and validates it):",
+        "Where the time goes (median seconds per repetition; the tables of a batch are "
+        "refined side by side, so their steps are summed over threads; the handler persists "
+        "each micro-batch, so the silver write also reads, parses and validates it):",
         "",
         *(
             f"- {label}: "
@@ -396,14 +373,13 @@ def main() -> int:
     publish_results(
         "refine",
         "Bronze → silver refine (`bench/bench_refine.py`)",
-        "Events per second of the refine queries of all six tables "
-        "(`jobs.refine_events.start`, one after the other, `availableNow`) with the shipped "
+        "Events per second of the refine query of all six tables "
+        "(`jobs.refine_events.start`, one query, `availableNow`) with the shipped "
         "expectation suites, reference value-set joins and line-sku check, against the "
         "baseline of the "
-        "same queries with empty suites (parse, dedup, silver and quarantine writes); same "
+        "same query with empty suites (parse, dedup, silver and quarantine writes); same "
         f"bronze table, same session (`{master}`), alternating, a fresh silver, quarantine "
-        "and checkpoints each repetition. events/s = bronze rows / wall seconds over the six "
-        "queries.",
+        "and checkpoints each repetition. events/s = bronze rows / wall seconds of the query.",
         results,
         baseline=WITHOUT,
         params={
@@ -423,7 +399,6 @@ def main() -> int:
             "spark_master": master,
             "shuffle_partitions": shuffle_partitions,
             "whole_run_seconds": elapsed,
-            "median_seconds_by_table": by_table,
             "median_seconds_by_step": steps,
             "median_seconds_in_no_data_batches": empty_batches,
             "runs": details,

@@ -120,7 +120,7 @@ ACKED = "posted → 202 answered (Kafka acked)"
 STAGES = {
     "serving path (Kafka -> store)": serving_views.QUERY_NAME,
     "ingest (lake path)": ingest_events.QUERY_NAME,
-    "refine ratings (lake path)": refine_events.query_name("ratings"),
+    "refine (lake path)": refine_events.QUERY_NAME,
 }
 
 

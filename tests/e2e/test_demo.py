@@ -3,6 +3,7 @@ flowing to the views and the API, then Ctrl-C, and nothing lost."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import signal
 import subprocess
@@ -16,9 +17,12 @@ import pytest
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from retailstream.config import Settings, load_settings
 from retailstream.io.delta import read_table
-from retailstream.jobs import ingest_events
+from retailstream.io.truth import read_truth
+from retailstream.jobs import ingest_events, serving_views
 from retailstream.kafka.broker import free_port, port_in_use
+from retailstream.views.store import SqliteStore
 from support import PROJECT_HOME, headless_chromium, read_until, run_cli
 
 
@@ -87,6 +91,8 @@ def test_demo_serves_live_views_and_stops_cleanly_on_ctrl_c(
         "--set", f"kafka.local_broker.controller_port={free_port()}",
         "--set", f"spark.driver_log={tmp_path / 'driver.log'}",
         "--set", "spark.master=local[2]",
+        # A clean stream: the inventory view must then equal the world's own stock.
+        "--set", "generator.defect_share=0",
     ]  # fmt: skip
     demo = subprocess.Popen(
         [str(Path(sys.executable).parent / "retailstream"), "demo", "--rate", "100",
@@ -141,5 +147,27 @@ def test_demo_serves_live_views_and_stops_cleanly_on_ctrl_c(
         held = bronze.count()
         if held != published:  # say where the difference is before the broker goes
             raise AssertionError(_where_counts_differ(spark, bronze, port, output, published))
+        # The world resumes where the demo left it, and the inventory view agrees with it.
+        more = run_cli("produce", "--events", "3000", "--rate", "1500", "--quiet", *flags)
+        assert more.returncode == 0, more.stderr
+        assert "resuming the saved world" in more.stderr, more.stderr
+        settings = load_settings(None, [f for f in flags if f != "--set"], home=PROJECT_HOME)
+        serving_views.run(spark, settings, argparse.Namespace(available_now=True))
     finally:
         run_cli("kafka", "stop", *flags)
+    _inventory_equals_the_worlds_stock(spark, settings)
+
+
+def _inventory_equals_the_worlds_stock(spark: SparkSession, settings: Settings) -> None:
+    truth = read_truth(spark, settings.lake.root, "stock")
+    assert truth is not None, "the producer wrote its stock"
+    newest = truth.agg(F.max("records_emitted")).first()[0]
+    stock = {
+        (r.store_id, r.sku): r.on_hand
+        for r in truth.where(F.col("records_emitted") == newest).collect()
+    }
+    positions = SqliteStore(settings.views.sqlite_path).rows("inventory_positions")
+    shown = {(p["store_id"], p["sku"]): p["on_hand"] for p in positions}
+    assert shown == stock
+    assert min(shown.values()) >= 0
+    assert sum(p["sold"] for p in positions) > 0, "the runs sold something"

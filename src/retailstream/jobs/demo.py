@@ -76,7 +76,7 @@ class Pipeline:
         self.settings = settings
         self.queries: list[StreamingQuery] = []
         self.refine: refine_events.RefineRun | None = None
-        self.refine_queries: dict[str, StreamingQuery] = {}
+        self.refine_query: StreamingQuery | None = None
         self.references: dict[str, DataFrame] = {}
         self.serving: serving_views.ServingPath | None = None
 
@@ -111,7 +111,8 @@ class Pipeline:
         return self.serving.store
 
     def start(self) -> None:
-        """Start the serving query, then the lake path: ingest, refine, gold.
+        """Start the serving query, then the lake path: ingest, refine (one query for
+        every topic), gold.
 
         The serving query runs in its own scheduler pool (`session.SERVING_POOL`),
         weighted so that its small jobs overtake the lake's large ones: on a
@@ -130,25 +131,18 @@ class Pipeline:
             bronze = settings.lake.table(ingest_events.BRONZE_TABLE)
             if not _wait_until(lambda: has_commits(bronze), self.check, BRONZE_WAIT_S):
                 raise UserError(f"bronze did not appear within {BRONZE_WAIT_S:.0f}s")
-            for table in settings.refine.tables:
-                self._start_refine(table)
+            refine = StreamTrigger(False, settings.refine.trigger_interval)
+            self.refine_query = self.refine.start(refine)
+            self.queries.append(self.refine_query)
             gold = StreamTrigger(False, settings.views.trigger_interval)
             for view in build_views.chosen_views(settings):
                 self.queries.append(
                     build_views.start(self.spark, settings, view, self.references, gold)
                 )
 
-    def _start_refine(self, table: str) -> None:
-        assert self.refine is not None
-        trigger = StreamTrigger(False, self.settings.refine.trigger_interval)
-        query = self.refine.start(table, trigger)
-        self.refine_queries[table] = query
-        self.queries.append(query)
-
     def drain_metrics(self) -> None:
-        if self.refine is not None:
-            for table, query in self.refine_queries.items():
-                self.refine.drain(table, query)
+        if self.refine is not None and self.refine_query is not None:
+            self.refine.drain(self.refine_query)
 
     def stop(self) -> None:
         """Stop every query (each resumes from its checkpoint next time: nothing is lost)."""

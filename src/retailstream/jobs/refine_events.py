@@ -1,7 +1,7 @@
 """Refine: bronze event store -> typed, validated, deduplicated silver tables + quarantine.
 
-Reads: `<lake>/bronze_events` as a stream (one query per topic, each with its
-own checkpoint `<lake>/_checkpoints/refine_<table>`), the reference tables of
+Reads: `<lake>/bronze_events` as a stream (one query for every topic,
+checkpoint `<lake>/_checkpoints/refine_events`), the reference tables of
 `world init`, and the expectation suites in `conf/expectations/`.
 Writes, per micro-batch and idempotently (a replayed batch writes nothing):
 - `<lake>/silver/<table>` for clickstream, orders, ratings, shipments, weather,
@@ -12,19 +12,22 @@ Writes, per micro-batch and idempotently (a replayed batch writes nothing):
   duplicates removed, rows later than the watermark, valid, quarantined by reason.
 
 Deduplication by `event_id` is a streaming `dropDuplicatesWithinWatermark`
-(RocksDB state bounded by `refine.watermark_delay`); everything else runs on
-each micro-batch as a batch DataFrame.
+per topic (RocksDB state bounded by `refine.watermark_delay`); everything
+else runs on each micro-batch as a batch DataFrame, split by topic inside the
+batch.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
+from pyspark import inheritable_thread_target
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
@@ -53,7 +56,13 @@ from retailstream.schemas import (
     EventContract,
     silver_schema,
 )
-from retailstream.transforms.parse import drop_duplicate_events, parse_events
+from retailstream.session import sql_conf
+from retailstream.transforms.parse import (
+    dedup_key,
+    drop_duplicate_events,
+    parse_events,
+    raw_fields,
+)
 
 QUARANTINE_TABLE = "quarantine"
 METRICS_TABLE = "quality_metrics"
@@ -64,8 +73,12 @@ def silver_table(settings: Settings, table: str) -> Path:
     return settings.lake.table(f"silver/{table}")
 
 
+QUERY_NAME = "refine_events"
+
+
 def query_name(table: str) -> str:
-    return f"refine_{table}"
+    """The transaction id of a table's appends (idempotent per micro-batch)."""
+    return f"{QUERY_NAME}_{table}"
 
 
 def load_references(
@@ -151,61 +164,121 @@ def tally(marked: DataFrame) -> dict[str, object]:
 
 
 class BatchCounts:
-    """What each micro-batch's handler counted, for the metrics writer (thread-safe)."""
+    """What each micro-batch's handler counted per table, for the metrics writer
+    (thread-safe)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._by_batch: dict[int, dict[str, object]] = {}
+        self._by_batch: dict[int, dict[str, dict[str, object]]] = {}
 
-    def put(self, batch_id: int, counts: dict[str, object]) -> None:
+    def put(self, batch_id: int, counts: dict[str, dict[str, object]]) -> None:
         with self._lock:
             self._by_batch[batch_id] = counts
 
-    def pop(self, batch_id: int) -> dict[str, object] | None:
+    def pop(self, batch_id: int) -> dict[str, dict[str, object]] | None:
         with self._lock:
             return self._by_batch.pop(batch_id, None)
 
 
-def refine_batch_handler(
+def rows_in_metric(table: str) -> str:
+    """The observed metric counting a table's bronze rows before deduplication."""
+    return f"refine_rows_in_{table}"
+
+
+def deduplicated_records(bronze: DataFrame, tables: Sequence[str], delay: str) -> DataFrame:
+    """Bronze records of `tables`, each event once (pure, streaming or not).
+
+    A branch per table, in `tables` order: its topic's records, counted
+    (`rows_in_metric`), their field map parsed once (`_fields`, which
+    `parse_events` reuses) and deduplicated by event id within `delay` of
+    Kafka time; the branches are then united. A branch per topic keeps its
+    own deduplication state and its own count of rows dropped as late (a
+    state operator each, in this order, in the query's progress).
+    """
+    branches = []
+    for table in tables:
+        records = bronze.where(F.col("topic") == CONTRACTS_BY_TABLE[table].topic)
+        counted = records.observe(rows_in_metric(table), F.count(F.lit(1)).alias("rows"))
+        keyed = counted.select("*", raw_fields(F.col("value")).alias("_fields")).select(
+            "*",
+            dedup_key(F.col("_fields")).alias("_dedup_key"),
+            F.col("kafka_timestamp").alias("_wm_time"),
+        )
+        branches.append(drop_duplicate_events(keyed, delay, ("_dedup_key",)))
+    return functools.reduce(DataFrame.unionByName, branches)
+
+
+def refine_table(
     settings: Settings,
+    batch: DataFrame,
     contract: EventContract,
     suite: Suite,
     known: KnownValues,
+    batch_id: int,
+) -> tuple[DataFrame, DataFrame]:
+    """Validate one table's rows of a micro-batch and write its silver rows (and
+    order lines); return (the marked rows, persisted; its quarantine rows)."""
+    table = contract.table
+    marked = mark_events(parse_events(batch, contract), contract, suite, known).persist()
+    valid, quarantined = split_valid(marked, table, batch_id)
+    append_once(valid, silver_table(settings, table), query_name(table), batch_id)
+    if table == "orders":
+        append_once(
+            order_lines(valid),
+            silver_table(settings, "order_lines"),
+            query_name("order_lines"),
+            batch_id,
+        )
+    return marked, quarantined
+
+
+def refine_batch_handler(
+    settings: Settings,
+    tables: Sequence[str],
+    suites: Mapping[str, Suite],
+    known: KnownValues,
     counts: BatchCounts,
 ) -> Callable[[DataFrame, int], None]:
-    """The foreachBatch handler of one table: validate, split, write silver and quarantine.
+    """The foreachBatch handler: split the batch by topic, validate each table's rows,
+    write silver per table and the quarantine once.
 
     Built by a factory so that it can be called on a static DataFrame in tests.
+    The tables of a batch are refined side by side (each mostly waits on its
+    own Delta commit); their jobs run in the caller's scheduler pool.
     """
-    table = contract.table
+    contracts = [CONTRACTS_BY_TABLE[t] for t in tables]
 
     def handle(batch: DataFrame, batch_id: int) -> None:
         # A batch with no rows only moves the watermark on (bench_refine found
-        # these cost a fifth of a run): nothing to validate or write, once the
-        # tables exist (an empty first batch still creates them for readers).
-        if (silver_table(settings, table) / "_delta_log").is_dir() and batch.isEmpty():
-            counts.put(batch_id, {"rows": 0, "valid": 0, "quarantined": 0, "by_reason": {}})
+        # these cost a fifth of a run): nothing to validate or write.
+        if batch.isEmpty():
+            counts.put(batch_id, {})
             return
         batch = batch.persist()
         try:
-            marked = mark_events(batch, contract, suite, known).persist()
-            valid, quarantined = split_valid(marked, table, batch_id)
-            append_once(valid, silver_table(settings, table), query_name(table), batch_id)
-            if table == "orders":
-                append_once(
-                    order_lines(valid),
-                    silver_table(settings, "order_lines"),
-                    query_name("order_lines"),
-                    batch_id,
+            present = {r["topic"] for r in batch.select("topic").distinct().collect()}
+            chosen = [c for c in contracts if c.topic in present]
+
+            def refine(contract: EventContract) -> tuple[DataFrame, DataFrame, dict]:
+                table = contract.table
+                marked, quarantined = refine_table(
+                    settings, batch, contract, suites[table], known, batch_id
                 )
+                return marked, quarantined, tally(marked)
+
+            with ThreadPoolExecutor(max_workers=len(chosen)) as pool:
+                inherit = inheritable_thread_target(batch.sparkSession)
+                results = list(pool.map(inherit(refine), chosen))
+            quarantined = functools.reduce(DataFrame.unionByName, [r[1] for r in results])
             append_once(
                 quarantined,
                 settings.lake.table(QUARANTINE_TABLE),
-                f"{query_name(table)}_quarantine",
+                f"{QUERY_NAME}_quarantine",
                 batch_id,
             )
-            counts.put(batch_id, tally(marked))
-            marked.unpersist()
+            counts.put(batch_id, {c.table: r[2] for c, r in zip(chosen, results, strict=True)})
+            for marked, _, _ in results:
+                marked.unpersist()
         finally:
             batch.unpersist()
 
@@ -215,58 +288,64 @@ def refine_batch_handler(
 def start(
     spark: SparkSession,
     settings: Settings,
-    table: str,
     trigger: StreamTrigger,
     known: KnownValues,
     suites: Mapping[str, Suite],
     counts: BatchCounts,
 ) -> StreamingQuery:
-    """Start the refine query of one table; `known` holds the reference values
-    (`known_values`)."""
-    contract = CONTRACTS_BY_TABLE[table]
-    parsed = (
-        read_stream(spark, settings.lake.table(BRONZE_TABLE))
-        .where(F.col("topic") == contract.topic)
-        .transform(lambda bronze: parse_events(bronze, contract))
+    """Start the refine query of every configured table; `known` holds the reference
+    values (`known_values`)."""
+    tables = settings.refine.tables
+    records = deduplicated_records(
+        read_stream(spark, settings.lake.table(BRONZE_TABLE)),
+        tables,
+        settings.refine.watermark_delay,
     )
-    deduplicated = drop_duplicate_events(parsed, settings.refine.watermark_delay, ("_dedup_key",))
-    handler = refine_batch_handler(settings, contract, suites[table], known, counts)
-    return foreach_batch_stream(
-        deduplicated,
-        handler,
-        settings.lake.checkpoint(query_name(table)),
-        query_name(table),
-        trigger,
-    )
+    handler = refine_batch_handler(settings, tables, suites, known, counts)
+    # Late is judged against the newest Kafka time of any topic (all arrive through
+    # the same brokers), so a quiet topic cannot hold every topic's state back.
+    with sql_conf(spark, {"spark.sql.streaming.multipleWatermarkPolicy": "max"}):
+        return foreach_batch_stream(
+            records, handler, settings.lake.checkpoint(QUERY_NAME), QUERY_NAME, trigger
+        )
 
 
-def metrics_rows(table: str, progress: Sequence[dict], counts: BatchCounts) -> list[dict]:
-    """One metrics row per completed micro-batch that processed data (pure but for `counts.pop`)."""
+def metrics_rows(
+    tables: Sequence[str], progress: Sequence[dict], counts: BatchCounts
+) -> list[dict]:
+    """Per completed micro-batch, a metrics row for each table it read rows of
+    (pure but for `counts.pop`)."""
     rows = []
     for event in progress:
         batch_id = int(event["batchId"])
         counted = counts.pop(batch_id)
         if counted is None:
             continue
-        operators = event.get("stateOperators") or [{}]
-        rows_in = int(event.get("numInputRows", 0))
-        late = int(operators[0].get("numRowsDroppedByWatermark", 0))
-        out = int(counted["valid"]) + int(counted["quarantined"])
-        rows.append(
-            {
-                "table": table,
-                "batch_id": batch_id,
-                "rows_in": rows_in,
-                # Derived from exact counts rather than the operator's
-                # numDroppedDuplicateRows, which over-counted in our tests.
-                "duplicates_removed": rows_in - out - late,
-                "late_rows_dropped": late,
-                "valid": int(counted["valid"]),
-                "quarantined": int(counted["quarantined"]),
-                "quarantined_by_reason": counted["by_reason"],
-                "recorded_at": datetime.now(UTC),
-            }
-        )
+        observed = event.get("observedMetrics") or {}
+        operators = event.get("stateOperators") or []
+        for index, table in enumerate(tables):
+            metric = observed.get(rows_in_metric(table))  # a Row, when observed
+            rows_in = int(metric["rows"]) if metric is not None else 0
+            late = int(operators[index].get("numRowsDroppedByWatermark", 0)) if operators else 0
+            if rows_in == 0 and late == 0:
+                continue
+            mine = counted.get(table, {"valid": 0, "quarantined": 0, "by_reason": {}})
+            out = int(mine["valid"]) + int(mine["quarantined"])
+            rows.append(
+                {
+                    "table": table,
+                    "batch_id": batch_id,
+                    "rows_in": rows_in,
+                    # Derived from exact counts rather than the operator's
+                    # numDroppedDuplicateRows, which over-counted in our tests.
+                    "duplicates_removed": rows_in - out - late,
+                    "late_rows_dropped": late,
+                    "valid": int(mine["valid"]),
+                    "quarantined": int(mine["quarantined"]),
+                    "quarantined_by_reason": mine["by_reason"],
+                    "recorded_at": datetime.now(UTC),
+                }
+            )
     return rows
 
 
@@ -277,7 +356,7 @@ METRICS_DDL = (
 
 
 def write_metrics(spark: SparkSession, settings: Settings, rows: list[dict]) -> None:
-    """Append metrics rows: one commit per table, idempotent by its newest batch id.
+    """Append metrics rows: one commit per drain, idempotent by its newest batch id.
 
     Delta skips a (txnAppId, txnVersion) at or below the last one written, so a
     drain repeated after a crash writes nothing twice; one commit per drain
@@ -286,15 +365,29 @@ def write_metrics(spark: SparkSession, settings: Settings, rows: list[dict]) -> 
     if not rows:
         return
     frame = spark.createDataFrame(rows, METRICS_DDL)
-    for table in sorted({r["table"] for r in rows}):
-        newest = max(r["batch_id"] for r in rows if r["table"] == table)
-        one = frame.where(F.col("table") == table)
-        append_once(one, settings.lake.table(METRICS_TABLE), f"metrics_{table}", newest)
+    newest = max(r["batch_id"] for r in rows)
+    append_once(frame, settings.lake.table(METRICS_TABLE), f"{QUERY_NAME}_metrics", newest)
+
+
+def require_one_query_layout(settings: Settings) -> None:
+    """Refuse a lake refined by the per-table queries of earlier versions: the one
+    query would read bronze again from the start next to their silver rows."""
+    old = sorted(
+        p.name
+        for p in (settings.lake.root / "_checkpoints").glob("refine_*")
+        if p.name != QUERY_NAME and p.is_dir()
+    )
+    if old:
+        raise UserError(
+            f"this lake was refined by an earlier version's per-table queries ({', '.join(old)}):"
+            " delete its silver, quarantine and quality_metrics tables and those checkpoints,"
+            " then refine again"
+        )
 
 
 class RefineRun:
-    """The refine queries of one job: the suites and reference values they share,
-    and the per-batch counts the metrics writer drains."""
+    """The refine query of one job: the suites and reference values it uses, and the
+    per-batch counts the metrics writer drains."""
 
     def __init__(
         self,
@@ -303,21 +396,21 @@ class RefineRun:
         references: Mapping[str, DataFrame] | None = None,
     ) -> None:
         """`references`: the loaded reference tables, when the caller has them already."""
+        require_one_query_layout(settings)
         self.spark = spark
         self.settings = settings
         self.suites = load_suites(settings.refine.expectations_dir)
         if references is None:
             references = load_references(spark, settings)
         self.known = known_values(spark, references, self.suites)
-        self.counts = {table: BatchCounts() for table in settings.refine.tables}
-        # Every table's query appends to the one quarantine: create it before they race to.
+        self.counts = BatchCounts()
         create_if_missing(spark, settings.lake.table(QUARANTINE_TABLE), QUARANTINE_SCHEMA)
 
     def create_silver_tables(self) -> None:
         """Create each silver table (empty) that is not there yet.
 
-        Lets the queries that read silver start at once instead of waiting for
-        each table's first refine batch.
+        Readers (the gold views, SQL) find every table from the start, also those
+        of topics that have had no events yet.
         """
         wanted = {
             silver_table(self.settings, table): silver_schema(table)
@@ -330,54 +423,37 @@ class RefineRun:
         with ThreadPoolExecutor(max_workers=4) as pool:
             list(pool.map(lambda item: create_if_missing(self.spark, *item), wanted.items()))
 
-    def start(self, table: str, trigger: StreamTrigger) -> StreamingQuery:
-        return start(
-            self.spark, self.settings, table, trigger, self.known, self.suites, self.counts[table]
-        )
+    def start(self, trigger: StreamTrigger) -> StreamingQuery:
+        return start(self.spark, self.settings, trigger, self.known, self.suites, self.counts)
 
-    def drain(self, table: str, query: StreamingQuery) -> int:
+    def drain(self, query: StreamingQuery) -> int:
         """Write the metrics rows of the batches `query` completed; return how many."""
-        rows = metrics_rows(table, query.recentProgress, self.counts[table])
+        rows = metrics_rows(self.settings.refine.tables, query.recentProgress, self.counts)
         write_metrics(self.spark, self.settings, rows)
         return len(rows)
 
 
-def run_queries(spark: SparkSession, settings: Settings, trigger: StreamTrigger) -> dict[str, int]:
-    """Run the refine query of every configured table until they end; return batches per table.
-
-    Available-now runs them one after the other (each drains bronze and
-    stops); continuous runs start them all and wait.
-    """
+def run_query(spark: SparkSession, settings: Settings, trigger: StreamTrigger) -> int:
+    """Run the refine query until it ends; return the metrics rows written."""
     refine = RefineRun(spark, settings)
-    batches: dict[str, int] = {}
-
-    def drain(table: str, query: StreamingQuery) -> None:
-        batches[table] = batches.get(table, 0) + refine.drain(table, query)
-
-    queries = {}
-    for table in settings.refine.tables:
-        query = refine.start(table, trigger)
-        if trigger.available_now:
-            query.awaitTermination()
-            drain(table, query)
-        else:
-            queries[table] = query
-    while queries:
-        for table, query in list(queries.items()):
-            if query.awaitTermination(5):
-                queries.pop(table)
-            drain(table, query)
-    return batches
+    refine.create_silver_tables()
+    query = refine.start(trigger)
+    written = 0
+    while not query.awaitTermination(5):
+        written += refine.drain(query)
+    written += refine.drain(query)
+    if query.exception() is not None:
+        raise UserError(f"refine failed: {str(query.exception()).splitlines()[0]}")
+    return written
 
 
 def run(spark: SparkSession, settings: Settings, args: argparse.Namespace) -> int:
     if not (settings.lake.table(BRONZE_TABLE) / "_delta_log").is_dir():
         raise UserError("there is no bronze table yet: run `retailstream run ingest` first")
-    batches = run_queries(
+    written = run_query(
         spark, settings, StreamTrigger(args.available_now, settings.refine.trigger_interval)
     )
-    summary = ", ".join(f"{t} {n}" for t, n in batches.items())
-    print(f"refined micro-batches: {summary}")
+    print(f"refined {', '.join(settings.refine.tables)}: {written} table micro-batches")
     return 0
 
 

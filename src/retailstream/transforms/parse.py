@@ -112,12 +112,13 @@ def parse_events(bronze: DataFrame, contract: EventContract) -> DataFrame:
     plus `key`, `value` (kept for the quarantine), `parse_errors`
     (array<string>, empty when the value parsed), `_dedup_key` (the event id,
     or the bronze coordinates when there is none) and `_wm_time` (the Kafka
-    timestamp, the watermark column of deduplication).
+    timestamp, the watermark column of deduplication). A `_fields` column, when
+    `bronze` has one, is taken as the value's `raw_fields` already parsed.
     """
     text = F.col("value").cast("string")
     empty = F.col("value").isNotNull() & (F.length("value") == 0)
     utf8 = F.is_valid_utf8(text)
-    parsed = raw_fields(F.col("value"))
+    parsed = F.col("_fields") if "_fields" in bronze.columns else raw_fields(F.col("value"))
     rows = bronze.where(F.col("topic") == contract.topic).select(
         *[F.col(c.name) for c in COORDINATE_FIELDS],
         "key",
