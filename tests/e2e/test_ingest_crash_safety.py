@@ -23,6 +23,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
 from pyspark.sql import SparkSession
 
 from retailstream.config import load_settings
@@ -97,6 +98,8 @@ def _kill_hard(process: subprocess.Popen[bytes]) -> None:
     process.wait(timeout=30)
 
 
+# Two Spark processes restarted side by side on 2 cores: about 9 minutes.
+@pytest.mark.timeout(1500)
 def test_bronze_and_the_serving_views_hold_every_record_once_after_kills_and_a_broker_outage(
     spark: SparkSession, tmp_path: Path
 ) -> None:
