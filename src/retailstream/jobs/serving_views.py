@@ -169,12 +169,15 @@ class ServingPath:
         )
         # The deduplication state is small and read on every batch: kept in memory
         # (HDFS-backed provider: a delta file per commit) and in few partitions,
-        # each a state store commit per batch. Both are fixed by the first run.
+        # each a state store commit per batch. Late is judged against the newest
+        # Kafka time of any topic, as refine judges it, so a quiet topic cannot
+        # hold back every topic's state eviction. All three are fixed by the first run.
         with sql_conf(
             self.spark,
             {
                 "spark.sql.shuffle.partitions": str(self.settings.serving.state_partitions),
                 "spark.sql.streaming.stateStore.providerClass": IN_MEMORY_STATE,
+                "spark.sql.streaming.multipleWatermarkPolicy": "max",
             },
         ):
             return foreach_batch_stream(
