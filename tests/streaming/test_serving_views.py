@@ -22,9 +22,6 @@ from retailstream.views.serving import view_topics
 from retailstream.views.store import SqliteStore
 from support import SERVING_TABLES, SERVING_VIEWS, check_item_ratings, keyed_rows
 
-VIEWS = SERVING_VIEWS
-STORE_TABLES = SERVING_TABLES
-
 
 @pytest.fixture(scope="module")
 def served(generated_lake: Settings) -> Settings:
@@ -46,20 +43,17 @@ def live(settings: Settings) -> SqliteStore:
     return SqliteStore(settings.views.sqlite_path)
 
 
-_keyed = keyed_rows
-
-
-@pytest.mark.parametrize("table", STORE_TABLES)
+@pytest.mark.parametrize("table", SERVING_TABLES)
 def test_the_live_views_equal_a_rebuild_from_the_event_store(
     served: Settings, rebuilt: SqliteStore, table: str
 ) -> None:
-    served_rows = _keyed(live(served), table)
+    served_rows = keyed_rows(live(served), table)
     assert served_rows, f"{table} has rows"
-    assert served_rows == _keyed(rebuilt, table)
+    assert served_rows == keyed_rows(rebuilt, table)
 
 
 def test_positions_equal_the_rebuilds(served: Settings, rebuilt: SqliteStore) -> None:
-    for view in VIEWS:
+    for view in SERVING_VIEWS:
         for topic in view_topics(view):
             assert live(served).positions(view, topic) == rebuilt.positions(view, topic)
 
@@ -126,13 +120,13 @@ def test_a_replayed_batch_changes_nothing(
     served: Settings, spark: SparkSession, tmp_path: Path
 ) -> None:
     path = serving_views.ServingPath(spark, served, live(served))
-    before = {t: _keyed(live(served), t) for t in STORE_TABLES}
+    before = {t: keyed_rows(live(served), t) for t in SERVING_TABLES}
     records = read_table(spark, served.lake.table(ingest_events.BRONZE_TABLE)).limit(500)
     by_topic = lambda topic: records.where(F.col("topic") == topic)  # noqa: E731
     facts = path.facts(by_topic, serving_views.first_copies).toArrow().to_pylist()
     assert any(f["view"] != "_seen" for f in facts)
-    assert path.fold(facts) == dict.fromkeys(VIEWS, 0)
-    assert {t: _keyed(live(served), t) for t in STORE_TABLES} == before
+    assert path.fold(facts) == dict.fromkeys(SERVING_VIEWS, 0)
+    assert {t: keyed_rows(live(served), t) for t in SERVING_TABLES} == before
 
 
 # Last in the module: it adds a rating to the topics the tests above compared.

@@ -44,25 +44,20 @@ class LastRating(_Open):
     event_time: str
 
 
-class ItemRatings(_Open):
-    sku: str
-    name: str | None = None
-    category: str | None = None
-    ratings_count: int
-    average_stars: float | None = None
-    histogram: dict[str, int] = Field(description='Ratings per star, keys "1" to "5"')
-    last_ratings: list[LastRating] = Field(description="Newest first, at most 10")
-    consistency: Consistency | None = Field(
-        None, description="Present when the query carried a consistency token"
-    )
-
-
 class RatedItem(_Open):
     sku: str
     name: str | None = None
     category: str | None = None
     ratings_count: int
     average_stars: float | None = None
+
+
+class ItemRatings(RatedItem):
+    histogram: dict[str, int] = Field(description='Ratings per star, keys "1" to "5"')
+    last_ratings: list[LastRating] = Field(description="Newest first, at most 10")
+    consistency: Consistency | None = Field(
+        None, description="Present when the query carried a consistency token"
+    )
 
 
 class NewRating(LastRating):
