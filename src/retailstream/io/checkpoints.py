@@ -49,20 +49,33 @@ def committed_batches(checkpoint: Path) -> list[int]:
     return _batch_ids(checkpoint / "commits")
 
 
-def delta_source_versions_of_batch(checkpoint: Path, batch: int) -> dict[str, int]:
-    """{Delta table id: version} that batch `batch` read its Delta sources up to.
+def delta_source_offsets_of_batch(checkpoint: Path, batch: int) -> dict[str, tuple[int, int]]:
+    """{Delta table id: (version, file index)} that batch `batch` read its Delta sources up to.
 
     A Delta source offset names a version and a file index in it: the batch
-    read every version before it (index -1, the usual case, is "none of its
-    files yet"), and the next batch starts there.
+    read every version before it and, in that version, the files up to the
+    index (-1, the usual case, is "none of its files yet"); the next batch
+    starts there.
     """
     lines = (checkpoint / "offsets" / str(batch)).read_text().splitlines()
     found = {}
     for line in lines[2:]:  # after the version and the batch metadata: one line per source
         offset = json.loads(line) if line.startswith("{") else None
         if isinstance(offset, dict) and "reservoirId" in offset:
-            found[str(offset["reservoirId"])] = int(offset["reservoirVersion"])
+            found[str(offset["reservoirId"])] = (
+                int(offset["reservoirVersion"]),
+                int(offset.get("index", -1)),
+            )
     return found
+
+
+def delta_source_versions_of_batch(checkpoint: Path, batch: int) -> dict[str, int]:
+    """{Delta table id: version} that batch `batch` read its Delta sources up to
+    (every version before it; see `delta_source_offsets_of_batch`)."""
+    return {
+        table: version
+        for table, (version, _) in delta_source_offsets_of_batch(checkpoint, batch).items()
+    }
 
 
 def delta_source_versions(checkpoint: Path) -> dict[str, int]:

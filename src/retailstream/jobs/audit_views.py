@@ -1,7 +1,7 @@
 """Audit a gold view: which micro-batches changed it, when, and from which Kafka records.
 
-A view's streaming checkpoint says, batch by batch, up to which version of each
-silver table it read; the silver versions in between name the data files they
+The gold query's checkpoint says, batch by batch, up to which version of each
+silver table it read (of the view's tables, those are what the view took in); the silver versions in between name the data files they
 added; those rows carry the Kafka coordinates of the records they came from. So
 each batch of the view is traced to per-partition Kafka offset ranges, and to
 the view's own Delta versions committed while it ran.
@@ -25,7 +25,8 @@ from retailstream.config import Settings
 from retailstream.errors import UserError
 from retailstream.io.checkpoints import committed_batches, delta_source_versions_of_batch
 from retailstream.io.delta import has_commits, table_detail
-from retailstream.jobs.build_views import chosen_views, gold_table, query_name
+from retailstream.jobs.build_views import checkpoint as gold_checkpoint
+from retailstream.jobs.build_views import chosen_views, gold_table
 from retailstream.jobs.launcher import launch
 from retailstream.jobs.refine_events import silver_table
 
@@ -92,10 +93,10 @@ def _kafka_ranges(spark: SparkSession, files: list[str]) -> list[KafkaRange]:
 def audit(spark: SparkSession, settings: Settings, view: str, last: int) -> list[BatchAudit]:
     """The view's last `last` committed batches, oldest first."""
     (definition,) = chosen_views(settings, [view])
-    checkpoint = settings.lake.checkpoint(query_name(view))
+    checkpoint = gold_checkpoint(settings)
     batches = committed_batches(checkpoint)
     if not batches:
-        raise UserError(f"the {view} query has not committed a batch yet ({checkpoint})")
+        raise UserError(f"the gold query has not committed a batch yet ({checkpoint})")
     tables = {t: silver_table(settings, t) for t in definition.sources}
     ids = {str(table_detail(spark, p)["id"]): t for t, p in tables.items()}
     gold = gold_table(settings, view)

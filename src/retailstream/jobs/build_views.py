@@ -1,24 +1,35 @@
 """Gold views: silver -> gold materialized Delta views, for SQL, BI, time travel and audit.
 
-Reads (as streams): the silver tables each view is made of; as tables: the
-same silver tables in full, and the reference data.
-Writes, per view `v` and micro-batch: `<lake>/gold/<v>`, a Delta table,
-MERGEd by the view's key (or overwritten for a top-K view), checkpoint
-`<lake>/_checkpoints/views_<v>`.
+One streaming query (`gold_views`) reads every silver table the views are made
+of and, per micro-batch, folds the batch into each view:
 
-The API does not read these: the serving store's views are folded straight
-from Kafka by the serving path (`jobs.serving_views`), in one hop.
+- a keyed view (item_ratings, sales_by_region, inventory_positions) gets the
+  rows of the batch's own facts MERGEd into the stored rows of those keys
+  (`views.gold_merges`: sums, histograms, the newest N);
+- trending_items is re-ranked from `gold/trending_activity`, per-minute
+  activity MERGEd the same way and cut to the trending window.
 
-A micro-batch recomputes the keys it touched from every stored silver fact
-(`views.definitions`), so a replayed batch rewrites identical rows: the view
-is exactly-once without extra bookkeeping, and `rebuild` equals it.
+Nothing reads stored silver, so a batch costs what its own rows cost. Each
+write carries Delta's (txnAppId, txnVersion) = (the query's id, the batch id):
+a batch replayed after a crash is skipped table by table, so the views are
+exactly-once. The query's first batch reads the whole silver snapshot and
+writes every view whole; a view configured later is first built from the
+silver versions the query has read (`seed_new_views`).
+
+Writes `<lake>/gold/<view>` and `<lake>/gold/trending_activity`, checkpoint
+`<lake>/_checkpoints/gold_views`. The API does not read these: the serving
+store's views are folded straight from Kafka by the serving path
+(`jobs.serving_views`), in one hop.
 """
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Mapping, Sequence
+import json
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
+from functools import reduce
 from pathlib import Path
 
 from delta.tables import DeltaTable
@@ -26,29 +37,48 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
-from retailstream.config import Settings
+from retailstream.config import Settings, ViewsSettings
 from retailstream.errors import UserError
+from retailstream.io.checkpoints import committed_batches, delta_source_offsets_of_batch
 from retailstream.io.delta import (
     StreamTrigger,
     foreach_batch_stream,
     has_commits,
     read_stream,
     read_table,
+    table_detail,
     write_table,
 )
 from retailstream.jobs import refine_events
 from retailstream.jobs.ingest_events import BRONZE_TABLE
 from retailstream.jobs.launcher import available_now_flag, launch
 from retailstream.jobs.refine_events import silver_table
-from retailstream.views.definitions import COORDINATES, ViewDefinition, definitions
+from retailstream.views.definitions import (
+    COORDINATES,
+    ViewDefinition,
+    definitions,
+    minute_activity,
+    rank_trending,
+    trending_minutes,
+)
+from retailstream.views.gold_merges import GoldMerge, keyed_merges, trending_activity
+
+# Delta's idempotent-write session confs (honoured by MERGE, DELETE and writes alike).
+TXN_APP_ID = "spark.databricks.delta.write.txnAppId"
+TXN_VERSION = "spark.databricks.delta.write.txnVersion"
 
 
 def gold_table(settings: Settings, view: str) -> Path:
     return settings.lake.table(f"gold/{view}")
 
 
-def query_name(view: str) -> str:
-    return f"views_{view}"
+QUERY_NAME = "gold_views"
+ACTIVITY_TABLE = "trending_activity"  # per-minute activity, what trending_items is ranked from
+
+
+def checkpoint(settings: Settings) -> Path:
+    """The gold query's checkpoint (one for every view)."""
+    return settings.lake.checkpoint(QUERY_NAME)
 
 
 def chosen_views(settings: Settings, names: Sequence[str] | None = None) -> list[ViewDefinition]:
@@ -82,10 +112,16 @@ def load_references(spark: SparkSession, settings: Settings) -> dict[str, DataFr
 
 
 def all_facts(
-    spark: SparkSession, settings: Settings, view: ViewDefinition, as_of: datetime | None
+    spark: SparkSession,
+    settings: Settings,
+    view: ViewDefinition,
+    as_of: datetime | None,
+    silver: Mapping[str, DataFrame] | None = None,
 ) -> DataFrame:
-    """Every stored silver fact of `view` (up to event time `as_of`)."""
-    silver = {t: read_table(spark, silver_table(settings, t)) for t in view.sources}
+    """Every stored silver fact of `view` (up to event time `as_of`); `silver`: the
+    tables to read instead of the current ones."""
+    if silver is None:
+        silver = {t: read_table(spark, silver_table(settings, t)) for t in view.sources}
     facts = view.facts(silver)
     if as_of is not None:
         facts = facts.where(F.col("event_time") <= F.lit(as_of).cast("timestamp"))
@@ -97,96 +133,259 @@ def compute_view(
     settings: Settings,
     view: ViewDefinition,
     references: Mapping[str, DataFrame],
-    touched: DataFrame | None = None,
     as_of: datetime | None = None,
+    silver: Mapping[str, DataFrame] | None = None,
 ) -> DataFrame:
-    """The rows of `view` from stored silver: all of them, or those of the keys in `touched`."""
-    facts = all_facts(spark, settings, view, as_of)
-    if touched is None or view.key is None:
-        return view.compute(facts, references, settings.views, None, as_of)
-    keys = touched.select(*view.key).distinct()
-    restricted = facts.join(keys, list(view.key), "left_semi")
-    return view.compute(restricted, references, settings.views, keys, as_of)
+    """Every row of `view` computed from stored silver (or from `silver`)."""
+    facts = all_facts(spark, settings, view, as_of, silver)
+    return view.compute(facts, references, settings.views, None, as_of)
 
 
-def _merge(rows: DataFrame, path: Path, key: Sequence[str]) -> None:
-    condition = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in key)
+def stream_tables() -> tuple[str, ...]:
+    """The silver tables the gold query reads: those of every defined view, configured
+    or not, so that configuring another view later keeps the query's sources."""
+    return tuple(sorted({t for v in definitions_of_all() for t in v.sources}))
+
+
+def definitions_of_all() -> list[ViewDefinition]:
+    return list(definitions(ViewsSettings()).values())
+
+
+def packed(frames: Mapping[str, DataFrame]) -> DataFrame:
+    """Silver tables' rows as one frame: each row names its table in `_table` and
+    carries its columns in a struct named after it (the tables' columns differ)."""
+    packed_frames = [
+        frame.select(F.lit(table).alias("_table"), F.struct("*").alias(table))
+        for table, frame in sorted(frames.items())
+    ]
+    return reduce(lambda a, b: a.unionByName(b, allowMissingColumns=True), packed_frames)
+
+
+def packed_stream(spark: SparkSession, settings: Settings) -> DataFrame:
+    """The gold query's input: the appends of every table in `stream_tables`, packed."""
+    return packed({t: read_stream(spark, silver_table(settings, t)) for t in stream_tables()})
+
+
+def unpacked(batch: DataFrame, tables: Sequence[str]) -> dict[str, DataFrame]:
+    """The silver rows of each table in a packed batch."""
+    return {t: batch.where(F.col("_table") == t).select(f"`{t}`.*") for t in tables}
+
+
+@contextmanager
+def idempotent_writes(spark: SparkSession, app_id: str | None, version: int) -> Iterator[None]:
+    """Delta writes (MERGE included) in this block are skipped on a table that has
+    recorded (`app_id`, `version`) or a later version already. Session confs, so
+    `spark` must be this query's own session (a foreachBatch frame's is)."""
+    if app_id is None:
+        yield
+        return
+    spark.conf.set(TXN_APP_ID, app_id)
+    spark.conf.set(TXN_VERSION, str(version))
+    try:
+        yield
+    finally:
+        spark.conf.unset(TXN_APP_ID)
+        spark.conf.unset(TXN_VERSION)
+
+
+def merge_rows(rows: DataFrame, path: Path, merge: GoldMerge) -> None:
+    """MERGE a batch's `rows` (one per key) into the stored rows by `merge`'s rule."""
+    condition = reduce(
+        lambda a, b: a & b, (F.col(f"t.`{k}`").eqNullSafe(F.col(f"s.`{k}`")) for k in merge.key)
+    )
+    if merge.prune_on is not None:
+        low = rows.agg(F.min(merge.prune_on)).first()[0]
+        if low is not None:
+            condition = condition & (F.col(f"t.`{merge.prune_on}`") >= F.lit(low))
     (
         DeltaTable.forPath(rows.sparkSession, str(path))
         .alias("t")
         .merge(rows.alias("s"), condition)
-        .whenMatchedUpdateAll()
+        .whenMatchedUpdate(set=merge.updates)
         .whenNotMatchedInsertAll()
         .execute()
     )
 
 
-def views_batch_handler(
+class GoldBatch:
+    """The gold query's foreachBatch handler: each view takes the batch's facts.
+
+    `app_id` is the query's id (from its checkpoint; a new checkpoint is a new
+    id, so its batch ids do not collide with an old one's). Tests call it on
+    static frames with `app_id` fixed.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        views: Sequence[ViewDefinition],
+        references: Mapping[str, DataFrame],
+        app_id: Callable[[], str | None],
+    ) -> None:
+        self.settings = settings
+        self.views = list(views)
+        self.references = references
+        self.app_id = app_id
+        self.merges = keyed_merges(settings.views)
+
+    def __call__(self, batch: DataFrame, batch_id: int) -> None:
+        if batch_id > 0 and batch.isEmpty():
+            return
+        batch = batch.persist()
+        try:
+            silver = unpacked(batch, stream_tables())
+            for view in self.views:
+                self.fold(batch.sparkSession, view, view.facts(silver), batch_id)
+        finally:
+            batch.unpersist()
+
+    def fold(
+        self, spark: SparkSession, view: ViewDefinition, facts: DataFrame, batch_id: int | None
+    ) -> None:
+        """Fold `facts` into `view`; batch 0 (or None: a seed) writes the view whole."""
+        whole = batch_id is None or batch_id == 0
+
+        def once() -> AbstractContextManager[None]:  # each write of this batch, idempotent
+            app_id = None if batch_id is None else self.app_id()
+            return idempotent_writes(spark, app_id, batch_id or 0)
+
+        if view.key is None:
+            self._rank_trending(spark, facts, whole, once)
+            return
+        path = gold_table(self.settings, view.name)
+        settings = self.settings.views
+        if whole:
+            with once():
+                write_table(view.compute(facts, self.references, settings), path, "overwrite")
+            return
+        keys = facts.select(*view.key).distinct()
+        rows = view.compute(facts, self.references, settings, keys).persist()
+        try:
+            if not rows.isEmpty():
+                with once():
+                    merge_rows(rows, path, self.merges[view.name])
+        finally:
+            rows.unpersist()
+
+    def _rank_trending(
+        self,
+        spark: SparkSession,
+        facts: DataFrame,
+        whole: bool,
+        once: Callable[[], AbstractContextManager[None]],
+    ) -> None:
+        activity_path = gold_table(self.settings, ACTIVITY_TABLE)
+        activity = minute_activity(facts).persist()
+        try:
+            if whole:
+                with once():
+                    write_table(activity, activity_path, "overwrite")
+            elif activity.isEmpty():
+                return
+            else:
+                with once():
+                    merge_rows(activity, activity_path, trending_activity())
+        finally:
+            activity.unpersist()
+        newest = read_table(spark, activity_path).agg(F.max("minute")).first()[0]
+        if newest is None:
+            newest = datetime(1970, 1, 1)
+        else:  # minutes before the window are never ranked again (idempotent: no txn)
+            first, _ = trending_minutes(newest, self.settings.views)
+            DeltaTable.forPath(spark, str(activity_path)).delete(F.col("minute") < F.lit(first))
+        ranked = rank_trending(
+            read_table(spark, activity_path), self.references, self.settings.views, newest
+        )
+        with once():
+            write_table(ranked, gold_table(self.settings, "trending_items"), "overwrite")
+
+
+def _query_id(path: Path) -> str | None:
+    """The id Spark gave the query in its checkpoint (None before it started)."""
+    metadata = path / "metadata"
+    return json.loads(metadata.read_text())["id"] if metadata.exists() else None
+
+
+def silver_read_by_query(spark: SparkSession, settings: Settings) -> dict[str, DataFrame] | None:
+    """The silver tables as far as the gold query has read them (Delta time travel to
+    the versions before its next batch's); None before its first batch."""
+    cp = checkpoint(settings)
+    batches = committed_batches(cp)
+    if not batches:
+        return None
+    read = delta_source_offsets_of_batch(cp, batches[-1])
+    silver = {}
+    for table in stream_tables():
+        path = silver_table(settings, table)
+        version, index = read.get(str(table_detail(spark, path)["id"]), (0, -1))
+        if index != -1:
+            raise UserError(
+                f"the gold query stopped inside version {version} of silver {table}: "
+                "run it once more (`retailstream run views --available-now`) first"
+            )
+        current = read_table(spark, path)
+        silver[table] = read_table(spark, path, version - 1) if version > 0 else current.limit(0)
+    return silver
+
+
+def seed_new_views(
     spark: SparkSession,
     settings: Settings,
-    view: ViewDefinition,
+    views: Sequence[ViewDefinition],
     references: Mapping[str, DataFrame],
-) -> Callable[[DataFrame, int], None]:
-    """The foreachBatch handler of one view (a factory, so tests can call it on static frames)."""
-    path = gold_table(settings, view.name)
+) -> list[str]:
+    """Build each view without a table from the silver the gold query has read so far,
+    so that its next batch carries it on; return their names.
 
-    def handle(batch: DataFrame, batch_id: int) -> None:
-        exists = has_commits(path)
-        if exists and batch.isEmpty():
-            return
-        keyed = exists and view.key is not None
-        rows = compute_view(spark, settings, view, references, batch if keyed else None)
-        if keyed:
-            _merge(rows, path, view.key)
-        else:
-            write_table(rows, path, mode="overwrite")
-
-    return handle
+    Nothing to do before the query's first batch: that one writes every view.
+    """
+    missing = [v for v in views if not has_commits(gold_table(settings, v.name))]
+    silver = silver_read_by_query(spark, settings) if missing else None
+    if silver is None:
+        return []
+    handler = GoldBatch(settings, views, references, lambda: None)
+    for view in missing:
+        handler.fold(spark, view, view.facts(silver), None)
+    return [v.name for v in missing]
 
 
 def start(
     spark: SparkSession,
     settings: Settings,
-    view: ViewDefinition,
-    references: Mapping[str, DataFrame],
-    trigger: StreamTrigger,
-) -> StreamingQuery:
-    """Start the query that keeps `view` up to date with its silver tables."""
-    streams = {t: read_stream(spark, silver_table(settings, t)) for t in view.sources}
-    return foreach_batch_stream(
-        view.facts(streams),
-        views_batch_handler(spark, settings, view, references),
-        settings.lake.checkpoint(query_name(view.name)),
-        query_name(view.name),
-        trigger,
-    )
-
-
-def start_all(
-    spark: SparkSession,
-    settings: Settings,
     trigger: StreamTrigger,
     names: Sequence[str] | None = None,
     references: Mapping[str, DataFrame] | None = None,
-) -> list[StreamingQuery]:
-    """Start one query per configured view.
+) -> StreamingQuery:
+    """Start the one query that keeps the configured gold views up to date with silver.
 
     `references`: the loaded reference tables, when the caller has them already.
     """
     views = chosen_views(settings, names)
-    require_silver(settings, views)
+    require_silver(settings, definitions_of_all())
     if references is None:
         references = load_references(spark, settings)
-    return [start(spark, settings, view, references, trigger) for view in views]
+    seed_new_views(spark, settings, views, references)
+    cp = checkpoint(settings)
+    return foreach_batch_stream(
+        packed_stream(spark, settings),
+        GoldBatch(settings, views, references, lambda: _query_id(cp)),
+        cp,
+        QUERY_NAME,
+        trigger,
+    )
 
 
 def rebuild(
-    spark: SparkSession, settings: Settings, name: str, as_of: datetime | None = None
+    spark: SparkSession,
+    settings: Settings,
+    name: str,
+    as_of: datetime | None = None,
+    silver: Mapping[str, DataFrame] | None = None,
 ) -> DataFrame:
     """`name` recomputed in batch from every stored silver fact (up to `as_of`)."""
     (view,) = chosen_views(settings, [name])
     require_silver(settings, [view])
-    return compute_view(spark, settings, view, load_references(spark, settings), as_of=as_of)
+    return compute_view(spark, settings, view, load_references(spark, settings), as_of, silver)
 
 
 def fold_ingested_by(
@@ -218,10 +417,12 @@ def rebuild_command(spark: SparkSession, settings: Settings, args: argparse.Name
     """`views rebuild-gold VIEW [--as-of TIME]`.
 
     Without a time, the gold view is replaced (Delta overwrite) by its
-    recomputation from silver: the repair for a view that went wrong. With
+    recomputation from the silver the gold query has read (so that its next
+    batch adds only what follows): the repair for a view that went wrong. With
     one, the past state goes to its own table and the live view is untouched.
     """
-    rows = rebuild(spark, settings, args.view, args.as_of)
+    silver = silver_read_by_query(spark, settings) if args.as_of is None else None
+    rows = rebuild(spark, settings, args.view, args.as_of, silver)
     path = (
         gold_table(settings, args.view)
         if args.as_of is None
@@ -236,10 +437,9 @@ def rebuild_command(spark: SparkSession, settings: Settings, args: argparse.Name
 
 def run(spark: SparkSession, settings: Settings, args: argparse.Namespace) -> int:
     trigger = StreamTrigger(args.available_now, settings.views.trigger_interval)
-    queries = start_all(spark, settings, trigger)
-    for query in queries:
-        query.awaitTermination()
-    print(f"gold views up to date: {', '.join(q.name for q in queries)}")
+    views = chosen_views(settings)
+    start(spark, settings, trigger).awaitTermination()
+    print(f"gold views up to date: {', '.join(v.name for v in views)}")
     return 0
 
 

@@ -135,10 +135,9 @@ class Pipeline:
             self.refine_query = self.refine.start(refine)
             self.queries.append(self.refine_query)
             gold = StreamTrigger(False, settings.views.trigger_interval)
-            for view in build_views.chosen_views(settings):
-                self.queries.append(
-                    build_views.start(self.spark, settings, view, self.references, gold)
-                )
+            self.queries.append(
+                build_views.start(self.spark, settings, gold, None, self.references)
+            )
 
     def drain_metrics(self) -> None:
         if self.refine is not None and self.refine_query is not None:

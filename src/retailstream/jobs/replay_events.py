@@ -100,14 +100,13 @@ def to_table(records: DataFrame, path: Path) -> int:
 
 
 def to_new_view(spark: SparkSession, settings: Settings, name: str) -> int:
-    """Build view `name` from all stored events with its own query, for the live one to continue."""
-    checkpoint = settings.lake.checkpoint(build_views.query_name(name))
-    if checkpoint.exists() or has_commits(build_views.gold_table(settings, name)):
+    """Build view `name`, which has no table, from the stored events; the gold query
+    then carries it on with the others."""
+    if has_commits(build_views.gold_table(settings, name)):
         raise UserError(
-            f"{name} exists already: `retailstream views rebuild {name}` recomputes it instead"
+            f"{name} exists already: `retailstream views rebuild-gold {name}` recomputes it instead"
         )
-    (query,) = build_views.start_all(spark, settings, StreamTrigger(available_now=True), [name])
-    query.awaitTermination()
+    build_views.start(spark, settings, StreamTrigger(available_now=True)).awaitTermination()
     return read_table(spark, build_views.gold_table(settings, name)).count()
 
 

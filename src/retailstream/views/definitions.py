@@ -1,25 +1,25 @@
 """The gold views as pure functions of silver facts and reference data.
 
-A view is computed in two steps, so that a micro-batch can refresh only what it touched:
+A view is computed in two steps:
 
 1. `facts(silver)`: the silver rows a view is made of, one shape per view,
    carrying the view's key columns and the bronze coordinates (topic,
    partition, offset) that say which Kafka records the view has seen;
 2. `compute(facts, references, keys)`: the view rows of those facts. Given
-   `keys` (the keys a micro-batch touched) it returns those rows only, and the
-   caller passes it the facts of those keys only.
+   `keys` (the keys a micro-batch touched), reference rows are cut to them
+   (inventory's initial stock), so a batch's rows are those of its keys only.
 
-Refreshing touched keys from every stored fact, instead of adding a batch's
-deltas to the old value, makes a view a pure function of silver: a replayed
-micro-batch writes the same rows again, late events land where they belong,
-and `views rebuild` returns exactly what the stream maintains.
+The gold query computes each micro-batch's rows from that batch's facts and
+MERGEs them into the stored rows (`views.gold_merges`); `views rebuild-gold`
+computes from every stored fact at once. Both give the same rows, because
+the merges only add counts and sums and keep the newest N.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
@@ -192,28 +192,41 @@ def interest_facts(silver: Mapping[str, DataFrame]) -> DataFrame:
     return carts.unionByName(lines)
 
 
-def trending_items(
-    facts: DataFrame,
-    references: Mapping[str, DataFrame],
-    settings: ViewsSettings,
-    keys: DataFrame | None = None,
-    as_of: datetime | None = None,
-) -> DataFrame:
-    """The top items per category by add-to-cart count plus units ordered in the
-    `trending_minutes` up to `as_of` (default: the newest event time seen)."""
-    # The newest event time first (one small aggregate, a job of its own), so
-    # that the window's scan reads only the last minutes of facts.
-    newest = as_of or facts.agg(F.max("event_time")).first()[0] or datetime(1970, 1, 1)
-    window_end = F.lit(newest).cast("timestamp")
-    window_start = window_end - F.make_dt_interval(mins=F.lit(settings.trending_minutes))
-    recent = (
-        facts.where((F.col("event_time") > window_start) & (F.col("event_time") <= window_end))
-        .withColumn("window_start", window_start)
-        .withColumn("window_end", window_end)
-    )
-    per_item = recent.groupBy("window_start", "window_end", "sku").agg(
+def minute_activity(facts: DataFrame) -> DataFrame:
+    """Carts and units ordered per (minute, sku): what trending_items is ranked from,
+    and what the gold query keeps (`gold/trending_activity`) to rank without history."""
+    return facts.groupBy(F.date_trunc("minute", "event_time").alias("minute"), "sku").agg(
         F.sum("add_to_cart").cast("long").alias("add_to_cart"),
         F.sum("ordered_units").cast("long").alias("ordered_units"),
+    )
+
+
+def trending_minutes(newest: datetime, settings: ViewsSettings) -> tuple[datetime, datetime]:
+    """[first minute, end) of the `trending_minutes` whole minutes up to `newest`'s,
+    as the serving path's `folds.trending_window` has them."""
+    newest_minute = newest.replace(second=0, microsecond=0)
+    return (
+        newest_minute - timedelta(minutes=settings.trending_minutes - 1),
+        newest_minute + timedelta(minutes=1),
+    )
+
+
+def rank_trending(
+    activity: DataFrame,
+    references: Mapping[str, DataFrame],
+    settings: ViewsSettings,
+    newest: datetime,
+) -> DataFrame:
+    """The top `trending_top` items per category by carts plus units ordered in the
+    trending minutes up to `newest`, from per-minute `activity`."""
+    first, end = trending_minutes(newest, settings)
+    per_item = (
+        activity.where((F.col("minute") >= F.lit(first)) & (F.col("minute") < F.lit(end)))
+        .groupBy("sku")
+        .agg(
+            F.sum("add_to_cart").cast("long").alias("add_to_cart"),
+            F.sum("ordered_units").cast("long").alias("ordered_units"),
+        )
     )
     products = references["products"].select("sku", "name", "category")
     scored = (
@@ -235,10 +248,27 @@ def trending_items(
             "add_to_cart",
             "ordered_units",
             "score",
-            "window_start",
-            "window_end",
+            F.lit(first).cast("timestamp").alias("window_start"),
+            F.lit(end).cast("timestamp").alias("window_end"),
         )
     )
+
+
+def trending_items(
+    facts: DataFrame,
+    references: Mapping[str, DataFrame],
+    settings: ViewsSettings,
+    keys: DataFrame | None = None,
+    as_of: datetime | None = None,
+) -> DataFrame:
+    """The top items per category by add-to-cart count plus units ordered over the
+    `trending_minutes` whole minutes up to `as_of` (default: the newest event seen)."""
+    # The newest event time first (one small aggregate, a job of its own), so
+    # that the window's scan reads only the last minutes of facts.
+    newest = as_of or facts.agg(F.max("event_time")).first()[0] or datetime(1970, 1, 1)
+    first, end = trending_minutes(newest, settings)
+    recent = facts.where((F.col("event_time") >= F.lit(first)) & (F.col("event_time") < F.lit(end)))
+    return rank_trending(minute_activity(recent), references, settings, newest)
 
 
 # ---------------------------------------------------------------------------
