@@ -27,12 +27,14 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import datetime
 from functools import reduce
 from pathlib import Path
 
 from delta.tables import DeltaTable
+from pyspark import inheritable_thread_target
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
@@ -174,22 +176,32 @@ def unpacked(batch: DataFrame, tables: Sequence[str]) -> dict[str, DataFrame]:
 @contextmanager
 def idempotent_writes(spark: SparkSession, app_id: str | None, version: int) -> Iterator[None]:
     """Delta writes (MERGE included) in this block are skipped on a table that has
-    recorded (`app_id`, `version`) or a later version already. Session confs, so
-    `spark` must be this query's own session (a foreachBatch frame's is)."""
+    recorded (`app_id`, `version`) or a later version already: one write per table.
+
+    Session confs, so `spark` must be this query's own session (a foreachBatch
+    frame's is).
+    """
     if app_id is None:
         yield
         return
-    spark.conf.set(TXN_APP_ID, app_id)
-    spark.conf.set(TXN_VERSION, str(version))
+    confs = {TXN_APP_ID: app_id, TXN_VERSION: str(version)}
+    for key, value in confs.items():
+        spark.conf.set(key, value)
     try:
         yield
     finally:
-        spark.conf.unset(TXN_APP_ID)
-        spark.conf.unset(TXN_VERSION)
+        for key in confs:
+            spark.conf.unset(key)
 
 
-def merge_rows(rows: DataFrame, path: Path, merge: GoldMerge) -> None:
-    """MERGE a batch's `rows` (one per key) into the stored rows by `merge`'s rule."""
+def merge_rows(
+    rows: DataFrame, path: Path, merge: GoldMerge, older_than: datetime | None = None
+) -> None:
+    """MERGE a batch's `rows` (one per key) into the stored rows by `merge`'s rule.
+
+    `older_than`: stored and new rows whose `prune_on` is before it are dropped
+    in the same commit (trending's activity outside its window).
+    """
     condition = reduce(
         lambda a, b: a & b, (F.col(f"t.`{k}`").eqNullSafe(F.col(f"s.`{k}`")) for k in merge.key)
     )
@@ -197,22 +209,29 @@ def merge_rows(rows: DataFrame, path: Path, merge: GoldMerge) -> None:
         low = rows.agg(F.min(merge.prune_on)).first()[0]
         if low is not None:
             condition = condition & (F.col(f"t.`{merge.prune_on}`") >= F.lit(low))
-    (
+    builder = (
         DeltaTable.forPath(rows.sparkSession, str(path))
         .alias("t")
         .merge(rows.alias("s"), condition)
         .whenMatchedUpdate(set=merge.updates)
-        .whenNotMatchedInsertAll()
-        .execute()
     )
+    if older_than is None:
+        builder = builder.whenNotMatchedInsertAll()
+    else:
+        kept = F.col(f"s.`{merge.prune_on}`") >= F.lit(older_than)
+        builder = builder.whenNotMatchedInsertAll(kept).whenNotMatchedBySourceDelete(
+            F.col(f"t.`{merge.prune_on}`") < F.lit(older_than)
+        )
+    builder.execute()
 
 
 class GoldBatch:
     """The gold query's foreachBatch handler: each view takes the batch's facts.
 
-    `app_id` is the query's id (from its checkpoint; a new checkpoint is a new
-    id, so its batch ids do not collide with an old one's). Tests call it on
-    static frames with `app_id` fixed.
+    Every write of a batch carries (`app_id`, batch id), so a replayed batch is
+    skipped table by table. `app_id` is the query's id (from its checkpoint: a
+    new checkpoint is a new id, so its batch ids do not collide with an old
+    one's). Tests call it on static frames with `app_id` fixed.
     """
 
     def __init__(
@@ -231,73 +250,93 @@ class GoldBatch:
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
         if batch_id > 0 and batch.isEmpty():
             return
+        spark = batch.sparkSession
         batch = batch.persist()
+        persisted: list[DataFrame] = []
         try:
             silver = unpacked(batch, stream_tables())
-            for view in self.views:
-                self.fold(batch.sparkSession, view, view.facts(silver), batch_id)
+            writes = [
+                write
+                for view in self.views
+                if (write := self.plan(spark, view, view.facts(silver), batch_id == 0, persisted))
+            ]
+            # The views' writes are independent: two at a time keep both cores busy
+            # through each other's planning and commits. (Nothing is cached while
+            # they run: a MERGE fails when its source's caching changes under it.)
+            with (
+                idempotent_writes(spark, self.app_id(), batch_id),
+                ThreadPoolExecutor(max_workers=2) as pool,
+            ):
+                list(pool.map(inheritable_thread_target(spark)(lambda write: write()), writes))
         finally:
+            for frame in persisted:
+                frame.unpersist()
             batch.unpersist()
 
     def fold(
-        self, spark: SparkSession, view: ViewDefinition, facts: DataFrame, batch_id: int | None
+        self, spark: SparkSession, view: ViewDefinition, facts: DataFrame, whole: bool
     ) -> None:
-        """Fold `facts` into `view`; batch 0 (or None: a seed) writes the view whole."""
-        whole = batch_id is None or batch_id == 0
+        """Fold `facts` into `view` now; `whole`: write the view from them alone."""
+        persisted: list[DataFrame] = []
+        try:
+            write = self.plan(spark, view, facts, whole, persisted)
+            if write is not None:
+                write()
+        finally:
+            for frame in persisted:
+                frame.unpersist()
 
-        def once() -> AbstractContextManager[None]:  # each write of this batch, idempotent
-            app_id = None if batch_id is None else self.app_id()
-            return idempotent_writes(spark, app_id, batch_id or 0)
-
+    def plan(
+        self,
+        spark: SparkSession,
+        view: ViewDefinition,
+        facts: DataFrame,
+        whole: bool,
+        persisted: list[DataFrame],
+    ) -> Callable[[], None] | None:
+        """The write that folds `facts` into `view` (None: nothing to write), with the
+        frames it reads computed and cached first (added to `persisted`)."""
         if view.key is None:
-            self._rank_trending(spark, facts, whole, once)
-            return
+            return self._plan_trending(spark, facts, whole, persisted)
         path = gold_table(self.settings, view.name)
         settings = self.settings.views
         if whole:
-            with once():
-                write_table(view.compute(facts, self.references, settings), path, "overwrite")
-            return
+            rows = view.compute(facts, self.references, settings)
+            return lambda: write_table(rows, path, "overwrite")
         keys = facts.select(*view.key).distinct()
-        rows = view.compute(facts, self.references, settings, keys).persist()
-        try:
-            if not rows.isEmpty():
-                with once():
-                    merge_rows(rows, path, self.merges[view.name])
-        finally:
-            rows.unpersist()
+        touched = view.compute(facts, self.references, settings, keys).persist()
+        persisted.append(touched)
+        if touched.isEmpty():
+            return None
+        return lambda: merge_rows(touched, path, self.merges[view.name])
 
-    def _rank_trending(
-        self,
-        spark: SparkSession,
-        facts: DataFrame,
-        whole: bool,
-        once: Callable[[], AbstractContextManager[None]],
-    ) -> None:
+    def _plan_trending(
+        self, spark: SparkSession, facts: DataFrame, whole: bool, persisted: list[DataFrame]
+    ) -> Callable[[], None] | None:
         activity_path = gold_table(self.settings, ACTIVITY_TABLE)
         activity = minute_activity(facts).persist()
-        try:
+        persisted.append(activity)
+        newest = activity.agg(F.max("minute")).first()[0]
+        if not whole:
+            if newest is None:
+                return None  # nothing new to rank
+            stored = read_table(spark, activity_path).agg(F.max("minute")).first()[0]
+            newest = max(newest, stored or newest)
+        newest = newest or datetime(1970, 1, 1)
+        first, _ = trending_minutes(newest, self.settings.views)
+
+        def write() -> None:
             if whole:
-                with once():
-                    write_table(activity, activity_path, "overwrite")
-            elif activity.isEmpty():
-                return
+                kept = activity.where(F.col("minute") >= F.lit(first))
+                write_table(kept, activity_path, "overwrite")
             else:
-                with once():
-                    merge_rows(activity, activity_path, trending_activity())
-        finally:
-            activity.unpersist()
-        newest = read_table(spark, activity_path).agg(F.max("minute")).first()[0]
-        if newest is None:
-            newest = datetime(1970, 1, 1)
-        else:  # minutes before the window are never ranked again (idempotent: no txn)
-            first, _ = trending_minutes(newest, self.settings.views)
-            DeltaTable.forPath(spark, str(activity_path)).delete(F.col("minute") < F.lit(first))
-        ranked = rank_trending(
-            read_table(spark, activity_path), self.references, self.settings.views, newest
-        )
-        with once():
+                merge_rows(activity, activity_path, trending_activity(), older_than=first)
+            ranked = rank_trending(
+                read_table(spark, activity_path), self.references, self.settings.views, newest
+            )
             write_table(ranked, gold_table(self.settings, "trending_items"), "overwrite")
+
+        return write
 
 
 def _query_id(path: Path) -> str | None:
@@ -345,7 +384,7 @@ def seed_new_views(
         return []
     handler = GoldBatch(settings, views, references, lambda: None)
     for view in missing:
-        handler.fold(spark, view, view.facts(silver), None)
+        handler.fold(spark, view, view.facts(silver), whole=True)
     return [v.name for v in missing]
 
 
