@@ -112,7 +112,7 @@ class Pipeline:
 
     def start(self) -> None:
         """Start the serving query, then the lake path: ingest, refine (one query for
-        every topic), gold.
+        every topic) and gold (one query for every view): four queries.
 
         The serving query runs in its own scheduler pool (`session.SERVING_POOL`),
         weighted so that its small jobs overtake the lake's large ones: on a
