@@ -32,7 +32,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from statistics import median
 
-from harness import Column, Plot, Table, parse_args, publish_tables
+from harness import Column, Plot, Table, history_row, parse_args, publish_history
 
 from retailstream.config import ViewsSettings
 from retailstream.views.folds import Catalogue
@@ -138,7 +138,7 @@ def main() -> int:
         # The baseline: the same kind of batches into an empty store.
         empty_times = timed_batches(SqliteStore(Path(tmp) / "empty.db"), 0, repetitions, rng)
         baseline = median(empty_times)
-        rows.append(_row("empty store (baseline)", 0, empty_times, baseline, {}))
+        rows.append(history_row("empty store (baseline)", 0, empty_times, baseline))
         store_path = Path(tmp) / "history.db"
         store, held = SqliteStore(store_path), 0
         for size in sizes:
@@ -150,7 +150,17 @@ def main() -> int:
             held += repetitions * BATCH_EVENTS
             counts = row_counts(store)
             counts["store_mb"] = round(store_path.stat().st_size / 2**20, 1)
-            rows.append(_row(f"{size:,} events stored", size, times, baseline, counts))
+            rows.append(
+                history_row(
+                    f"{size:,} events stored",
+                    size,
+                    times,
+                    baseline,
+                    sales_rows=counts.get("sales_by_region"),
+                    inventory_rows=counts.get("inventory_positions"),
+                    store_mb=counts.get("store_mb"),
+                )  # fmt: skip
+            )
             print(f"  batch of {BATCH_EVENTS:,} events: median {median(times) * 1000:.1f} ms")
     table = Table(
         f"Folding one serving micro-batch ({BATCH_EVENTS:,} events) into the store, "
@@ -177,36 +187,19 @@ def main() -> int:
         "the minutes of history, and their look-ups stay indexed.",
         "",
     ]
-    publish_tables(
+    publish_history(
         "fold_history",
         "Serving micro-batch cost against history (`bench/bench_fold_history.py`)",
-        __doc__.split("\n\n")[1].replace("\n", " "),
-        [table],
-        params={
-            "sizes": "/".join(f"{s:g}" for s in sizes),
-            "batch_events": BATCH_EVENTS,
-            "repetitions": repetitions,
-        },  # fmt: skip
-        quick=args.quick,
-        notes=notes,
-        extra={"whole_run_seconds": time.perf_counter() - began},
+        __doc__,
+        table,
+        sizes,
+        BATCH_EVENTS,
+        repetitions,
+        args.quick,
+        notes,
+        began,
     )
     return 0
-
-
-def _row(label: str, size: int, times: list[float], baseline: float, counts: dict) -> dict:
-    return {
-        "history": label,
-        "events": size,
-        "median_ms": median(times) * 1000,
-        "min_ms": min(times) * 1000,
-        "max_ms": max(times) * 1000,
-        "vs_empty": median(times) / baseline,
-        "sales_rows": counts.get("sales_by_region"),
-        "inventory_rows": counts.get("inventory_positions"),
-        "store_mb": counts.get("store_mb"),
-        "seconds": times,
-    }
 
 
 if __name__ == "__main__":

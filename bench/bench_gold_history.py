@@ -33,7 +33,15 @@ from pathlib import Path
 from statistics import median
 
 from delta.tables import DeltaTable
-from harness import Column, Plot, Table, bench_settings, parse_args, publish_tables
+from harness import (
+    Column,
+    Plot,
+    Table,
+    bench_settings,
+    history_row,
+    parse_args,
+    publish_history,
+)
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -166,7 +174,9 @@ def main() -> int:
                 empty.timed(1)  # warm-up (plans, JIT), not counted
             empty_times = empty.timed(repetitions)
             baseline = median(empty_times)
-            rows.append(_row("no history (baseline)", 0, empty_times, baseline, empty.shape()))
+            rows.append(
+                history_row("no history (baseline)", 0, empty_times, baseline, **empty.shape())
+            )
             history_settings = bench_settings(tmp / "history", "127.0.0.1:9")
             if sizes:
                 init_world.write_world(spark, history_settings, SEED, SCALE)
@@ -177,7 +187,7 @@ def main() -> int:
                     f"history of {size:,} events folded after {time.perf_counter() - began:.0f} s"
                 )
                 times = lake.timed(repetitions)
-                rows.append(_row(f"{size:,} events", size, times, baseline, lake.shape()))
+                rows.append(history_row(f"{size:,} events", size, times, baseline, **lake.shape()))
                 print(f"  batch of {BATCH_EVENTS:,} events: median {median(times) * 1000:.0f} ms")
         finally:
             spark.stop()
@@ -203,34 +213,19 @@ def main() -> int:
         f"without history ({baseline * 1000:,.0f} ms).",
         "",
     ]
-    publish_tables(
+    publish_history(
         "gold_history",
         "Gold micro-batch cost against history (`bench/bench_gold_history.py`)",
-        __doc__.split("\n\n")[1].replace("\n", " "),
-        [table],
-        params={
-            "sizes": "/".join(f"{s:g}" for s in sizes),
-            "batch_events": BATCH_EVENTS,
-            "repetitions": repetitions,
-        },  # fmt: skip
-        quick=args.quick,
-        notes=notes,
-        extra={"whole_run_seconds": time.perf_counter() - began},
+        __doc__,
+        table,
+        sizes,
+        BATCH_EVENTS,
+        repetitions,
+        args.quick,
+        notes,
+        began,
     )
     return 0
-
-
-def _row(label: str, size: int, times: list[float], baseline: float, shape: dict) -> dict:
-    return {
-        "history": label,
-        "events": size,
-        "median_ms": median(times) * 1000,
-        "min_ms": min(times) * 1000,
-        "max_ms": max(times) * 1000,
-        "vs_empty": median(times) / baseline,
-        **shape,
-        "seconds": times,
-    }
 
 
 if __name__ == "__main__":

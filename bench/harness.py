@@ -601,3 +601,55 @@ def publish_tables(
     }
     _save_and_show(payload, lines, when, info, quick)
     return payload
+
+
+# ---------------------------------------------------------------------------
+# Cost against history (bench_fold_history, bench_gold_history)
+
+
+def history_row(
+    label: str, events: int, seconds: Sequence[float], baseline: float, **shape: Any
+) -> dict[str, Any]:
+    """A row of a batch-cost-against-history table: the batch times in ms and their
+    median against `baseline` (seconds), with the stored state's `shape`."""
+    middle = statistics.median(seconds)
+    return {
+        "history": label,
+        "events": events,
+        "median_ms": middle * 1000,
+        "min_ms": min(seconds) * 1000,
+        "max_ms": max(seconds) * 1000,
+        "vs_empty": middle / baseline,
+        **shape,
+        "seconds": list(seconds),
+    }
+
+
+def publish_history(
+    name: str,
+    title: str,
+    doc: str,
+    table: Table,
+    sizes: Sequence[int],
+    batch_events: int,
+    repetitions: int,
+    quick: bool,
+    notes: Iterable[str],
+    began: float,
+) -> None:
+    """`publish_tables` for a cost-against-history benchmark (its docstring's second
+    paragraph as the description)."""
+    publish_tables(
+        name,
+        title,
+        doc.split("\n\n")[1].replace("\n", " "),
+        [table],
+        params={
+            "sizes": "/".join(f"{s:g}" for s in sizes),
+            "batch_events": batch_events,
+            "repetitions": repetitions,
+        },
+        quick=quick,
+        notes=notes,
+        extra={"whole_run_seconds": time.perf_counter() - began},
+    )
