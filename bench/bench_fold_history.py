@@ -32,7 +32,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from statistics import median
 
-from harness import Column, Plot, Table, history_row, parse_args, publish_history
+from harness import Column, history_row, history_table, parse_args, publish_history
 
 from retailstream.config import ViewsSettings
 from retailstream.views.folds import Catalogue
@@ -162,21 +162,17 @@ def main() -> int:
                 )  # fmt: skip
             )
             print(f"  batch of {BATCH_EVENTS:,} events: median {median(times) * 1000:.1f} ms")
-    table = Table(
+    table = history_table(
         f"Folding one serving micro-batch ({BATCH_EVENTS:,} events) into the store, "
         f"against the history already folded ({repetitions} batches each)",
+        rows,
+        ".1f",
+        "vs empty store",
         [
-            Column("history", "history"),
-            Column("median_ms", "median ms", ".1f"),
-            Column("min_ms", "min ms", ".1f"),
-            Column("max_ms", "max ms", ".1f"),
-            Column("vs_empty", "vs empty store", ".2f"),
             Column("sales_rows", "sales rows"),
             Column("inventory_rows", "inventory rows"),
             Column("store_mb", "store MB", ".1f"),
         ],
-        rows,
-        Plot(("history",), ("median_ms", "max_ms"), "milliseconds per batch"),
     )
     largest = rows[-1]
     notes = [

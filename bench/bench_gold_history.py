@@ -35,10 +35,9 @@ from statistics import median
 from delta.tables import DeltaTable
 from harness import (
     Column,
-    Plot,
-    Table,
     bench_settings,
     history_row,
+    history_table,
     parse_args,
     publish_history,
 )
@@ -191,20 +190,13 @@ def main() -> int:
                 print(f"  batch of {BATCH_EVENTS:,} events: median {median(times) * 1000:.0f} ms")
         finally:
             spark.stop()
-    table = Table(
+    table = history_table(
         f"Folding one gold micro-batch ({BATCH_EVENTS:,} events) into the four gold views, "
         f"against the history already folded ({repetitions} batches each)",
-        [
-            Column("history", "history"),
-            Column("median_ms", "median ms", ",.0f"),
-            Column("min_ms", "min ms", ",.0f"),
-            Column("max_ms", "max ms", ",.0f"),
-            Column("vs_empty", "vs no history", ".2f"),
-            Column("sales_rows", "sales rows"),
-            Column("sales_files", "sales files"),
-        ],
         rows,
-        Plot(("history",), ("median_ms", "max_ms"), "milliseconds per batch"),
+        ",.0f",
+        "vs no history",
+        [Column("sales_rows", "sales rows"), Column("sales_files", "sales files")],
     )
     largest = rows[-1]
     notes = [

@@ -625,6 +625,30 @@ def history_row(
     }
 
 
+def history_table(
+    caption: str,
+    rows: Sequence[dict[str, Any]],
+    ms_spec: str,
+    baseline_header: str,
+    shape_columns: Sequence[Column],
+) -> Table:
+    """The table of a cost-against-history benchmark: batch times per history size
+    (formatted by `ms_spec`), against the baseline, then the stored state's shape."""
+    return Table(
+        caption,
+        [
+            Column("history", "history"),
+            Column("median_ms", "median ms", ms_spec),
+            Column("min_ms", "min ms", ms_spec),
+            Column("max_ms", "max ms", ms_spec),
+            Column("vs_empty", baseline_header, ".2f"),
+            *shape_columns,
+        ],
+        rows,
+        Plot(("history",), ("median_ms", "max_ms"), "milliseconds per batch"),
+    )
+
+
 def publish_history(
     name: str,
     title: str,

@@ -1,8 +1,8 @@
 """Replay the event store into something that did not exist when the events arrived.
 
-- `--view NAME`: a gold view with no state yet (a definition added since) is built
-  by its own streaming query from the first stored event on, exactly as the live
-  query will then carry it on (same checkpoint, same batch handler);
+- `--view NAME`: a gold view with no table yet (a definition added since) is built
+  from the silver the gold query has read so far, then brought up to date by that
+  query, which carries it on with the other views (`build_views.seed_new_views`);
 - `--to-prefix PREFIX`: a replica of the chosen topics in Kafka, `PREFIX<topic>`,
   with the same partitions, keys, values and Kafka timestamps, in offset order per
   partition: a copy to test or debug against;
