@@ -35,10 +35,16 @@ def read(
 ) -> pd.DataFrame:
     """Table `name` (`gold.item_ratings`, `silver.orders`, ...) as a pandas DataFrame."""
     from deltalake import DeltaTable
+    from pyarrow.fs import LocalFileSystem, SubTreeFileSystem
 
     found = tables(lake_root)
     if name not in found:
         known = ", ".join(found) or "none yet"
         raise UserError(f"no table {name} under {lake_root} (tables: {known})")
-    table = DeltaTable(str(found[name]), version=version)
-    return table.to_pandas(columns=list(columns) if columns else None)
+    path = found[name].resolve()
+    table = DeltaTable(str(path), version=version)
+    # pyarrow's own local filesystem, not delta-rs's default Rust-backed one: with the
+    # latter, pyarrow's scan threads call back into Rust, and about one interpreter in 20
+    # then aborts at exit ("terminate called without an active exception", delta-rs#2184).
+    files = SubTreeFileSystem(str(path), LocalFileSystem())
+    return table.to_pandas(columns=list(columns) if columns else None, filesystem=files)
