@@ -46,8 +46,10 @@ BENCH_ARGS ?=
 bench: setup
 	$(BIN)/retailstream bench $(BENCH) $(BENCH_ARGS)
 
+# Style and formatting of everything that is code; CI runs it before the tests.
 lint: setup
 	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
 
 kafka-start: setup
 	$(BIN)/retailstream kafka start --create-topics
