@@ -155,8 +155,11 @@ def log_model(model: Any, name: str, example: pd.DataFrame, example_output: pd.D
 
     signature = infer_signature(example, example_output)
     info = mlflow.spark.log_model(
-        model, "model", registered_model_name=name, signature=signature, input_example=example
-    )
+        model, "model", registered_model_name=name, signature=signature, input_example=example,
+        # A Spark ML model needs pyspark (MLflow adds itself). Left to infer them, MLflow
+        # loads the model in a new process with a Spark of its own: 20 s a model on 2 cores.
+        pip_requirements=mlflow.spark.get_default_pip_requirements(),
+    )  # fmt: skip
     return str(info.registered_model_version)
 
 
