@@ -1,7 +1,13 @@
-"""A lake both view paths are tested on: one broker of its own, two rounds of generated
-events with duplicates, late and out-of-order events and malformed records, and after
-each round the serving path, then the lake path (ingest, refine, gold views), each
-draining what Kafka holds. Built once per run (test_build_views, test_serving_views)."""
+"""Lakes built once per run and shared by the streaming tests.
+
+- `generated_lake`, which both view paths are tested on: one broker of its own, two
+  rounds of generated events with duplicates, late and out-of-order events and malformed
+  records, and after each round the serving path, then the lake path (ingest, refine,
+  gold views), each draining what Kafka holds (test_build_views, test_serving_views).
+- `shipped_lake`: days of clean generated events through ingest, refine and enrich, with
+  the generator's shipment truth (test_enrich_events reads it, test_train_disruption
+  trains on a copy).
+"""
 
 from __future__ import annotations
 
@@ -9,12 +15,22 @@ import argparse
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
+import pandas as pd
 import pytest
 from pyspark.sql import SparkSession
 
 from retailstream.config import Settings
 from retailstream.io.delta import StreamTrigger
-from retailstream.jobs import build_views, ingest_events, init_world, refine_events, serving_views
+from retailstream.io.truth import TruthWriter
+from retailstream.jobs import (
+    build_views,
+    enrich_events,
+    ingest_events,
+    init_world,
+    refine_events,
+    serving_views,
+)
+from retailstream.kafka.clients import flush_or_fail, producer
 from retailstream.kafka.topics import create_topics
 from retailstream.views.store import SqliteStore
 from retailstream.world import DefectRates, EventGenerator, build_world
@@ -52,3 +68,34 @@ def generated_lake(
             refine_events.run(spark, settings, AVAILABLE_NOW)
             build_views.run(spark, settings, AVAILABLE_NOW)
         yield settings
+
+
+SHIPPED_SEED = 23
+SHIPPED_EVENTS = 60_000
+SHIPPED_SIM_SECONDS_PER_EVENT = 5.0  # about 3.5 simulated days: some 1,500 shipments
+
+
+@pytest.fixture(scope="session")
+def shipped_lake(
+    tmp_path_factory: pytest.TempPathFactory, spark: SparkSession
+) -> Iterator[tuple[Settings, pd.DataFrame]]:
+    """Settings over the lake, and the generator's shipment truth. Read it, never change
+    it: a test that must change it copies it first (`copied_lake`)."""
+    with own_pipeline(tmp_path_factory.mktemp("shipped")) as settings:
+        create_topics(settings.kafka.bootstrap, settings.kafka.topics)
+        init_world.write_world(spark, settings, SHIPPED_SEED, "small")
+        generator = EventGenerator(
+            build_world(SHIPPED_SEED, "small"), SHIPPED_SEED, datetime(2026, 1, 5, tzinfo=UTC),
+            SHIPPED_SIM_SECONDS_PER_EVENT, DefectRates.none(),
+        )  # fmt: skip
+        batch = generator.next_batch(SHIPPED_EVENTS)
+        client = producer(settings.kafka.bootstrap)
+        for record, emitted in zip(batch.records, batch.emit_times_ms, strict=True):
+            client.produce(record.topic, key=record.key, value=record.value, timestamp=emitted)
+        flush_or_fail(client)
+        truth = batch.truth_frames()["shipment_truth"]
+        TruthWriter(settings.lake.root).append({"shipment_truth": truth})
+        ingest_events.run(spark, settings, AVAILABLE_NOW)
+        refine_events.run(spark, settings, AVAILABLE_NOW)
+        enrich_events.run(spark, settings, AVAILABLE_NOW)
+        yield settings, truth

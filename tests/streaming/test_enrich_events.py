@@ -7,60 +7,21 @@ must find the same values.
 
 from __future__ import annotations
 
-import argparse
-from collections.abc import Iterator
-from datetime import UTC, datetime
-
 import pandas as pd
-import pytest
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from retailstream.config import Settings
 from retailstream.io.delta import read_table
-from retailstream.jobs import enrich_events, ingest_events, init_world, refine_events
 from retailstream.jobs.refine_events import silver_table
-from retailstream.kafka.clients import flush_or_fail, producer
-from retailstream.kafka.topics import create_topics
-from retailstream.world import DefectRates, EventGenerator, build_world
-from support import own_pipeline
 
-AVAILABLE_NOW = argparse.Namespace(available_now=True)
-SEED = 8
-
-
-@pytest.fixture(scope="module")
-def enriched(
-    tmp_path_factory: pytest.TempPathFactory, spark: SparkSession
-) -> Iterator[tuple[Settings, pd.DataFrame]]:
-    with own_pipeline(tmp_path_factory.mktemp("enrich")) as settings:
-        create_topics(settings.kafka.bootstrap, settings.kafka.topics)
-        init_world.write_world(spark, settings, SEED, "small")
-        generator = EventGenerator(
-            build_world(SEED, "small"),
-            SEED,
-            datetime(2026, 4, 6, 6, 0, tzinfo=UTC),
-            1.5,
-            DefectRates.none(),
-        )
-        client = producer(settings.kafka.bootstrap)
-        truth = []
-        for _ in range(4):
-            batch = generator.next_batch(5000)
-            for record, emitted in zip(batch.records, batch.emit_times_ms, strict=True):
-                client.produce(record.topic, key=record.key, value=record.value, timestamp=emitted)
-            truth.append(batch.truth_frames()["shipment_truth"])
-        flush_or_fail(client)
-        ingest_events.run(spark, settings, AVAILABLE_NOW)
-        refine_events.run(spark, settings, AVAILABLE_NOW)
-        enrich_events.run(spark, settings, AVAILABLE_NOW)
-        yield settings, pd.concat(truth, ignore_index=True)
+# The lake is the run's `shipped_lake` (tests/streaming/conftest.py).
 
 
 def test_departures_carry_the_weather_and_world_events_at_departure(
-    enriched: tuple[Settings, pd.DataFrame], spark: SparkSession
+    shipped_lake: tuple[Settings, pd.DataFrame], spark: SparkSession
 ) -> None:
-    settings, truth = enriched
+    settings, truth = shipped_lake
     rows = read_table(spark, silver_table(settings, "shipments_enriched")).collect()
     departed = read_table(spark, silver_table(settings, "shipments")).where("status = 'departed'")
     expected = truth.set_index("shipment_id")
@@ -81,9 +42,9 @@ def test_departures_carry_the_weather_and_world_events_at_departure(
 
 
 def test_orders_clicks_and_lines_carry_their_reference_data(
-    enriched: tuple[Settings, pd.DataFrame], spark: SparkSession
+    shipped_lake: tuple[Settings, pd.DataFrame], spark: SparkSession
 ) -> None:
-    settings, _ = enriched
+    settings, _ = shipped_lake
     orders = read_table(spark, silver_table(settings, "orders_enriched"))
     assert orders.count() == read_table(spark, silver_table(settings, "orders")).count()
     in_store = orders.where(F.col("store_id").isNotNull())

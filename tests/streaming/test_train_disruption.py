@@ -1,5 +1,5 @@
 """`train disruption` on shipments that went the whole way (Kafka -> bronze -> silver ->
-enriched with weather and world events), with a real MLflow store: the model, a baseline
+enriched with weather and world events: the run's `shipped_lake`), with a real MLflow store: the model, a baseline
 and the generator's true probabilities judged on the same holdout, and the champion rule."""
 
 from __future__ import annotations
@@ -7,8 +7,6 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -20,59 +18,33 @@ from pyspark.sql import functions as F
 from retailstream.config import Settings
 from retailstream.errors import UserError
 from retailstream.io.delta import StreamTrigger, read_table
-from retailstream.io.truth import TruthWriter
-from retailstream.jobs import (
-    build_views,
-    enrich_events,
-    ingest_events,
-    init_world,
-    refine_events,
-    score_shipments,
-    train_disruption,
-)
+from retailstream.jobs import build_views, score_shipments, train_disruption
 from retailstream.jobs.refine_events import silver_table
-from retailstream.kafka.clients import flush_or_fail, producer
-from retailstream.kafka.topics import create_topics
 from retailstream.ml import registry
 from retailstream.serve.app import create_app
 from retailstream.views.store import open_store
-from retailstream.world import EventGenerator, build_world
-from support import mlflow_runs, own_pipeline, with_ml
+from support import copied_lake, mlflow_runs, with_ml
 
 AVAILABLE_NOW = argparse.Namespace(available_now=True)
-SEED = 23
-EVENTS = 60_000
-SIM_SECONDS_PER_EVENT = 5.0  # about 3.5 simulated days: some 1,500 shipments
 
 
 @pytest.fixture(scope="module")
-def shipped(tmp_path_factory: pytest.TempPathFactory, spark: SparkSession) -> Iterator[Settings]:
-    """Weeks of generated events through ingest, refine and enrich; the first model trained."""
-    root = tmp_path_factory.mktemp("disruption")
-    with own_pipeline(root) as base:
-        ml = base.ml.model_copy(update={"store_dir": root / "models"})
-        settings = with_ml(
-            base.model_copy(update={"ml": ml}), "disruption", iterations=(10,), depths=(3, 4)
-        )
-        create_topics(settings.kafka.bootstrap, settings.kafka.topics)
-        init_world.write_world(spark, settings, SEED, "small")
-        generator = EventGenerator(
-            build_world(SEED, "small"), SEED, datetime(2026, 1, 5, tzinfo=UTC),
-            SIM_SECONDS_PER_EVENT, None,
-        )  # fmt: skip
-        batch = generator.next_batch(EVENTS)
-        client = producer(settings.kafka.bootstrap)
-        for record, emitted in zip(batch.records, batch.emit_times_ms, strict=True):
-            client.produce(record.topic, key=record.key, value=record.value, timestamp=emitted)
-        flush_or_fail(client)
-        TruthWriter(settings.lake.root).append(
-            {"shipment_truth": pd.DataFrame(batch.shipment_truth)}
-        )
-        ingest_events.run(spark, settings, AVAILABLE_NOW)
-        refine_events.run(spark, settings, AVAILABLE_NOW)
-        enrich_events.run(spark, settings, AVAILABLE_NOW)
-        assert train_disruption.train(spark, settings, argparse.Namespace()) == 0
-        yield settings
+def shipped(
+    shipped_lake: tuple[Settings, pd.DataFrame],
+    tmp_path_factory: pytest.TempPathFactory,
+    spark: SparkSession,
+) -> Settings:
+    """A copy of the run's shipped lake (the tests score and append to it), with a
+    model store of its own; the first model trained."""
+    lake, _ = shipped_lake
+    copy = copied_lake(
+        lake,
+        tmp_path_factory.mktemp("disruption"),
+        f"kafka.bootstrap_servers={lake.kafka.bootstrap}",
+    )
+    settings = with_ml(copy, "disruption", iterations=(10,), depths=(3, 4))
+    assert train_disruption.train(spark, settings, argparse.Namespace()) == 0
+    return settings
 
 
 def test_the_model_is_judged_against_a_baseline_and_the_true_probabilities(

@@ -2,9 +2,12 @@
 
 The same functions serve batch and streaming inputs. Weather reports come
 once per region per 10-minute bucket (the generator's and many weather
-services' cadence), so "the weather at departure" is the observation of the
-departure's bucket in that region: an equality on (region, bucket), bounded in
-time so that a stream-stream join can drop old state.
+services' cadence), each a little into its bucket, so "the weather at
+departure" is what a reader of the weather topic knew then: the region's
+latest observation at or before the departure, the one report of the 10
+minutes up to it. An equality on region and a range in event time, which also
+lets a stream-stream join drop old state. (The departure's own bucket is not
+it: a departure in a bucket's first seconds precedes that bucket's report.)
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 WEATHER_BUCKET_SECONDS = 600
-# How far apart a departure and its bucket's weather report can be in event time.
+# How long before a departure its region's latest weather report can be (one bucket).
 WEATHER_JOIN_BOUND = "interval 10 minutes"
 
 
@@ -96,27 +99,23 @@ def departures(
 def join_weather(departed: DataFrame, weather: DataFrame, side: str) -> DataFrame:
     """Add `<side>_weather_severity` and `<side>_weather_condition` (side: origin|destination).
 
-    An inner join on (region, bucket) bounded in event time: as a stream-stream
-    join both inputs need watermarks on `departed_at` and `event_time`.
+    The region's latest observation in the 10 minutes up to and including the
+    departure (one report per region per bucket makes it the only one there). An
+    inner join bounded in event time: as a stream-stream join both inputs need
+    watermarks on `departed_at` and `event_time`.
     """
     report = weather.where(F.col("kind") == "observation").select(
         F.col("region").alias(f"{side}_w_region"),
         F.col("event_time").alias(f"{side}_w_time"),
-        weather_bucket(F.col("event_time")).alias(f"{side}_w_bucket"),
         F.col("severity").alias(f"{side}_weather_severity"),
         F.col("condition").alias(f"{side}_weather_condition"),
     )
     on = (
         (F.col(f"{side}_region") == F.col(f"{side}_w_region"))
-        & (F.col("departure_bucket") == F.col(f"{side}_w_bucket"))
-        & F.col(f"{side}_w_time").between(
-            F.col("departed_at") - F.expr(WEATHER_JOIN_BOUND),
-            F.col("departed_at") + F.expr(WEATHER_JOIN_BOUND),
-        )
+        & (F.col(f"{side}_w_time") > F.col("departed_at") - F.expr(WEATHER_JOIN_BOUND))
+        & (F.col(f"{side}_w_time") <= F.col("departed_at"))
     )
-    return departed.join(report, on=on, how="inner").drop(
-        f"{side}_w_region", f"{side}_w_time", f"{side}_w_bucket"
-    )
+    return departed.join(report, on=on, how="inner").drop(f"{side}_w_region", f"{side}_w_time")
 
 
 def add_world_events(departed: DataFrame, world_events: DataFrame) -> DataFrame:
