@@ -38,8 +38,9 @@ def _settings(root: Path, *extra: str) -> Settings:
             f"lake.root={root / 'lake'}",
             f"ml.store_dir={root / 'models'}",
             f"spark.driver_log={root / 'spark-driver.log'}",
+            # Two points: enough to show validation picks one (each costs a fit).
             "ml.recommender.ranks=[4, 8]",
-            "ml.recommender.reg_params=[0.1, 0.3]",
+            "ml.recommender.reg_params=[0.3]",
             "ml.recommender.max_iter=5",
             *extra,
         ],
@@ -135,7 +136,7 @@ def test_first_model_is_judged_against_the_baseline_and_the_truth_and_becomes_ch
     assert metrics["ranked_customers"] > 0
     # Chosen by validation, from the configured grid.
     assert (int(params["rank"]), float(params["reg_param"])) in {
-        (r, g) for r in (4, 8) for g in (0.1, 0.3)
+        (r, g) for r in (4, 8) for g in (0.3,)
     }
     grid = json.loads(
         Path(client.download_artifacts(run.info.run_id, "validation_grid.json")).read_text()
@@ -291,7 +292,9 @@ def test_implicit_signals_rank_far_better_than_ratings_alone_and_take_over_on_ra
     settings, _ = world_ratings
     client = registry.client(settings.ml)
     name = settings.ml.recommender_model
-    _train(spark, with_ml(settings, "recommender", implicit=True))
+    # One point of the grid (the best of ranks 4 and 8 by regularisation 0.1 and 0.3 on
+    # this world's validation), so that the test pays for one fit.
+    _train(spark, with_ml(settings, "recommender", implicit=True, ranks=(4,), reg_params=(0.3,)))
     run = mlflow_runs(settings, train_recommender.EXPERIMENT)[-1]
     metrics, params = run.data.metrics, run.data.params
     assert params["signals"] == "implicit" and "validation_ndcg_at_10" in metrics
