@@ -18,7 +18,7 @@ import base64
 import binascii
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 # Kafka topic names: letters, digits, '.', '_' and '-', at most 249 characters.
@@ -89,18 +89,20 @@ async def wait_until_included(
     token: ConsistencyToken,
     max_wait_s: float,
     poll_interval_s: float = POLL_INTERVAL_S,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> ConsistencyReport:
     """Poll the view's positions until they include `token`, for `max_wait_s` at most.
 
     `read_positions` is a blocking store read; it runs in a worker thread so
     that waiting requests never hold up the event loop (other requests are
-    served meanwhile).
+    served meanwhile). `clock` and `sleep` are the real ones but for tests.
     """
-    started = time.monotonic()
+    started = clock()
     deadline = started + max(0.0, max_wait_s)
     while True:
         lag = behind_by(token, await asyncio.to_thread(read_positions))
-        now = time.monotonic()
+        now = clock()
         if lag == 0 or now >= deadline:
             return ConsistencyReport(lag == 0, lag, int((now - started) * 1000))
-        await asyncio.sleep(min(poll_interval_s, deadline - now))
+        await sleep(min(poll_interval_s, deadline - now))
