@@ -6,12 +6,12 @@ import contextlib
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 
 from retailstream.config import LocalBrokerSettings, Settings, load_settings
 from retailstream.io.delta import write_table
@@ -210,3 +210,24 @@ def assert_same_views(live: Any, rebuilt: Any) -> None:
     for view in SERVING_VIEWS:
         for topic in view_topics(view):
             assert live.positions(view, topic) == rebuilt.positions(view, topic), (view, topic)
+
+
+def assert_bronze_holds_kafka(
+    spark: SparkSession, bronze: DataFrame, bootstrap: str, topics: Iterable[str]
+) -> None:
+    """Bronze holds every record Kafka holds in `topics`, each once and byte for byte: the
+    same (topic, partition, offset, key, value) rows as multisets, so that a lost record
+    and a duplicated one cannot cancel out as they would in a count."""
+    kafka = (
+        spark.read.format("kafka")
+        .option("kafka.bootstrap.servers", bootstrap)
+        .option("subscribe", ",".join(sorted(topics)))
+        .option("startingOffsets", "earliest")
+        .option("endingOffsets", "latest")
+        .load()
+    )
+    columns = ["topic", "partition", "offset", "key", "value"]
+    held = bronze.select(*columns)
+    missing = kafka.select(*columns).exceptAll(held).select(*columns[:3]).limit(5).collect()
+    extra = held.exceptAll(kafka.select(*columns)).select(*columns[:3]).limit(5).collect()
+    assert not missing and not extra, f"not in bronze: {missing}; not in Kafka (or twice): {extra}"

@@ -23,7 +23,13 @@ from retailstream.io.truth import read_truth
 from retailstream.jobs import ingest_events, serving_views
 from retailstream.kafka.broker import free_port, port_in_use
 from retailstream.views.store import SqliteStore
-from support import PROJECT_HOME, headless_chromium, read_until, run_cli
+from support import (
+    PROJECT_HOME,
+    assert_bronze_holds_kafka,
+    headless_chromium,
+    read_until,
+    run_cli,
+)
 
 
 def _get(url: str) -> dict:
@@ -147,11 +153,12 @@ def test_demo_serves_live_views_and_stops_cleanly_on_ctrl_c(
         held = bronze.count()
         if held != published:  # say where the difference is before the broker goes
             raise AssertionError(_where_counts_differ(spark, bronze, port, output, published))
+        settings = load_settings(None, [f for f in flags if f != "--set"], home=PROJECT_HOME)
+        assert_bronze_holds_kafka(spark, bronze, f"127.0.0.1:{port}", settings.kafka.topics)
         # The world resumes where the demo left it, and the inventory view agrees with it.
         more = run_cli("produce", "--events", "3000", "--rate", "1500", "--quiet", *flags)
         assert more.returncode == 0, more.stderr
         assert "resuming the saved world" in more.stderr, more.stderr
-        settings = load_settings(None, [f for f in flags if f != "--set"], home=PROJECT_HOME)
         serving_views.run(spark, settings, argparse.Namespace(available_now=True))
     finally:
         run_cli("kafka", "stop", *flags)

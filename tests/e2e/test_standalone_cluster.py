@@ -13,7 +13,7 @@ from retailstream.kafka.broker import LocalBroker, free_port
 from retailstream.kafka.clients import flush_or_fail, producer
 from retailstream.kafka.topics import create_topics, describe_topics
 from retailstream.standalone import StandaloneCluster
-from support import PROJECT_HOME
+from support import PROJECT_HOME, assert_bronze_holds_kafka
 
 
 def test_ingest_job_runs_on_a_standalone_cluster(
@@ -72,4 +72,4 @@ def test_ingest_job_runs_on_a_standalone_cluster(
 
     bronze = spark.read.format("delta").load(str(lake / "bronze_events"))
     assert bronze.count() == in_kafka
-    assert bronze.select("topic", "partition", "offset").distinct().count() == in_kafka
+    assert_bronze_holds_kafka(spark, bronze, kafka_broker.bootstrap, settings.kafka.topics)
