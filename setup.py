@@ -51,7 +51,8 @@ setup(
             "httpx>=0.27,<1",
             # Drives Debian's chromium (with its chromedriver) in the browser tests.
             "selenium==4.51.0",  # 4.52 needs a certifi newer than PyPI mirrors here hold
-            "ruff>=0.6",
+            # Pinned: `make lint` checks formatting, which changes between ruff releases.
+            "ruff==0.17.6",
             "deltalake==1.6.6",
             # The test suite runs every notebook in a real kernel.
             "nbclient==0.11.0",
