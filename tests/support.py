@@ -148,8 +148,9 @@ def read_until(process: subprocess.Popen[str], done: Callable[[str], bool]) -> l
     return lines
 
 
-def produce_generated(settings: Settings, generator: Any, events: int) -> None:
-    """The generator's next `events` records into the topics, at their emission times."""
+def produce_generated(settings: Settings, generator: Any, events: int) -> Any:
+    """The generator's next `events` records into the topics, at their emission times;
+    returns the generator's batch (its records and ground truth)."""
     from retailstream.kafka.clients import flush_or_fail, producer
 
     client = producer(settings.kafka.bootstrap)
@@ -157,6 +158,7 @@ def produce_generated(settings: Settings, generator: Any, events: int) -> None:
     for record, emitted in zip(batch.records, batch.emit_times_ms, strict=True):
         client.produce(record.topic, key=record.key, value=record.value, timestamp=emitted)
     flush_or_fail(client)
+    return batch
 
 
 def check_item_ratings(docs: list[Any], ratings: Any, last_ratings: int = 10) -> None:

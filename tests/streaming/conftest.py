@@ -30,7 +30,6 @@ from retailstream.jobs import (
     refine_events,
     serving_views,
 )
-from retailstream.kafka.clients import flush_or_fail, producer
 from retailstream.kafka.topics import create_topics
 from retailstream.views.store import SqliteStore
 from retailstream.world import DefectRates, EventGenerator, build_world
@@ -88,11 +87,7 @@ def shipped_lake(
             build_world(SHIPPED_SEED, "small"), SHIPPED_SEED, datetime(2026, 1, 5, tzinfo=UTC),
             SHIPPED_SIM_SECONDS_PER_EVENT, DefectRates.none(),
         )  # fmt: skip
-        batch = generator.next_batch(SHIPPED_EVENTS)
-        client = producer(settings.kafka.bootstrap)
-        for record, emitted in zip(batch.records, batch.emit_times_ms, strict=True):
-            client.produce(record.topic, key=record.key, value=record.value, timestamp=emitted)
-        flush_or_fail(client)
+        batch = produce_generated(settings, generator, SHIPPED_EVENTS)
         truth = batch.truth_frames()["shipment_truth"]
         TruthWriter(settings.lake.root).append({"shipment_truth": truth})
         ingest_events.run(spark, settings, AVAILABLE_NOW)

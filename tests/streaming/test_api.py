@@ -54,8 +54,8 @@ def _with_serve(settings: Settings, **serve: Any) -> Settings:
     return settings.model_copy(update={"serve": settings.serve.model_copy(update=serve)})
 
 
-def _catalogue_store(path: Path) -> SqliteStore:
-    store = SqliteStore(path)
+def _catalogue_store(path: Path, kind: type[SqliteStore] = SqliteStore) -> SqliteStore:
+    store = kind(path)
     store.replace("products", PRODUCTS)
     store.replace("stores", STORES)
     return store
@@ -277,8 +277,8 @@ class _WatchedStore(SqliteStore):
 def test_a_waiting_query_does_not_block_other_requests(
     api_settings: Settings, publisher: RatingPublisher, tmp_path: Path
 ) -> None:
-    store = _WatchedStore(tmp_path / "views.db")
-    store.replace("products", PRODUCTS)
+    store = _catalogue_store(tmp_path / "views.db", _WatchedStore)
+    assert isinstance(store, _WatchedStore)
     patient = _with_serve(api_settings, consistency_wait_s=600.0)
     running, base_url = start_background(patient, store=store, publisher=publisher)
     far_ahead = ConsistencyToken(TOPIC_RATINGS, 0, 10**12)
