@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
+import pyspark
 import pytest
 from fastapi.testclient import TestClient
 from pyspark.sql import DataFrame, SparkSession
@@ -153,6 +154,13 @@ def test_first_model_is_judged_against_the_baseline_and_the_truth_and_becomes_ch
     assert {"MLmodel", "input_example.json"} <= model_files
     mlmodel = Path(client.download_artifacts(run.info.run_id, "model/MLmodel")).read_text()
     assert "signature:" in mlmodel and "customer_id" in mlmodel
+    # Stated, not inferred (inferring starts a Spark of its own, and lists whatever the
+    # model's loading imported): pyspark pinned, and the MLflow that wrote it.
+    requirements = Path(
+        client.download_artifacts(run.info.run_id, "model/requirements.txt")
+    ).read_text()
+    assert {r.split("==")[0] for r in requirements.split()} == {"mlflow", "pyspark"}
+    assert f"pyspark=={pyspark.__version__}" in requirements.split()
     assert registry.champion_version(client, settings.ml.recommender_model) == "1"
     assert run.data.tags["promoted"] == "true"
 
