@@ -1,9 +1,11 @@
 """Demo: broker -> world -> live events -> bronze -> silver -> gold -> API and dashboard.
 
-Starts the local broker when config uses it and it is not running, writes the
-reference data (`world init`), publishes generated events at a steady rate
-(`produce`, on a thread), runs ingest, refine and the views as streaming
-queries in one Spark application, and serves the API and dashboard. Runs
+Serves the API and dashboard first (the catalogue and the initial stock come
+straight from the generated world), starts the local broker when config uses
+it and it is not running, then Spark and the serving query (Kafka -> serving
+store), publishes generated events at a steady rate (`produce`, on a thread),
+writes the reference data to the lake (`world init`) and starts the lake path
+(ingest, refine, gold views), all in one Spark application. Runs
 until Ctrl-C (or `--duration`), then stops the producer (flushed), every
 query (checkpointed) and the server: a later run resumes where this one ended.
 """
@@ -15,8 +17,9 @@ import secrets
 import signal
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
+import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
@@ -34,21 +37,23 @@ from retailstream.jobs import (
 )
 from retailstream.jobs.launcher import launch_without_spark
 from retailstream.kafka.broker import LocalBroker
+from retailstream.kafka.topics import create_topics
 from retailstream.session import LAKE_POOL, SERVING_POOL, scheduler_pool
 from retailstream.views.store import ServingStore, open_store
+from retailstream.world import build_world
 
 
 def _start_local_broker(settings: Settings) -> LocalBroker | None:
     """Start the local broker if config uses it and it is down; return it if we started it."""
     if not settings.kafka.local_broker.enabled or settings.kafka.bootstrap_servers:
-        print(f"[1/5] using the Kafka cluster at {settings.kafka.bootstrap}")
+        print(f"[2/5] using the Kafka cluster at {settings.kafka.bootstrap}")
         return None
     local = LocalBroker(settings.kafka.local_broker, classpath(settings.home, "kafka-broker"))
     if local.pid() is not None:
-        print(f"[1/5] Kafka broker already running on {local.bootstrap}")
+        print(f"[2/5] Kafka broker already running on {local.bootstrap}")
         return None
     seconds = local.start()
-    print(f"[1/5] Kafka broker started on {local.bootstrap} in {seconds:.1f}s")
+    print(f"[2/5] Kafka broker started on {local.bootstrap} in {seconds:.1f}s")
     return local
 
 
@@ -87,22 +92,35 @@ class Pipeline:
             if error is not None:
                 raise UserError(f"query {query.name} failed: {str(error).splitlines()[0]}")
 
-    def prepare(self) -> None:
-        """What the queries share, done once before events flow (nothing competes yet):
-        the reference tables, the suites and their value sets, the empty silver
-        tables (so the gold views need not wait for refine's first batches), and
-        the serving store's catalogue and initial stock."""
-        settings = self.settings
-        tables = (
+    def reference_tables(self) -> list[str]:
+        """The reference tables the queries check or join against."""
+        wanted = (
             set(refine_events.REFERENCE_TABLES)
-            | build_views.reference_tables(settings)
+            | build_views.reference_tables(self.settings)
             | {"initial_stock"}
         )
-        self.references = refine_events.load_references(self.spark, settings, sorted(tables))
-        self.refine = refine_events.RefineRun(self.spark, settings, self.references)
-        self.refine.create_silver_tables()
+        return sorted(wanted)
+
+    def prepare(self, world: Mapping[str, pd.DataFrame] | None = None) -> None:
+        """What the queries share, done once before events flow (nothing competes yet):
+        the reference tables, the suites and their value sets, and the serving
+        store's catalogue and initial stock (once). The tables come from the
+        generated `world` (`World.tables()`) when given, else from the lake."""
+        settings = self.settings
+        if world is None:
+            self.references = refine_events.load_references(
+                self.spark, settings, self.reference_tables()
+            )
+        else:  # cached in memory: the small tables Delta would give back, minus its log reads
+            self.references = {
+                name: self.spark.createDataFrame(world[name]).cache()
+                for name in self.reference_tables()
+            }
+        self.refine = refine_events.RefineRun(self.spark, settings, world or self.references)
         store = open_store(settings.views.sqlite_path)
-        self.serving = serving_views.ServingPath(self.spark, settings, store, self.references)
+        self.serving = serving_views.ServingPath(
+            self.spark, settings, store, self.references, self.refine.known
+        )
         self.serving.prepare_store()
 
     @property
@@ -111,21 +129,30 @@ class Pipeline:
         return self.serving.store
 
     def start(self) -> None:
-        """Start the serving query, then the lake path: ingest, refine (one query for
-        every topic) and gold (one query for every view): four queries.
+        """Start the serving query, then the lake path: four queries."""
+        self.start_serving()
+        self.start_lake()
 
-        The serving query runs in its own scheduler pool (`session.SERVING_POOL`),
+    def start_serving(self) -> None:
+        """Start the serving query, in its own scheduler pool (`session.SERVING_POOL`),
         weighted so that its small jobs overtake the lake's large ones: on a
-        laptop every query shares two cores.
-        """
-        settings = self.settings
+        laptop every query shares two cores."""
         if self.refine is None or self.serving is None:
             self.prepare()
-        assert self.refine is not None and self.serving is not None
-        serving = StreamTrigger(False, settings.serving.trigger_interval)
+        assert self.serving is not None
+        serving = StreamTrigger(False, self.settings.serving.trigger_interval)
         with scheduler_pool(self.spark, SERVING_POOL):
             self.queries.append(self.serving.start(serving))
+
+    def start_lake(self) -> None:
+        """Start the lake path: ingest, refine (one query for every topic) and gold
+        (one query for every view), in the lake's scheduler pool."""
+        settings = self.settings
+        assert self.refine is not None
         with scheduler_pool(self.spark, LAKE_POOL):
+            # The empty silver tables, so that the gold views need not wait for
+            # refine's first batches: after the serving query, which needs none.
+            self.refine.create_silver_tables()
             ingest = StreamTrigger(False, settings.ingest.trigger_interval)
             self.queries.append(ingest_events.start(self.spark, settings, ingest))
             bronze = settings.lake.table(ingest_events.BRONZE_TABLE)
@@ -164,38 +191,42 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
     if not settings.serve.api_token:  # commands need a token: make a one-off one for the demo
         serve = settings.serve.model_copy(update={"api_token": secrets.token_urlsafe(12)})
         settings = settings.model_copy(update={"serve": serve})
-    # The broker boots (~5 s, its own JVM) while Spark starts and the world is
-    # written: nothing before the producer needs it.
     brokers: list[LocalBroker | None] = []
     broker_start = threading.Thread(
         target=lambda: brokers.append(_start_local_broker(settings)), name="demo-broker"
     )
-    broker_start.start()
     stop_producing = threading.Event()
     producer_thread: threading.Thread | None = None
     server = None
     pipeline: Pipeline | None = None
     try:
         started = time.monotonic()
-        spark = build_spark(settings)
-        counts = init_world.write_world(spark, settings, settings.world.seed, settings.world.scale)
-        print(
-            f"[2/5] Spark {spark.version} up and the world written in "
-            f"{time.monotonic() - started:.1f}s: {counts['products']} products, "
-            f"{counts['stores']} stores, {counts['customers']} customers",
-            flush=True,
-        )
-        pipeline = Pipeline(spark, settings)
-        pipeline.prepare()
+        # The API first, before Spark (which takes 10-20 s on a laptop): the
+        # catalogue and the initial stock come straight from the generated world.
+        world = build_world(settings.world.seed, settings.world.scale)
+        rows = serving_views.world_rows(world.tables())
+        serving_views.prepare_store(open_store(settings.views.sqlite_path), rows, settings)
         server, url = start_background(settings, port=settings.serve.port)
         print(
-            f"[3/5] dashboard and API at {url}/  (API docs: {url}/docs; command token: "
+            f"[1/5] dashboard and API at {url}/  (API docs: {url}/docs; command token: "
             f"{settings.serve.api_token}); the views fill as events flow",
             flush=True,
         )
+        # The broker boots (~5 s, its own JVM) while Spark starts and the world is
+        # written: nothing before the producer needs it.
+        broker_start.start()
+        spark = build_spark(settings)
+        pipeline = Pipeline(spark, settings)
+        # The queries check and join against the world in memory: the lake's copy
+        # of it (seconds of Delta commits) is written while events already flow.
+        tables = world.tables()
+        pipeline.prepare(tables)
         broker_start.join()
         if not brokers:
             raise UserError("the Kafka broker did not start (its error is above)")
+        create_topics(settings.kafka.bootstrap, settings.kafka.topics)
+        # `produce` rebuilds the world from its spec (seed and scale) alone.
+        init_world.write_spec(settings, settings.world.seed, settings.world.scale, tables)
         produce_args = argparse.Namespace(
             events=None, duration="8760h",  # until the demo stops it
             rate=args.rate, seed=int(time.time()), start=None, sim_seconds_per_event=None,
@@ -210,8 +241,21 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
             daemon=True,
         )
         producer_thread.start()
-        print(f"[4/5] producing events at {args.rate:,.0f} events/s", flush=True)
-        pipeline.start()
+        pipeline.start_serving()
+        print(
+            f"[3/5] Spark {spark.version} up, producing events at {args.rate:,.0f} events/s, "
+            f"serving query started after {time.monotonic() - started:.0f}s",
+            flush=True,
+        )
+        writing = time.monotonic()
+        init_world.write_tables(spark, settings, tables)
+        print(
+            f"[4/5] the world in the lake in {time.monotonic() - writing:.1f}s: "
+            f"{len(tables['products'])} products, {len(tables['stores'])} stores, "
+            f"{len(tables['customers'])} customers",
+            flush=True,
+        )
+        pipeline.start_lake()
         print(
             f"[5/5] streaming: Kafka -> serving views, and ingest -> refine -> gold "
             f"({len(pipeline.queries)} queries) "
@@ -236,7 +280,8 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
             pipeline.stop()
         if server is not None:
             server.stop()
-        broker_start.join()
+        if broker_start.is_alive():
+            broker_start.join()
         broker = brokers[0] if brokers else None
         if broker is not None and not args.keep_broker:
             broker.stop()

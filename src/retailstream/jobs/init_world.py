@@ -12,10 +12,11 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pandas as pd
 from pyspark.sql import SparkSession
 
 from retailstream.config import Settings
@@ -51,9 +52,20 @@ def load_world(settings: Settings) -> World:
     return build_world(spec["seed"], spec["scale"])
 
 
-def write_world(spark: SparkSession, settings: Settings, seed: int, scale: str) -> dict[str, int]:
-    """Write every reference table; return the row count of each."""
-    tables = build_world(seed, scale).tables()  # type: ignore[arg-type]
+def write_world(
+    spark: SparkSession, settings: Settings, seed: int, scale: str, world: World | None = None
+) -> dict[str, int]:
+    """Write every reference table, then the world's spec; return the row count of
+    each table. `world`: the world of `seed` and `scale`, when the caller has it."""
+    tables = (world or build_world(seed, scale)).tables()  # type: ignore[arg-type]
+    write_tables(spark, settings, tables)
+    return write_spec(settings, seed, scale, tables)
+
+
+def write_tables(
+    spark: SparkSession, settings: Settings, tables: Mapping[str, pd.DataFrame]
+) -> None:
+    """Overwrite the reference tables with `tables` (a world's `tables()`)."""
 
     def write(name: str) -> None:
         write_table(
@@ -64,6 +76,13 @@ def write_world(spark: SparkSession, settings: Settings, seed: int, scale: str) 
     # tables are independent, so writing them concurrently saves most of it.
     with ThreadPoolExecutor(max_workers=4) as pool:
         list(pool.map(write, tables))
+
+
+def write_spec(
+    settings: Settings, seed: int, scale: str, tables: Mapping[str, pd.DataFrame]
+) -> dict[str, int]:
+    """Write `_world.json`, what `produce` rebuilds the world from; return the row
+    count of each table."""
     counts = {name: len(frame) for name, frame in tables.items()}
     spec = world_spec_path(settings)
     spec.parent.mkdir(parents=True, exist_ok=True)

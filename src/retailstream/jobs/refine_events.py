@@ -27,6 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pandas as pd
 from pyspark import inheritable_thread_target
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -97,10 +98,14 @@ def load_references(
 
 
 def known_values(
-    spark: SparkSession, references: Mapping[str, DataFrame], suites: Mapping[str, Suite]
+    spark: SparkSession,
+    references: Mapping[str, DataFrame] | Mapping[str, pd.DataFrame],
+    suites: Mapping[str, Suite],
 ) -> KnownValues:
     """Every reference value set the suites and the line-sku check use, gathered
-    once per job: reference tables do not change while the stream runs."""
+    once per job: reference tables do not change while the stream runs. From
+    the lake's tables, or straight from a generated world's (`World.tables()`:
+    no Spark job per value set)."""
     values = reference_values(references, suites.values(), extra=[PRODUCT_SKUS])
     return known_frames(spark, values)
 
@@ -393,9 +398,10 @@ class RefineRun:
         self,
         spark: SparkSession,
         settings: Settings,
-        references: Mapping[str, DataFrame] | None = None,
+        references: Mapping[str, DataFrame] | Mapping[str, pd.DataFrame] | None = None,
     ) -> None:
-        """`references`: the loaded reference tables, when the caller has them already."""
+        """`references`: the reference tables (loaded, or a generated world's), when the
+        caller has them already."""
         require_one_query_layout(settings)
         self.spark = spark
         self.settings = settings
@@ -404,10 +410,10 @@ class RefineRun:
             references = load_references(spark, settings)
         self.known = known_values(spark, references, self.suites)
         self.counts = BatchCounts()
-        create_if_missing(spark, settings.lake.table(QUARANTINE_TABLE), QUARANTINE_SCHEMA)
 
     def create_silver_tables(self) -> None:
-        """Create each silver table (empty) that is not there yet.
+        """Create each silver table and the quarantine (empty) that is not there yet:
+        before `start`.
 
         Readers (the gold views, SQL) find every table from the start, also those
         of topics that have had no events yet.
@@ -416,6 +422,7 @@ class RefineRun:
             silver_table(self.settings, table): silver_schema(table)
             for table in self.settings.refine.tables
         }
+        wanted[self.settings.lake.table(QUARANTINE_TABLE)] = QUARANTINE_SCHEMA
         if "orders" in self.settings.refine.tables:
             empty = self.spark.createDataFrame([], silver_schema("orders"))
             wanted[silver_table(self.settings, "order_lines")] = order_lines(empty).schema

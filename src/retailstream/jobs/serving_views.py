@@ -28,6 +28,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 
+import pandas as pd
+import pyarrow as pa
 from pyspark.sql import DataFrame, Row, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
@@ -40,6 +42,7 @@ from retailstream.jobs.ingest_events import BRONZE_TABLE
 from retailstream.jobs.launcher import available_now_flag, launch
 from retailstream.jobs.refine_events import REFERENCE_TABLES, known_values, load_references
 from retailstream.kafka.clients import require_broker
+from retailstream.quality.expectations import KnownValues
 from retailstream.quality.suites import load_suites
 from retailstream.quality.verdicts import mark_events
 from retailstream.schemas import CONTRACTS_BY_TABLE
@@ -61,6 +64,7 @@ CATALOGUE = {
     "stores": ("store_id", "city", "region", "country", "lat", "lon"),
     "customers": ("customer_id", "home_region"),
 }
+STOCK_COLUMNS = ("store_id", "sku", "on_hand")
 # Facts folded per store transaction by a rebuild (a micro-batch is one transaction).
 REBUILD_CHUNK = 50_000
 
@@ -75,6 +79,24 @@ def catalogue_rows(references: Mapping[str, DataFrame]) -> dict[str, list[dict]]
     return {name: _collected(references[name].select(*cols)) for name, cols in CATALOGUE.items()}
 
 
+def world_rows(tables: Mapping[str, pd.DataFrame]) -> dict[str, list[dict]]:
+    """The catalogue and the initial stock straight from the generated world's frames
+    (what `world init` writes to Delta), without Spark: the demo's API serves
+    them while Spark is still starting."""
+    wanted = {**CATALOGUE, "initial_stock": STOCK_COLUMNS}
+    return {
+        name: pa.Table.from_pandas(tables[name][list(cols)], preserve_index=False).to_pylist()
+        for name, cols in wanted.items()
+    }
+
+
+def catalogue_of(rows: Mapping[str, list[dict]]) -> Catalogue:
+    """What the folds decorate rows with, from the catalogue's rows."""
+    return Catalogue(
+        {p["sku"]: p for p in rows["products"]}, {s["store_id"]: s for s in rows["stores"]}
+    )
+
+
 def publish_catalogue(
     store: SqliteStore,
     references: Mapping[str, DataFrame],
@@ -83,6 +105,15 @@ def publish_catalogue(
     """Write the catalogue (`rows`, when the caller has collected them already)."""
     for name, table_rows in (rows or catalogue_rows(references)).items():
         store.replace(name, table_rows)
+
+
+def prepare_store(store: SqliteStore, rows: Mapping[str, list[dict]], settings: Settings) -> None:
+    """The catalogue, and every initial stock position (once): `rows` as `world_rows`
+    gives them. Idempotent: a store that has started its views keeps them."""
+    for name in CATALOGUE:
+        store.replace(name, rows[name])
+    if "inventory_positions" in settings.views.views:
+        seed_inventory(store, rows["initial_stock"], catalogue_of(rows), settings.views)
 
 
 class ServingPath:
@@ -95,8 +126,10 @@ class ServingPath:
         settings: Settings,
         store: SqliteStore,
         references: Mapping[str, DataFrame] | None = None,
+        known: KnownValues | None = None,
     ) -> None:
-        """`references`: the loaded reference tables, when the caller has them already."""
+        """`references`, `known`: the loaded reference tables and the suites' value
+        sets (`refine_events.known_values`), when the caller has them already."""
         self.spark = spark
         self.settings = settings
         self.store = store
@@ -110,22 +143,16 @@ class ServingPath:
             references = load_references(spark, settings, wanted)
         self.references = references
         self.suites = load_suites(settings.refine.expectations_dir)
-        self.known = known_values(spark, references, self.suites)
+        self.known = known or known_values(spark, references, self.suites)
         # Collected once: the store's catalogue and the folds' decorations alike.
         self.catalogue_rows = catalogue_rows(references)
-        self.catalogue = Catalogue(
-            {p["sku"]: p for p in self.catalogue_rows["products"]},
-            {s["store_id"]: s for s in self.catalogue_rows["stores"]},
-        )
+        self.catalogue = catalogue_of(self.catalogue_rows)
 
     def prepare_store(self) -> None:
         """The catalogue, and every initial stock position (once)."""
-        publish_catalogue(self.store, self.references, self.catalogue_rows)
-        if "inventory_positions" in self.views:
-            stock = _collected(
-                self.references["initial_stock"].select("store_id", "sku", "on_hand")
-            )
-            seed_inventory(self.store, stock, self.catalogue, self.settings.views)
+        stock = self.references["initial_stock"].select(*STOCK_COLUMNS)
+        rows = {**self.catalogue_rows, "initial_stock": _collected(stock)}
+        prepare_store(self.store, rows, self.settings)
 
     def facts(self, records: Callable[[str], DataFrame], deduplicate: Deduplication) -> DataFrame:
         """Every fact of the records of each topic (`records(topic)`: a stream or a

@@ -31,6 +31,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import pandas as pd
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import DataType, DoubleType, FloatType, IntegerType
@@ -141,7 +142,11 @@ def known_frames(spark: SparkSession, values: Mapping[str, Sequence[Any]]) -> Kn
 
     def cached(column: Sequence[Any]) -> DataFrame:
         kind = "string" if all(isinstance(v, str) for v in column) else "long"
-        frame = spark.createDataFrame([(v,) for v in column], f"value {kind}").cache()
+        # Through Arrow (a pandas frame), not a pickled row per value.
+        values = pd.DataFrame(
+            {"value": pd.Series(column, dtype=object if kind == "string" else "int64")}
+        )
+        frame = spark.createDataFrame(values, f"value {kind}").cache()
         frame.count()
         return frame
 
