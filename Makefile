@@ -46,10 +46,11 @@ BENCH_ARGS ?=
 bench: setup
 	$(BIN)/retailstream bench $(BENCH) $(BENCH_ARGS)
 
-# Style and formatting of everything that is code; CI runs it before the tests.
+# Style, formatting and the package's types; CI runs it before the tests.
 lint: setup
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy
 
 kafka-start: setup
 	$(BIN)/retailstream kafka start --create-topics

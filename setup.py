@@ -53,6 +53,9 @@ setup(
             "selenium==4.51.0",  # 4.52 needs a certifi newer than PyPI mirrors here hold
             # Pinned: `make lint` checks formatting, which changes between ruff releases.
             "ruff==0.17.6",
+            # `make lint` checks the package's types too (config in pyproject.toml).
+            "mypy==2.4.1",
+            "pandas-stubs==2.3.3.260113",  # the stubs of the pandas we run (2.3)
             "deltalake==1.6.6",
             # The test suite runs every notebook in a real kernel.
             "nbclient==0.11.0",

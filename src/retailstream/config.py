@@ -163,6 +163,13 @@ class ViewsSettings(_Frozen):
     # The SQLite serving store; default <lake>/_serving/views.db.
     sqlite_path: Path | None = None
 
+    @property
+    def store_path(self) -> Path:
+        """The serving store's file, which `load_settings` always fills in."""
+        if self.sqlite_path is None:
+            raise ConfigError("views.sqlite_path is unset: build settings with load_settings")
+        return self.sqlite_path
+
 
 class ServingSettings(_Frozen):
     """Kafka -> the serving store's views in one hop (`run serving`)."""

@@ -48,17 +48,17 @@ def _log4j_config() -> Path:
 @contextlib.contextmanager
 def sql_conf(spark: SparkSession, values: dict[str, str]) -> Iterator[None]:
     """These SQL settings while inside (a streaming query keeps those it started with)."""
-    before = {key: spark.conf.get(key, None) for key in values}
+    before: dict[str, str | None] = {key: spark.conf.get(key, None) for key in values}
     for key, value in values.items():
         spark.conf.set(key, value)
     try:
         yield
     finally:
-        for key, value in before.items():
-            if value is None:
+        for key, old in before.items():
+            if old is None:
                 spark.conf.unset(key)
             else:
-                spark.conf.set(key, value)
+                spark.conf.set(key, old)
 
 
 @contextlib.contextmanager
@@ -161,7 +161,8 @@ def _stderr_to(log: Path | None) -> Iterator[None]:
 
 
 def _require_class(session: SparkSession, name: str) -> None:
-    jvm = session.sparkContext._jvm  # type: ignore[attr-defined]
+    jvm = session.sparkContext._jvm
+    assert jvm is not None, "a running SparkContext has its JVM gateway"
     loader = jvm.java.lang.Thread.currentThread().getContextClassLoader()
     try:
         jvm.java.lang.Class.forName(name, False, loader)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, Row, SparkSession
-from pyspark.sql.streaming import StreamingQuery
+from pyspark.sql.streaming import DataStreamWriter, StreamingQuery
 from pyspark.sql.types import StructType
 
 # Defined with the lake's table names (no Spark there), used by every Delta job from here.
@@ -22,10 +22,11 @@ class StreamTrigger:
     available_now: bool = False
     processing_time: str = "5 seconds"
 
-    def options(self) -> dict[str, object]:
+    def apply(self, writer: DataStreamWriter) -> DataStreamWriter:
+        """`writer` with this trigger set."""
         if self.available_now:
-            return {"availableNow": True}
-        return {"processingTime": self.processing_time}
+            return writer.trigger(availableNow=True)
+        return writer.trigger(processingTime=self.processing_time)
 
 
 def append_stream(
@@ -42,12 +43,11 @@ def append_stream(
     a batch replayed after a crash is not written twice: with the checkpoint,
     this is exactly-once.
     """
-    writer = (
+    writer = trigger.apply(
         df.writeStream.format("delta")
         .outputMode("append")
         .queryName(query_name)
         .option("checkpointLocation", str(checkpoint))
-        .trigger(**trigger.options())
     )
     if partition_by:
         writer = writer.partitionBy(*partition_by)
@@ -120,13 +120,11 @@ def foreach_batch_stream(
     trigger: StreamTrigger,
 ) -> StreamingQuery:
     """Start a stream whose micro-batches are handed to `handler(batch, batch_id)`."""
-    return (
+    return trigger.apply(
         df.writeStream.foreachBatch(handler)
         .queryName(query_name)
         .option("checkpointLocation", str(checkpoint))
-        .trigger(**trigger.options())
-        .start()
-    )
+    ).start()
 
 
 def read_stream(spark: SparkSession, path: Path) -> DataFrame:

@@ -15,6 +15,7 @@ import json
 import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import cast
 
 import pandas as pd
 from pyspark import cloudpickle
@@ -64,7 +65,8 @@ def chained(rows: DataFrame, previous: Mapping[tuple[str, int], bytes]) -> DataF
             frame = frame.sort_values(["topic", "partition", "offset"], kind="stable")
             hashes: list[bytes] = []
             for key, group in frame.groupby(["topic", "partition"], sort=False):
-                at = (str(key[0]), int(key[1]))
+                topic, partition = cast(tuple[str, int], key)
+                at = (str(topic), int(partition))
                 linked = chain_hashes(group, last.get(at, GENESIS))
                 last[at] = linked[-1]
                 hashes += linked

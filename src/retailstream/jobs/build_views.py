@@ -55,6 +55,7 @@ from retailstream.jobs import refine_events
 from retailstream.jobs.ingest_events import BRONZE_TABLE
 from retailstream.jobs.launcher import available_now_flag, launch
 from retailstream.jobs.refine_events import silver_table
+from retailstream.transforms.aggregate import aggregate_value
 from retailstream.views.definitions import (
     COORDINATES,
     ViewDefinition,
@@ -206,7 +207,7 @@ def merge_rows(
         lambda a, b: a & b, (F.col(f"t.`{k}`").eqNullSafe(F.col(f"s.`{k}`")) for k in merge.key)
     )
     if merge.prune_on is not None:
-        low = rows.agg(F.min(merge.prune_on)).first()[0]
+        low = aggregate_value(rows, F.min(merge.prune_on))
         if low is not None:
             condition = condition & (F.col(f"t.`{merge.prune_on}`") >= F.lit(low))
     builder = (
@@ -316,11 +317,11 @@ class GoldBatch:
         activity_path = gold_table(self.settings, ACTIVITY_TABLE)
         activity = minute_activity(facts).persist()
         persisted.append(activity)
-        newest = activity.agg(F.max("minute")).first()[0]
+        newest = aggregate_value(activity, F.max("minute"))
         if not whole:
             if newest is None:
                 return None  # nothing new to rank
-            stored = read_table(spark, activity_path).agg(F.max("minute")).first()[0]
+            stored = aggregate_value(read_table(spark, activity_path), F.max("minute"))
             newest = max(newest, stored or newest)
         newest = newest or datetime(1970, 1, 1)
         first, _ = trending_minutes(newest, self.settings.views)

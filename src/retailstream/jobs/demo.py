@@ -117,7 +117,7 @@ class Pipeline:
                 for name in self.reference_tables()
             }
         self.refine = refine_events.RefineRun(self.spark, settings, world or self.references)
-        store = open_store(settings.views.sqlite_path)
+        store = open_store(settings.views.store_path)
         self.serving = serving_views.ServingPath(
             self.spark, settings, store, self.references, self.refine.known
         )
@@ -205,7 +205,7 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
         # catalogue and the initial stock come straight from the generated world.
         world = build_world(settings.world.seed, settings.world.scale)
         rows = serving_views.world_rows(world.tables())
-        serving_views.prepare_store(open_store(settings.views.sqlite_path), rows, settings)
+        serving_views.prepare_store(open_store(settings.views.store_path), rows, settings)
         server, url = start_background(settings, port=settings.serve.port)
         print(
             f"[1/5] dashboard and API at {url}/  (API docs: {url}/docs; command token: "

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import pandas as pd
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
+from pyspark.sql.window import WindowSpec
 
 from retailstream.config import Settings
 from retailstream.errors import UserError
@@ -64,7 +65,7 @@ def _gold_row(spark: SparkSession, settings: Settings, view: str, condition: str
     return row[0].asDict(recursive=True) if row else {}
 
 
-def _in_order(*partition: str) -> Window:
+def _in_order(*partition: str) -> WindowSpec:
     return (
         Window.partitionBy(*partition)
         .orderBy("event_time", *COORDINATES)

@@ -120,8 +120,8 @@ def produce(
     )
     for topic, count in sorted(report.per_topic.items()):
         print(f"  {topic:<26} {count:>9}")
-    truth = ", ".join(f"{t} {n}" for t, n in sorted(report.truth_rows.items()))
-    print(f"ground truth ({truth or 'none'}) under {truth_dir(settings.lake.root)}")
+    written = ", ".join(f"{t} {n}" for t, n in sorted(report.truth_rows.items()))
+    print(f"ground truth ({written or 'none'}) under {truth_dir(settings.lake.root)}")
     return report
 
 

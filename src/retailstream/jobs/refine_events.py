@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from pyspark import inheritable_thread_target
@@ -334,7 +335,9 @@ def metrics_rows(
             late = int(operators[index].get("numRowsDroppedByWatermark", 0)) if operators else 0
             if rows_in == 0 and late == 0:
                 continue
-            mine = counted.get(table, {"valid": 0, "quarantined": 0, "by_reason": {}})
+            mine: dict[str, Any] = counted.get(
+                table, {"valid": 0, "quarantined": 0, "by_reason": {}}
+            )
             out = int(mine["valid"]) + int(mine["quarantined"])
             rows.append(
                 {

@@ -171,7 +171,7 @@ def start(spark: SparkSession, settings: Settings, trigger: StreamTrigger) -> St
         raise UserError(f"no {enriched}: run `retailstream run enrich` first")
     champion = Champion(settings)
     champion.current()
-    handler = score_batch_handler(spark, settings, champion, open_store(settings.views.sqlite_path))
+    handler = score_batch_handler(spark, settings, champion, open_store(settings.views.store_path))
     return foreach_batch_stream(
         read_stream(spark, enriched),
         handler,

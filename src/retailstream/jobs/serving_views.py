@@ -266,7 +266,7 @@ def rebuild(
 
 def rebuild_command(spark: SparkSession, settings: Settings, args: argparse.Namespace) -> int:
     """`views rebuild [--into PATH]`: the serving views folded afresh from the event store."""
-    live = settings.views.sqlite_path
+    live = settings.views.store_path
     target = args.into or Path(f"{live}.rebuilt")
     if target.resolve() == live.resolve():
         raise UserError(f"--into {target} is the live serving store: name another file")
@@ -281,7 +281,7 @@ def rebuild_command(spark: SparkSession, settings: Settings, args: argparse.Name
 
 def run(spark: SparkSession, settings: Settings, args: argparse.Namespace) -> int:
     require_broker(settings.kafka.bootstrap)
-    path = ServingPath(spark, settings, open_store(settings.views.sqlite_path))
+    path = ServingPath(spark, settings, open_store(settings.views.store_path))
     path.prepare_store()
     trigger = StreamTrigger(args.available_now, settings.serving.trigger_interval)
     query = path.start(trigger)

@@ -30,6 +30,7 @@ from retailstream.jobs.refine_events import silver_table
 from retailstream.ml import disruption as dis
 from retailstream.ml import registry, runs
 from retailstream.ml.splits import time_split
+from retailstream.transforms.aggregate import aggregate_value
 
 EXPERIMENT = "disruption"
 HINT = "run `retailstream run refine` and `retailstream run enrich` first"
@@ -111,7 +112,7 @@ def _train(
         **{f"holdout_{k}": v for k, v in dis.aucs(holdout, "p_late").items()},
         **{f"baseline_{k}": v for k, v in dis.aucs(holdout, "baseline_score").items()},
         "validation_pr_auc": best.validation_pr_auc,
-        "holdout_late_rate": float(holdout.agg(F.avg("late")).first()[0] or 0.0),  # type: ignore[index]
+        "holdout_late_rate": float(aggregate_value(holdout, F.avg("late")) or 0.0),
     }
     scores = ["p_late", "baseline_score"]
     truth = read_truth(spark, settings.lake.root, "shipment_truth")

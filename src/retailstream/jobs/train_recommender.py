@@ -228,6 +228,7 @@ def fit_and_evaluate(
     laps, k = _Laps(), conf.top_k
     seen = keep(split.train.unionByName(split.validation))  # ratings before the holdout
     trials: list[rec.Trial] | list[implicit.RankingTrial]
+    best: rec.Trial | implicit.RankingTrial
     if acts is None:
         trials = rec.grid_search(
             split.train, split.validation, conf.ranks, conf.reg_params, conf.max_iter, conf.seed
@@ -393,7 +394,7 @@ def _train(
         lists = rec.recommend(model, references["customers"], everyone, k)
         regional = popular_by_region(ratings, references["customers"], settings)
         count = publish(
-            spark, settings, open_store(settings.views.sqlite_path), lists, regional,
+            spark, settings, open_store(settings.views.store_path), lists, regional,
             references, version,
         )  # fmt: skip
         print(f"{name} v{version} is the champion ({verdict.reason}); "

@@ -292,7 +292,8 @@ def broker_reachable(bootstrap: str, timeout_s: float = 2.0) -> bool:
     """True when a Kafka cluster at `bootstrap` answers a metadata request."""
     from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0, "logger": _QUIET})
+    # The client takes a logging.Logger for "logger", which its stubs leave out.
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0, "logger": _QUIET})  # type: ignore[dict-item]
     try:
         admin.list_topics(timeout=timeout_s)
     except Exception:

@@ -21,7 +21,8 @@ def require_broker(bootstrap: str, timeout_s: float = 5.0) -> None:
 
 
 def admin_client(bootstrap: str) -> AdminClient:
-    return AdminClient({"bootstrap.servers": bootstrap, "logger": _QUIET})
+    # The client takes a logging.Logger for "logger", which its stubs leave out.
+    return AdminClient({"bootstrap.servers": bootstrap, "logger": _QUIET})  # type: ignore[dict-item]
 
 
 def producer(bootstrap: str, **overrides: Any) -> Producer:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import pandas as pd
 from confluent_kafka import KafkaError, Message, Producer
@@ -56,12 +57,19 @@ class _DeliveryTracker:
             if err is not None:
                 self.check(err, msg)
             else:
-                self.located[seq] = (int(msg.partition()), int(msg.offset()))
+                self.located[seq] = delivered_at(msg)
 
         return on_delivery
 
 
-def _produce(client: Producer, topic: str, key: bytes, value: bytes, **kwargs: object) -> None:
+def delivered_at(msg: Message) -> tuple[int, int]:
+    """(partition, offset) of a record Kafka acknowledged: both are set once it is."""
+    partition, offset = msg.partition(), msg.offset()
+    assert partition is not None and offset is not None, "an acknowledged record has both"
+    return partition, offset
+
+
+def _produce(client: Producer, topic: str, key: bytes, value: bytes, **kwargs: Any) -> None:
     while True:
         try:
             client.produce(topic, value=value, key=key, **kwargs)

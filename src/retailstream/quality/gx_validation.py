@@ -22,7 +22,7 @@ from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import unquote, urlparse
 
 import pandas as pd
@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from great_expectations.checkpoint import Checkpoint
     from great_expectations.core import ExpectationSuite
     from great_expectations.data_context import AbstractDataContext
+    from great_expectations.datasource.fluent import PandasDatasource
 
 DATASOURCE = "retailstream"
 BATCH_DEFINITION = "whole_frame"
@@ -226,7 +227,7 @@ def _validation_objects(context: AbstractDataContext, suite: Suite) -> Checkpoin
     (idempotent: re-running updates the suite and reuses the rest)."""
     gx = _great_expectations()
     try:
-        datasource = context.data_sources.get(DATASOURCE)
+        datasource = cast("PandasDatasource", context.data_sources.get(DATASOURCE))
     except KeyError:
         datasource = context.data_sources.add_pandas(DATASOURCE)
     try:
@@ -283,6 +284,7 @@ def validate_frame(
     outcomes = []
     for r in validation.results:
         exception = r.exception_info or {}
+        assert r.expectation_config is not None, "a result names the expectation it checked"
         raised = exception.get("raised_exception", False)
         outcomes.append(
             ExpectationOutcome(

@@ -363,7 +363,7 @@ def create_app(
     owned = publisher is None
     state = AppState(
         settings=settings,
-        store=store if store is not None else open_store(settings.views.sqlite_path),
+        store=store if store is not None else open_store(settings.views.store_path),
         publisher=publisher or RatingPublisher(settings.kafka.bootstrap),
         probe=BrokerProbe(settings.kafka.bootstrap),
     )

@@ -20,6 +20,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from pydantic import BaseModel, ConfigDict, Field
 
 from retailstream.kafka.clients import producer
+from retailstream.kafka.publish import delivered_at
 from retailstream.world.records import TOPIC_RATINGS, encode_ratings
 from retailstream.world.simtime import iso_ms
 
@@ -91,7 +92,7 @@ class _Delivery:
     def __call__(self, err: KafkaError | None, msg: Message) -> None:
         self.error = err
         if err is None:
-            self.partition, self.offset = int(msg.partition()), int(msg.offset())
+            self.partition, self.offset = delivered_at(msg)
         self.done.set()
 
 

@@ -102,11 +102,11 @@ def sales_by_region(store: ServingStore, windows: int = 60) -> dict[str, Any]:
     by_region: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
     for row in rows:
         by_region[row["region"]].append(row)
-    regions = []
+    regions: list[dict[str, Any]] = []
     for region, region_rows in by_region.items():
         per_window: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
-        for row in region_rows:
-            per_window[row["window_start"]].append(row)
+        for entry in region_rows:
+            per_window[entry["window_start"]].append(entry)
         series = [
             {"window_start": s, "window_end": ends[s], **_totals(per_window.get(s, ()))}
             for s in starts
@@ -135,7 +135,7 @@ def sales_by_store(store: ServingStore) -> dict[str, Any]:
     for store_id in sorted(set(by_store) - set(places)):
         first = by_store[store_id][0]
         places[store_id] = {field: first.get(field) for field in _STORE_FIELDS}
-    answer = []
+    answer: list[dict[str, Any]] = []
     for store_id, place in places.items():
         sold = by_store.get(store_id, [])
         latest = max(sold, key=lambda r: r["window_start"], default=None)

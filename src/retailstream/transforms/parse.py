@@ -180,7 +180,8 @@ def raw_fields(value: Column) -> Column:
     object in UTF-8 (empty, binary, invalid)."""
     text = value.cast("string")
     readable = F.is_valid_utf8(text) & ~(value.isNotNull() & (F.length(value) == 0))
-    return F.when(readable, F.from_json(text, RAW_MAP))
+    # from_json takes a MapType too, which pyspark's annotations leave out.
+    return F.when(readable, F.from_json(text, RAW_MAP))  # type: ignore[arg-type]
 
 
 def dedup_key(raw: Column) -> Column:

@@ -20,15 +20,30 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from retailstream.config import ViewsSettings
+from retailstream.transforms.aggregate import aggregate_value
 from retailstream.views.folds import ONLINE  # the store_id of orders placed online (no store)
 
 COORDINATES = ("topic", "partition", "offset")
 STARS = (1, 2, 3, 4, 5)
+
+
+class ComputeView(Protocol):
+    """A view's rows from its facts: only those of `keys` when given, as of `as_of`."""
+
+    def __call__(
+        self,
+        facts: DataFrame,
+        references: Mapping[str, DataFrame],
+        settings: ViewsSettings,
+        keys: DataFrame | None = None,
+        as_of: datetime | None = None,
+    ) -> DataFrame: ...
 
 
 @dataclass(frozen=True)
@@ -44,10 +59,7 @@ class ViewDefinition:
     sources: tuple[str, ...]
     references: tuple[str, ...]
     facts: Callable[[Mapping[str, DataFrame]], DataFrame]
-    compute: Callable[
-        [DataFrame, Mapping[str, DataFrame], ViewsSettings, DataFrame | None, datetime | None],
-        DataFrame,
-    ]
+    compute: ComputeView
 
 
 def _with_coordinates(frame: DataFrame, *columns: Column | str) -> DataFrame:
@@ -265,7 +277,7 @@ def trending_items(
     `trending_minutes` whole minutes up to `as_of` (default: the newest event seen)."""
     # The newest event time first (one small aggregate, a job of its own), so
     # that the window's scan reads only the last minutes of facts.
-    newest = as_of or facts.agg(F.max("event_time")).first()[0] or datetime(1970, 1, 1)
+    newest = as_of or aggregate_value(facts, F.max("event_time")) or datetime(1970, 1, 1)
     first, end = trending_minutes(newest, settings)
     recent = facts.where((F.col("event_time") >= F.lit(first)) & (F.col("event_time") < F.lit(end)))
     return rank_trending(minute_activity(recent), references, settings, newest)

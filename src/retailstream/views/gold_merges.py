@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pyspark.sql import Column
+
 from retailstream.config import ViewsSettings
 
 
@@ -26,11 +28,11 @@ class GoldMerge:
     """`updates`: column -> SQL expression over `t` (the stored row) and `s` (the batch's)."""
 
     key: tuple[str, ...]
-    updates: dict[str, str]
+    updates: dict[str, str | Column]
     prune_on: str | None = None
 
 
-def _sum(*columns: str) -> dict[str, str]:
+def _sum(*columns: str) -> dict[str, str | Column]:
     return {c: f"t.`{c}` + s.`{c}`" for c in columns}
 
 

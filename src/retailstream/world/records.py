@@ -15,6 +15,7 @@ from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
+from pandas.api.types import pandas_dtype
 
 SCHEMA_VERSION = 1
 
@@ -161,9 +162,9 @@ def truth_frame(name: str, rows: list[dict]) -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=list(schema))
     for column, dtype in schema.items():
         if dtype.startswith("datetime64"):
-            frame[column] = pd.to_datetime(frame[column], utc=True).astype(dtype)
+            frame[column] = pd.to_datetime(frame[column], utc=True).astype(pandas_dtype(dtype))
         else:
-            frame[column] = frame[column].astype(dtype)
+            frame[column] = frame[column].astype(pandas_dtype(dtype))
     return frame
 
 

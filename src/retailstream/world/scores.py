@@ -21,7 +21,9 @@ _erf = np.frompyfunc(math.erf, 1, 1)
 
 
 def _normal_cdf(x: np.ndarray) -> np.ndarray:
-    return 0.5 * (1.0 + _erf(np.asarray(x, dtype=np.float64) / math.sqrt(2.0)).astype(np.float64))
+    return 0.5 * (
+        1.0 + np.asarray(_erf(np.asarray(x, dtype=np.float64) / math.sqrt(2.0)), dtype=np.float64)
+    )
 
 
 def latent_scores(world: World, customer: np.ndarray, sku: np.ndarray) -> np.ndarray:
