@@ -23,10 +23,10 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from retailstream.errors import ConfigError
 
@@ -36,6 +36,23 @@ DEFAULT_ENV = "dev"
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+_INTERVAL = re.compile(r"\d+ (millisecond|second|minute|hour|day)s?")
+
+
+def _spark_interval(value: str) -> str:
+    """A duration as Spark's triggers, watermarks and windows take it ("5 seconds"),
+    checked here so that a typo fails at load time, not inside a running query."""
+    if not _INTERVAL.fullmatch(value.strip()):
+        raise ValueError(
+            f"{value!r} is not an interval: a number and a unit, such as '5 seconds' or "
+            "'1 minute' (units: millisecond, second, minute, hour, day)"
+        )
+    return value.strip()
+
+
+Interval = Annotated[str, AfterValidator(_spark_interval)]
 
 
 class LakeSettings(_Frozen):
@@ -117,7 +134,7 @@ class KafkaSettings(_Frozen):
 class IngestSettings(_Frozen):
     """Kafka -> bronze: how the ingest query runs and what it may tolerate."""
 
-    trigger_interval: str = "2 seconds"
+    trigger_interval: Interval = "2 seconds"
     # Skip records that topic retention deleted before they were ingested
     # (reported, never silent). False stops ingest with the exact offsets.
     allow_data_loss: bool = False
@@ -129,11 +146,11 @@ class IngestSettings(_Frozen):
 class RefineSettings(_Frozen):
     """Bronze -> silver: parsing, expectations, deduplication, quarantine."""
 
-    trigger_interval: str = "5 seconds"
+    trigger_interval: Interval = "5 seconds"
     # How late an event may arrive and still be deduplicated against earlier
     # copies; bounds the state store. Events later than this are counted as
     # dropped by the watermark (never silently).
-    watermark_delay: str = "1 hour"
+    watermark_delay: Interval = "1 hour"
     # Where the expectation suites live, relative to the project folder.
     expectations_dir: Path = Path("conf/expectations")
     tables: tuple[str, ...] = (
@@ -144,7 +161,7 @@ class RefineSettings(_Frozen):
 class ViewsSettings(_Frozen):
     """Silver -> gold: the materialized views and the serving store they are upserted into."""
 
-    trigger_interval: str = "30 seconds"
+    trigger_interval: Interval = "30 seconds"
     views: tuple[str, ...] = (
         "item_ratings", "sales_by_region", "trending_items", "inventory_positions",
     )  # fmt: skip
@@ -153,7 +170,7 @@ class ViewsSettings(_Frozen):
     # Event-time window of sales_by_region, and how late (event time to arrival
     # in Kafka) an order may be and still count in its window; later orders are
     # counted per view as `late_orders`, never silently.
-    sales_window: str = "1 minute"
+    sales_window: Interval = "1 minute"
     sales_lateness_s: float = Field(600.0, ge=0)
     # trending_items: velocity over the last N minutes of event time, top K per category.
     trending_minutes: int = Field(15, ge=1)
@@ -175,7 +192,7 @@ class ServingSettings(_Frozen):
     """Kafka -> the serving store's views in one hop (`run serving`)."""
 
     # "0 seconds": the next micro-batch starts as soon as one ends (freshness first).
-    trigger_interval: str = "0 seconds"
+    trigger_interval: Interval = "0 seconds"
     # Partitions of the deduplication state, fixed by the query's first run.
     state_partitions: int = Field(1, ge=1)
     # Records per topic per micro-batch at most: a restart or a first run catches

@@ -91,6 +91,25 @@ def test_set_reaches_a_topic_whose_name_has_dots(tmp_path: Path) -> None:
     assert settings.kafka.topics["shop.orders"].partitions == 12
 
 
+@pytest.mark.parametrize(
+    "key", ["ingest.trigger_interval", "refine.watermark_delay", "views.sales_window"]
+)
+def test_a_mistyped_interval_fails_at_load_time_with_the_key(tmp_path: Path, key: str) -> None:
+    home = _home(tmp_path, {})
+    with pytest.raises(ConfigError) as caught:
+        load_settings("dev", [f"{key}=5 secnds"], home=home, environ={})
+    message = str(caught.value)
+    assert key in message and "'5 secnds' is not an interval" in message
+    assert "\n" not in message
+
+
+def test_intervals_spark_takes_are_accepted_as_written(tmp_path: Path) -> None:
+    home = _home(tmp_path, {})
+    for text in ("0 seconds", "1 second", "500 milliseconds", "15 minutes", "2 hours", "1 day"):
+        settings = load_settings("dev", [f"serving.trigger_interval={text}"], home=home, environ={})
+        assert settings.serving.trigger_interval == text
+
+
 def test_split_key_handles_quotes_and_rejects_garbage() -> None:
     assert split_key('a."b.c".d') == ["a", "b.c", "d"]
     with pytest.raises(ConfigError):
