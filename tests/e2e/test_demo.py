@@ -106,13 +106,21 @@ def test_demo_serves_live_views_and_stops_cleanly_on_ctrl_c(
         cwd=PROJECT_HOME, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     lines: list[str] = []
+    url = f"http://127.0.0.1:{api_port}"
     try:
-        lines = read_until(demo, lambda line: line.startswith("[5/5]"))
-        if not (lines and lines[-1].startswith("[5/5]")):
+        # The API comes first, before the broker and Spark, and already answers with the
+        # world's catalogue and initial stock.
+        lines = read_until(demo, lambda line: line.startswith("[1/5]"))
+        assert lines and lines[-1].startswith("[1/5]") and f"{url}/" in lines[-1], lines
+        stores = _get(f"{url}/v1/sales/stores")["stores"]
+        store_id = next(s["store_id"] for s in stores if s["lat"] is not None)  # not online
+        assert _get(f"{url}/v1/inventory/{store_id}")["count"] > 0, "no stock before Spark"
+        lines += read_until(demo, lambda line: line.startswith("[5/5]"))
+        if not lines[-1].startswith("[5/5]"):
             demo.wait(timeout=120)
             raise AssertionError("".join(lines) + (demo.stderr.read() if demo.stderr else ""))
-        url = f"http://127.0.0.1:{api_port}"
-        assert any(f"{url}/" in line for line in lines if line.startswith("[1/5]")), lines
+        phases = [line[:5] for line in lines if line.startswith("[")]
+        assert phases == ["[1/5]", "[2/5]", "[3/5]", "[4/5]", "[5/5]"], lines
         # The views fill while events flow: sales appear and keep growing.
         deadline = time.monotonic() + 180
         revenue = 0.0

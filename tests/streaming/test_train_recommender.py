@@ -114,9 +114,8 @@ def world_ratings(
     for table, frame in _silver_acts(spark, batch.records).items():
         write_table(frame, silver_table(settings, table), mode="overwrite")
     store = open_store(settings.views.sqlite_path)
-    serving_views.publish_catalogue(
-        store, load_references(spark, settings, ["products", "stores", "customers"])
-    )
+    references = load_references(spark, settings, ["products", "stores", "customers"])
+    serving_views.publish_catalogue(store, serving_views.catalogue_rows(references))
     _train(spark, settings)
     return settings, truth
 

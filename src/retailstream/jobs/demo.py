@@ -101,10 +101,12 @@ class Pipeline:
         )
         return sorted(wanted)
 
-    def prepare(self, world: Mapping[str, pd.DataFrame] | None = None) -> None:
+    def prepare(
+        self, world: Mapping[str, pd.DataFrame] | None = None, seed_store: bool = True
+    ) -> None:
         """What the queries share, done once before events flow (nothing competes yet):
-        the reference tables, the suites and their value sets, and the serving
-        store's catalogue and initial stock (once). The tables come from the
+        the reference tables, the suites and their value sets, and (`seed_store`) the
+        serving store's catalogue and initial stock (once). The tables come from the
         generated `world` (`World.tables()`) when given, else from the lake."""
         settings = self.settings
         if world is None:
@@ -121,7 +123,8 @@ class Pipeline:
         self.serving = serving_views.ServingPath(
             self.spark, settings, store, self.references, self.refine.known
         )
-        self.serving.prepare_store()
+        if seed_store:
+            self.serving.prepare_store()
 
     @property
     def store(self) -> ServingStore:
@@ -203,8 +206,8 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
         started = time.monotonic()
         # The API first, before Spark (which takes 10-20 s on a laptop): the
         # catalogue and the initial stock come straight from the generated world.
-        world = build_world(settings.world.seed, settings.world.scale)
-        rows = serving_views.world_rows(world.tables())
+        tables = build_world(settings.world.seed, settings.world.scale).tables()
+        rows = serving_views.world_rows(tables)
         serving_views.prepare_store(open_store(settings.views.store_path), rows, settings)
         server, url = start_background(settings, port=settings.serve.port)
         print(
@@ -218,9 +221,9 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
         spark = build_spark(settings)
         pipeline = Pipeline(spark, settings)
         # The queries check and join against the world in memory: the lake's copy
-        # of it (seconds of Delta commits) is written while events already flow.
-        tables = world.tables()
-        pipeline.prepare(tables)
+        # of it (seconds of Delta commits) is written while events already flow. The
+        # store was seeded from the same world above.
+        pipeline.prepare(tables, seed_store=False)
         broker_start.join()
         if not brokers:
             raise UserError("the Kafka broker did not start (its error is above)")

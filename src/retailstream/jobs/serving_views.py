@@ -97,21 +97,16 @@ def catalogue_of(rows: Mapping[str, list[dict]]) -> Catalogue:
     )
 
 
-def publish_catalogue(
-    store: SqliteStore,
-    references: Mapping[str, DataFrame],
-    rows: Mapping[str, list[dict]] | None = None,
-) -> None:
-    """Write the catalogue (`rows`, when the caller has collected them already)."""
-    for name, table_rows in (rows or catalogue_rows(references)).items():
-        store.replace(name, table_rows)
+def publish_catalogue(store: SqliteStore, rows: Mapping[str, list[dict]]) -> None:
+    """Write the catalogue's tables of `rows` (as `catalogue_rows` gives them)."""
+    for name in CATALOGUE:
+        store.replace(name, rows[name])
 
 
 def prepare_store(store: SqliteStore, rows: Mapping[str, list[dict]], settings: Settings) -> None:
     """The catalogue, and every initial stock position (once): `rows` as `world_rows`
     gives them. Idempotent: a store that has started its views keeps them."""
-    for name in CATALOGUE:
-        store.replace(name, rows[name])
+    publish_catalogue(store, rows)
     if "inventory_positions" in settings.views.views:
         seed_inventory(store, rows["initial_stock"], catalogue_of(rows), settings.views)
 
