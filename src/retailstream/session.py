@@ -101,6 +101,14 @@ def session_conf(settings: Settings) -> dict[str, str]:
     return conf
 
 
+# Stopping a foreachBatch query mid-batch makes Spark match the Python error against
+# `((.|\r\n|\r|\n)*)InterruptedException` (StreamExecution.PROXY_ERROR), which recurses
+# once per character of a message tens of kB long: with the default 1 MB thread stack the
+# stream thread dies of a StackOverflowError instead of stopping. Stacks are reserved,
+# not committed: a larger one costs address space only.
+QUERY_THREAD_STACK = "-Xss32m"
+
+
 def build_spark(settings: Settings) -> SparkSession:
     """Return the (one) SparkSession of this process, configured from `settings`.
 
@@ -122,7 +130,8 @@ def build_spark(settings: Settings) -> SparkSession:
             .config("spark.driver.memory", settings.spark.driver_memory)
             .config(
                 "spark.driver.extraJavaOptions",
-                f"-Duser.timezone=UTC -Dlog4j2.configurationFile=file:{_log4j_config()}",
+                f"-Duser.timezone=UTC -Dlog4j2.configurationFile=file:{_log4j_config()} "
+                f"{QUERY_THREAD_STACK}",
             )
             # Local mode talks to itself only: loopback avoids hostname look-ups.
             .config("spark.driver.host", "127.0.0.1")
