@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import signal
+
 import pytest
 
 from retailstream.jobs.ingest_events import is_transient
@@ -9,20 +12,43 @@ from retailstream.jobs.supervisor import run_supervised
 
 
 class ScriptedQuery:
-    """Stands in for a StreamingQuery whose awaitTermination raises or returns."""
+    """Stands in for a StreamingQuery that runs for a poll, then ends with `outcome`
+    (awaitTermination raises it; None: it ended by itself)."""
 
     name = "scripted"
 
     def __init__(self, outcome: Exception | None) -> None:
         self.outcome = outcome
-        self.isActive = outcome is not None
+        self.polls = 1
+        self.stopped = False
+
+    @property
+    def isActive(self) -> bool:
+        if self.stopped or self.polls == 0:
+            return False
+        self.polls -= 1
+        return True
 
     def awaitTermination(self) -> None:
         if self.outcome is not None:
             raise self.outcome
 
     def stop(self) -> None:
-        self.isActive = False
+        self.stopped = True
+
+
+class RunningQuery(ScriptedQuery):
+    """Runs until stopped; Ctrl-C reaches this process while it runs."""
+
+    def __init__(self) -> None:
+        super().__init__(None)
+
+    @property
+    def isActive(self) -> bool:
+        if not self.stopped and self.polls:
+            self.polls = 0
+            os.kill(os.getpid(), signal.SIGINT)
+        return not self.stopped
 
 
 def _starter(outcomes: list[Exception | None]):
@@ -41,7 +67,6 @@ def test_transient_failures_restart_until_the_query_ends() -> None:
     start, started = _starter([broker_gone, broker_gone, None])
     assert run_supervised(start, max_restarts=5, backoff_s=0, transient=is_transient) == 2
     assert len(started) == 3
-    assert not any(q.isActive for q in started), "a failed query is stopped before the restart"
 
 
 def test_other_failures_are_not_retried() -> None:
@@ -63,3 +88,10 @@ def test_fatal_errors_replace_the_failure() -> None:
     start, _ = _starter([RuntimeError("data may have been lost")])
     with pytest.raises(LookupError, match="named offsets"):
         run_supervised(start, 5, 0, fatal=lambda exc: LookupError("named offsets"))
+
+
+def test_ctrl_c_stops_the_running_query_and_is_not_retried() -> None:
+    query = RunningQuery()
+    with pytest.raises(KeyboardInterrupt):
+        run_supervised(lambda: query, max_restarts=5, backoff_s=0, transient=is_transient)
+    assert query.stopped, "stopped from its checkpoint, between Py4J calls"

@@ -53,6 +53,7 @@ from retailstream.io.delta import (
 )
 from retailstream.jobs import refine_events
 from retailstream.jobs.ingest_events import BRONZE_TABLE
+from retailstream.jobs.interrupts import await_queries
 from retailstream.jobs.launcher import available_now_flag, launch
 from retailstream.jobs.refine_events import silver_table
 from retailstream.transforms.aggregate import aggregate_value
@@ -478,7 +479,7 @@ def rebuild_command(spark: SparkSession, settings: Settings, args: argparse.Name
 def run(spark: SparkSession, settings: Settings, args: argparse.Namespace) -> int:
     trigger = StreamTrigger(args.available_now, settings.views.trigger_interval)
     views = chosen_views(settings)
-    start(spark, settings, trigger).awaitTermination()
+    await_queries(start(spark, settings, trigger))
     print(f"gold views up to date: {', '.join(v.name for v in views)}")
     return 0
 

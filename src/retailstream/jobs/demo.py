@@ -35,6 +35,7 @@ from retailstream.jobs import (
     refine_events,
     serving_views,
 )
+from retailstream.jobs.interrupts import stop_requests
 from retailstream.jobs.launcher import launch_without_spark
 from retailstream.kafka.broker import LocalBroker
 from retailstream.kafka.topics import create_topics
@@ -267,12 +268,14 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
         )
         deadline = time.monotonic() + args.duration if args.duration else None
         next_drain = time.monotonic() + METRICS_EVERY_S
-        while deadline is None or time.monotonic() < deadline:
-            pipeline.check()
-            if time.monotonic() >= next_drain:  # a Delta commit per table: not too often
-                pipeline.drain_metrics()
-                next_drain = time.monotonic() + METRICS_EVERY_S
-            time.sleep(1)
+        with stop_requests() as request:  # Ctrl-C is seen here, between Py4J calls
+            while deadline is None or time.monotonic() < deadline:
+                pipeline.check()
+                if time.monotonic() >= next_drain:  # a Delta commit per table: not too often
+                    pipeline.drain_metrics()
+                    next_drain = time.monotonic() + METRICS_EVERY_S
+                if request.wait(1):
+                    raise KeyboardInterrupt
     except KeyboardInterrupt:
         print("\nstopping ...", flush=True)
     finally:

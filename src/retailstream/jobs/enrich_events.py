@@ -33,6 +33,7 @@ from retailstream.io.delta import (
     read_stream,
     read_table,
 )
+from retailstream.jobs.interrupts import await_queries
 from retailstream.jobs.launcher import available_now_flag, launch
 from retailstream.jobs.refine_events import load_references, silver_table
 from retailstream.transforms.enrich import (
@@ -140,8 +141,7 @@ def run(spark: SparkSession, settings: Settings, args: argparse.Namespace) -> in
         StreamTrigger(args.available_now, settings.refine.trigger_interval),
         references,
     )
-    for query in queries:
-        query.awaitTermination()
+    await_queries(*queries)
     print(f"enriched: {', '.join(ENRICHED)}")
     return 0
 

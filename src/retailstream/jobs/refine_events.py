@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import functools
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -47,6 +48,7 @@ from retailstream.io.delta import (
 )
 from retailstream.jobs.ingest_events import BRONZE_TABLE
 from retailstream.jobs.init_world import reference_table
+from retailstream.jobs.interrupts import POLL_S, stop_requests
 from retailstream.jobs.launcher import available_now_flag, launch
 from retailstream.quality.expectations import KnownValues, known_frames
 from retailstream.quality.reference_values import PRODUCT_SKUS, reference_values
@@ -76,6 +78,8 @@ def silver_table(settings: Settings, table: str) -> Path:
 
 
 QUERY_NAME = "refine_events"
+# How often `run refine` writes the metrics of the batches its query completed.
+METRICS_EVERY_S = 5.0
 
 
 def query_name(table: str) -> str:
@@ -449,8 +453,17 @@ def run_query(spark: SparkSession, settings: Settings, trigger: StreamTrigger) -
     refine.create_silver_tables()
     query = refine.start(trigger)
     written = 0
-    while not query.awaitTermination(5):
-        written += refine.drain(query)
+    next_drain = time.monotonic() + METRICS_EVERY_S
+    with stop_requests() as request:
+        while query.isActive:
+            if request.wait(POLL_S):
+                query.stop()  # at a batch boundary; its metrics are drained first
+                refine.drain(query)
+                raise KeyboardInterrupt
+            if time.monotonic() >= next_drain:
+                written += refine.drain(query)
+                next_drain = time.monotonic() + METRICS_EVERY_S
+    query.awaitTermination()  # ended: raises what ended it, if anything
     written += refine.drain(query)
     if query.exception() is not None:
         raise UserError(f"refine failed: {str(query.exception()).splitlines()[0]}")

@@ -36,6 +36,7 @@ from retailstream.io.delta import (
     read_stream,
     read_table,
 )
+from retailstream.jobs.interrupts import await_queries
 from retailstream.jobs.launcher import available_now_flag, launch
 from retailstream.jobs.refine_events import load_references, silver_table
 from retailstream.ml import disruption as dis
@@ -183,8 +184,7 @@ def start(spark: SparkSession, settings: Settings, trigger: StreamTrigger) -> St
 
 def run(spark: SparkSession, settings: Settings, args: argparse.Namespace) -> int:
     trigger = StreamTrigger(args.available_now, settings.views.trigger_interval)
-    query = start(spark, settings, trigger)
-    query.awaitTermination()
+    await_queries(start(spark, settings, trigger))
     print(f"scored shipments up to date ({QUERY_NAME})")
     return 0
 

@@ -39,6 +39,7 @@ from retailstream.errors import UserError
 from retailstream.io.delta import StreamTrigger, foreach_batch_stream, has_commits, read_table
 from retailstream.io.kafka_source import read_kafka_stream
 from retailstream.jobs.ingest_events import BRONZE_TABLE
+from retailstream.jobs.interrupts import await_queries
 from retailstream.jobs.launcher import available_now_flag, launch
 from retailstream.jobs.refine_events import REFERENCE_TABLES, known_values, load_references
 from retailstream.kafka.clients import require_broker
@@ -279,8 +280,7 @@ def run(spark: SparkSession, settings: Settings, args: argparse.Namespace) -> in
     path = ServingPath(spark, settings, open_store(settings.views.store_path))
     path.prepare_store()
     trigger = StreamTrigger(args.available_now, settings.serving.trigger_interval)
-    query = path.start(trigger)
-    query.awaitTermination()
+    await_queries(path.start(trigger))
     print(f"serving views up to date: {', '.join(path.views)}", file=sys.stderr)
     return 0
 

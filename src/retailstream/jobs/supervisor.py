@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from pyspark.sql.streaming import StreamingQuery
 
+from retailstream.jobs.interrupts import await_query
 from retailstream.jobs.launcher import _first_line
 
 
@@ -34,7 +35,7 @@ def run_supervised(
     while True:
         query = start_query()
         try:
-            query.awaitTermination()
+            await_query(query)
             return restarts
         except Exception as exc:  # StreamingQueryException and Py4J errors alike
             stop_error = fatal(exc)
