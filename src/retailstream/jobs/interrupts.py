@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
 
@@ -65,25 +66,34 @@ def stop_requests() -> Iterator[StopRequest]:
             signal.signal(number, handler)
 
 
-def await_query(query: StreamingQuery) -> None:
-    """`query.awaitTermination()`, waited for in Python between short Py4J calls.
+def await_query(
+    query: StreamingQuery, tick: Callable[[], object] = lambda: None, tick_every_s: float = 5.0
+) -> None:
+    """`query.awaitTermination()`, waited for in Python between short Py4J calls, calling
+    `tick()` every `tick_every_s` while it runs.
 
     Raises KeyboardInterrupt when Ctrl-C or `kill` asks to stop (the caller stops the
     query), and the query's own error when it failed.
     """
+    next_tick = time.monotonic() + tick_every_s
     with stop_requests() as request:
         while query.isActive:
             if request.wait(POLL_S):
                 raise KeyboardInterrupt
+            if time.monotonic() >= next_tick:
+                tick()
+                next_tick = time.monotonic() + tick_every_s
     query.awaitTermination()  # ended: returns at once, or raises what ended it
 
 
-def await_queries(*queries: StreamingQuery) -> None:
+def await_queries(
+    *queries: StreamingQuery, tick: Callable[[], object] = lambda: None, tick_every_s: float = 5.0
+) -> None:
     """Wait for every query to end (as `await_query`); on a stop request, stop them all,
     each at a batch boundary, then raise KeyboardInterrupt."""
     try:
         for query in queries:
-            await_query(query)
+            await_query(query, tick, tick_every_s)
     except KeyboardInterrupt:
         for query in queries:
             if query.isActive:

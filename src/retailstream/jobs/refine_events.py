@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import functools
 import threading
-import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -48,7 +47,7 @@ from retailstream.io.delta import (
 )
 from retailstream.jobs.ingest_events import BRONZE_TABLE
 from retailstream.jobs.init_world import reference_table
-from retailstream.jobs.interrupts import POLL_S, stop_requests
+from retailstream.jobs.interrupts import await_queries
 from retailstream.jobs.launcher import available_now_flag, launch
 from retailstream.quality.expectations import KnownValues, known_frames
 from retailstream.quality.reference_values import PRODUCT_SKUS, reference_values
@@ -452,22 +451,18 @@ def run_query(spark: SparkSession, settings: Settings, trigger: StreamTrigger) -
     refine = RefineRun(spark, settings)
     refine.create_silver_tables()
     query = refine.start(trigger)
-    written = 0
-    next_drain = time.monotonic() + METRICS_EVERY_S
-    with stop_requests() as request:
-        while query.isActive:
-            if request.wait(POLL_S):
-                query.stop()  # at a batch boundary; its metrics are drained first
-                refine.drain(query)
-                raise KeyboardInterrupt
-            if time.monotonic() >= next_drain:
-                written += refine.drain(query)
-                next_drain = time.monotonic() + METRICS_EVERY_S
-    query.awaitTermination()  # ended: raises what ended it, if anything
-    written += refine.drain(query)
+    written: list[int] = []
+    try:
+        await_queries(
+            query, tick=lambda: written.append(refine.drain(query)), tick_every_s=METRICS_EVERY_S
+        )
+    except KeyboardInterrupt:
+        refine.drain(query)  # the metrics of the batches the stopped query completed
+        raise
+    written.append(refine.drain(query))
     if query.exception() is not None:
         raise UserError(f"refine failed: {str(query.exception()).splitlines()[0]}")
-    return written
+    return sum(written)
 
 
 def run(spark: SparkSession, settings: Settings, args: argparse.Namespace) -> int:
