@@ -1,6 +1,7 @@
-"""Tamper-evidence of the event store: ingest chains every record; records edited,
-deleted or inserted straight in the Delta table are each caught by `verify`, and an
-untouched store verifies clean."""
+"""Tamper-evidence of the event store: ingest hashes every record and chains each
+batch's digest; records edited, deleted or inserted straight in the Delta table, and
+edits of the chain itself, are each caught by `verify`, and an untouched store
+verifies clean."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pyspark.sql import SparkSession
 
 from retailstream.config import LakeSettings, Settings, TopicSettings
 from retailstream.io.delta import latest_version, read_table
-from retailstream.io.event_chain import HEADS_TABLE
+from retailstream.io.event_chain import CHAIN_TABLE
 from retailstream.jobs import ingest_events, verify_store
 from retailstream.kafka.clients import flush_or_fail, producer
 from retailstream.kafka.topics import create_topics
@@ -28,6 +29,16 @@ def _publish(bootstrap: str, topic: str, per_partition: int, start: int) -> None
             client.produce(topic, key=f"k{i}".encode(), value=f'{{"n": {i}}}'.encode(),
                            partition=partition)  # fmt: skip
     flush_or_fail(client)
+
+
+# The record hash as plain SQL, as someone covering their tracks would write it.
+RECORD_HASH_SQL = (
+    "unhex(sha2(concat(unhex(lpad(hex(octet_length(CAST(topic AS BINARY))), 8, '0')), "
+    "CAST(topic AS BINARY), unhex(lpad(hex(partition), 8, '0')), unhex(lpad(hex(offset), 16, '0')), "
+    "unhex(lpad(hex(unix_millis(kafka_timestamp)), 16, '0')), "
+    "unhex(lpad(hex(octet_length(key)), 8, '0')), key, "
+    "unhex(lpad(hex(octet_length({value})), 8, '0')), {value}), 256))"
+)
 
 
 def _where(topic: str, partition: int, offset: int) -> str:
@@ -47,7 +58,7 @@ def test_edits_deletions_and_insertions_in_the_store_are_caught(
         }
     )
     create_topics(local.kafka.bootstrap, local.kafka.topics)
-    # Two ingest batches: the second continues each chain from where the first ended.
+    # Two ingest batches: the second links each chain to where the first ended.
     _publish(local.kafka.bootstrap, topic, per_partition=12, start=0)
     ingest_events.run(spark, local, AVAILABLE_NOW)
     _publish(local.kafka.bootstrap, topic, per_partition=8, start=12)
@@ -55,15 +66,21 @@ def test_edits_deletions_and_insertions_in_the_store_are_caught(
 
     path = local.lake.table(ingest_events.BRONZE_TABLE)
     table = f"delta.`{path}`"
-    assert read_table(spark, path).where("chain_hash IS NULL").count() == 0
-    assert read_table(spark, local.lake.table(HEADS_TABLE)).count() == 4  # 2 batches x 2
+    assert read_table(spark, path).where("record_hash IS NULL").count() == 0
+    chain = f"delta.`{local.lake.table(CHAIN_TABLE)}`"
+    batches = spark.sql(f"SELECT partition, first_offset, last_offset, records FROM {chain}")
+    assert sorted(tuple(r) for r in batches.collect()) == [
+        (0, 0, 11, 12), (0, 12, 19, 8), (1, 0, 11, 12), (1, 12, 19, 8)
+    ]  # fmt: skip
     clean = verify_store.verify(spark, local)
     assert clean.intact and (clean.records, clean.chains, clean.unchained) == (40, 2, 0)
     untouched = latest_version(spark, path)
+    chain_untouched = latest_version(spark, local.lake.table(CHAIN_TABLE))
 
     def caught(tamper: str) -> tuple[int, str]:
         """Tamper with a pristine store; return where verify says the one broken chain breaks."""
         spark.sql(f"RESTORE TABLE {table} TO VERSION AS OF {untouched}")
+        spark.sql(f"RESTORE TABLE {chain} TO VERSION AS OF {chain_untouched}")
         spark.sql(tamper)
         verdict = verify_store.verify(spark, local)
         assert len(verdict.breaks) == 1, verdict.breaks
@@ -76,18 +93,28 @@ def test_edits_deletions_and_insertions_in_the_store_are_caught(
     )
     assert caught(value_edit) == (5, "changed")
     # A hash replaced on its own breaks the chain there as well.
-    rehash = f"UPDATE {table} SET chain_hash = unhex(sha2(CAST('x' AS BINARY), 256)) WHERE {_where(topic, 1, 5)}"
+    rehash = f"UPDATE {table} SET record_hash = unhex(sha2(CAST('x' AS BINARY), 256)) WHERE {_where(topic, 1, 5)}"
     assert caught(rehash) == (5, "changed")
+    # Content and hash rewritten together: the batch's digest, kept apart, still differs.
+    hashed = RECORD_HASH_SQL.format(value="CAST('{\"n\": 999}' AS BINARY)")
+    rewrite = f"UPDATE {table} SET value = CAST('{{\"n\": 999}}' AS BINARY), record_hash = {hashed} WHERE {_where(topic, 1, 15)}"
+    assert caught(rewrite) == (12, "changed")  # the batch 12..19 is named, not the record
+    # The chain itself: a batch's record count edited to hide a removal.
+    assert caught(f"UPDATE {chain} SET records = 7 WHERE partition = 1 AND first_offset = 12") == (
+        12,
+        "changed",
+    )
     assert caught(f"DELETE FROM {table} WHERE {_where(topic, 1, 7)}") == (7, "removed")
     # The end of the chain too: the heads the last batch recorded name it.
     assert caught(f"DELETE FROM {table} WHERE {_where(topic, 1, 19)}") == (19, "removed")
     copy = f"SELECT * FROM {table} WHERE {_where(topic, 1, 3)}"
-    forged = f"INSERT INTO {table} SELECT topic, partition, offset, key, CAST('forged' AS BINARY), kafka_timestamp, ingest_time, kafka_date, chain_hash FROM ({copy})"
+    forged = f"INSERT INTO {table} SELECT topic, partition, offset, key, CAST('forged' AS BINARY), kafka_timestamp, ingest_time, kafka_date, record_hash FROM ({copy})"
     assert caught(forged) == (3, "inserted")
-    appended = f"INSERT INTO {table} SELECT topic, partition, 20, key, value, kafka_timestamp, ingest_time, kafka_date, chain_hash FROM ({copy})"
+    appended = f"INSERT INTO {table} SELECT topic, partition, 20, key, value, kafka_timestamp, ingest_time, kafka_date, record_hash FROM ({copy})"
     assert caught(appended) == (20, "inserted")
 
     spark.sql(f"RESTORE TABLE {table} TO VERSION AS OF {untouched}")
+    spark.sql(f"RESTORE TABLE {chain} TO VERSION AS OF {chain_untouched}")
     assert verify_store.verify(spark, local).intact
     capsys.readouterr()
     spark.sql(f"DELETE FROM {table} WHERE {_where(topic, 0, 2)}")

@@ -3,8 +3,10 @@
 Reads: the topics declared under `kafka.topics`, from the earliest offsets on
 the first run and from the checkpoint after that.
 Writes: `<lake>/bronze_events`, one row per Kafka record (topic, partition,
-offset, raw key and value, Kafka timestamp, ingest time), partitioned by topic
-and Kafka date; checkpoint `<lake>/_checkpoints/ingest_events`.
+offset, raw key and value, Kafka timestamp, ingest time, record hash),
+partitioned by topic and Kafka date; `<lake>/bronze_chain`, each batch's link
+per (topic, partition) (`io.event_chain`); checkpoint
+`<lake>/_checkpoints/ingest_events`.
 
 Exactly once: Delta's sink commits each micro-batch id once, and the
 checkpoint replays an unfinished batch with the same offsets after a crash.
@@ -33,7 +35,7 @@ from retailstream.io.delta import (
     has_commits,
     read_table,
 )
-from retailstream.io.event_chain import HEADS_TABLE, ChainedAppend, with_chain_hash
+from retailstream.io.event_chain import CHAIN_TABLE, ChainedAppend, with_record_hash
 from retailstream.io.kafka_source import read_kafka_stream
 from retailstream.jobs.launcher import available_now_flag, launch
 from retailstream.jobs.supervisor import run_supervised
@@ -42,10 +44,9 @@ from retailstream.kafka.clients import require_broker
 from retailstream.kafka.retention import LostRange, earliest_offsets, lost_ranges
 from retailstream.kafka.topics import list_topics
 from retailstream.transforms.bronze import BRONZE_PARTITIONS, to_bronze
+from retailstream.transforms.chain import RECORD_HASH
 
 QUERY_NAME = "ingest_events"
-# Kafka source options that split one partition's offset range over several tasks.
-SPLITTING_OPTIONS = {"minPartitions", "maxRecordsPerPartition"}
 BRONZE_TABLE = "bronze_events"
 
 
@@ -53,22 +54,16 @@ def start(
     spark: SparkSession, settings: Settings, trigger: StreamTrigger, fail_on_data_loss: bool = True
 ) -> StreamingQuery:
     """Start the ingest query and return it (the caller waits or stops it)."""
-    splitting = sorted(set(settings.kafka.source_options) & SPLITTING_OPTIONS)
-    if splitting:
-        raise UserError(
-            f"kafka.source_options {', '.join(splitting)} would split a Kafka partition "
-            "across Spark tasks, which the event store's hash chains cannot follow: remove it"
-        )
     records = read_kafka_stream(
         spark, settings.kafka, sorted(settings.kafka.topics), fail_on_data_loss
     )
     bronze = settings.lake.table(BRONZE_TABLE)
     rows = records.transform(to_bronze)
-    prepare_bronze(spark, bronze, with_chain_hash(rows.schema))
+    prepare_bronze(spark, bronze, with_record_hash(rows.schema))
     checkpoint = settings.lake.checkpoint(QUERY_NAME)
     return foreach_batch_stream(
         rows,
-        ChainedAppend(spark, bronze, settings.lake.table(HEADS_TABLE), checkpoint),
+        ChainedAppend(spark, bronze, settings.lake.table(CHAIN_TABLE), checkpoint),
         checkpoint=checkpoint,
         query_name=QUERY_NAME,
         trigger=trigger,
@@ -76,11 +71,11 @@ def start(
 
 
 def prepare_bronze(spark: SparkSession, path: Path, schema: StructType) -> None:
-    """Create the event store, partitioned, or give a store from before the hash
-    chains its `chain_hash` column (its older records stay unchained)."""
+    """Create the event store, partitioned, or give a store from before the record
+    hashes its `record_hash` column (its older records stay unhashed)."""
     if has_commits(path):
-        if "chain_hash" not in read_table(spark, path).columns:
-            spark.sql(f"ALTER TABLE delta.`{path}` ADD COLUMNS (chain_hash BINARY)")
+        if RECORD_HASH not in read_table(spark, path).columns:
+            spark.sql(f"ALTER TABLE delta.`{path}` ADD COLUMNS ({RECORD_HASH} BINARY)")
         return
     create_if_missing(spark, path, schema, BRONZE_PARTITIONS)
 

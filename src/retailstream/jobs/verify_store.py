@@ -1,6 +1,6 @@
-"""Verify the event store: walk every (topic, partition) hash chain and report the first
-record that was changed, removed or inserted, and check the chains against the heads
-each ingest batch recorded (which also catches a removed or added tail).
+"""Verify the event store: recompute every record's hash and every ingest batch's
+digest, and report the first record per (topic, partition) that was changed,
+removed or inserted; check the batch chain ingest kept apart from the store too.
 
 Exit status 0 when every chain holds, 1 when one does not.
 """
@@ -10,24 +10,35 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
+from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from retailstream.config import Settings
 from retailstream.errors import UserError
 from retailstream.io.delta import has_commits, read_table
-from retailstream.io.event_chain import HEADS_TABLE, walk_chains
+from retailstream.io.event_chain import CHAIN_SCHEMA, CHAIN_TABLE
 from retailstream.jobs.ingest_events import BRONZE_TABLE
 from retailstream.jobs.launcher import launch
-from retailstream.transforms.chain import Break
+from retailstream.transforms.chain import (
+    RECORD_HASH,
+    Break,
+    batch_faults,
+    chain_faults,
+    first_gap,
+    in_batches,
+    record_faults,
+    rehashed,
+)
 
 
 @dataclass(frozen=True)
 class Verdict:
-    records: int  # chained records walked
+    records: int  # hashed records checked
     chains: int  # (topic, partition) chains
-    unchained: int  # records ingested before the store had chains
+    unchained: int  # records ingested before the store had record hashes
     breaks: list[Break]
 
     @property
@@ -35,14 +46,14 @@ class Verdict:
         return not self.breaks
 
 
-def _chained_part(bronze: DataFrame) -> tuple[DataFrame, DataFrame]:
-    """(records from each partition's first chained record on, records before it).
+def _hashed_part(bronze: DataFrame) -> tuple[DataFrame, DataFrame]:
+    """(records from each partition's first hashed record on, records before it).
 
-    A store ingested before chains existed keeps those older records without a
-    hash; from a partition's first hash on, a missing hash is a break.
+    A store ingested before record hashes existed keeps those older records
+    without one; from a partition's first hash on, a missing hash is a change.
     """
     first = (
-        bronze.where(F.col("chain_hash").isNotNull())
+        bronze.where(F.col(RECORD_HASH).isNotNull())
         .groupBy("topic", "partition")
         .agg(F.min("offset").alias("_first"))
     )
@@ -51,48 +62,92 @@ def _chained_part(bronze: DataFrame) -> tuple[DataFrame, DataFrame]:
     return marked.where(covered).drop("_first"), marked.where(~covered)
 
 
-def _against_heads(bronze: DataFrame, heads: DataFrame) -> list[Break]:
-    """Breaks between the store and the heads its ingest batches recorded."""
-    stored = bronze.select(
-        "topic", "partition", F.col("offset").alias("last_offset"),
-        F.col("chain_hash").alias("stored_hash"),
-    )  # fmt: skip
-    found = [
+def _batch_break(row: Any, located: DataFrame, ends: dict[tuple[str, int], int]) -> Break:
+    """What a batch whose stored records differ from ingest's record says happened."""
+    topic, partition, batch = row["topic"], row["partition"], row["batch_id"]
+    if batch is None:
+        end = ends.get((topic, partition))
+        where = "in a partition no ingest batch recorded" if end is None else (
+            f"after offset {end}, where the last ingest batch ended this chain"
+        )  # fmt: skip
+        return Break(topic, partition, row["stored_first"], "inserted", where)
+    first, last, records = row["first_offset"], row["last_offset"], row["records"]
+    if row["stored_records"] is None:
+        return Break(topic, partition, first, "removed",
+                     f"offsets {first}..{last} are missing (all of ingest batch {batch})")  # fmt: skip
+    if row["stored_records"] < records:
+        offsets = [
+            r["offset"]
+            for r in located.where(
+                (F.col("topic") == topic) & (F.col("partition") == partition)
+                & (F.col("batch_id") == batch)
+            ).select("offset").orderBy("offset").collect()
+        ]  # fmt: skip
+        gap = first_gap(offsets, first, last)
+        if gap is not None and last - first + 1 == records:  # ingest saw no gap here
+            return Break(topic, partition, gap[0], "removed",
+                         f"offsets {gap[0]}..{gap[1]} are missing")  # fmt: skip
+        return Break(topic, partition, first, "removed",
+                     f"ingest batch {batch} wrote {records} records between offsets "
+                     f"{first} and {last}, {row['stored_records']} are left")  # fmt: skip
+    if row["stored_records"] > records:
+        return Break(topic, partition, first, "inserted",
+                     f"ingest batch {batch} wrote {records} records between offsets "
+                     f"{first} and {last}, the store holds {row['stored_records']}")  # fmt: skip
+    return Break(topic, partition, first, "changed",
+                 f"records between offsets {first} and {last} were rewritten, "
+                 "their hashes with them: ingest batch {batch}'s digest differs")  # fmt: skip
+
+
+def _breaks(covered: DataFrame, chain: DataFrame) -> list[Break]:
+    located = in_batches(rehashed(covered), chain).persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        # The first faulty record of each batch is enough: one break is named per chain.
+        first_faults = (
+            record_faults(located)
+            .groupBy("topic", "partition", "batch_id")
+            .agg(F.min(F.struct("offset", "kind")).alias("first"))
+            .collect()
+        )
+        records = [
+            Break(
+                r["topic"],
+                r["partition"],
+                r["first"]["offset"],
+                r["first"]["kind"],
+                "a record the batch did not hold"
+                if r["first"]["kind"] == "inserted"
+                else "its content or hash differs from what was ingested",
+            )  # fmt: skip
+            for r in first_faults
+        ]
+        ends = {
+            (r["topic"], r["partition"]): r["end"]
+            for r in chain.groupBy("topic", "partition")
+            .agg(F.max("last_offset").alias("end"))
+            .collect()
+        }
+        # A batch with a faulty record is reported by that record, which says more.
+        named = {(r["topic"], r["partition"], r["batch_id"]) for r in first_faults}
+        batches = [
+            _batch_break(r, located, ends)
+            for r in batch_faults(located, chain).collect()
+            if (r["topic"], r["partition"], r["batch_id"]) not in named
+        ]
+    finally:
+        located.unpersist()
+    edited = [
         Break(
             r["topic"],
             r["partition"],
-            r["last_offset"],
-            "removed" if r["stored_hash"] is None else "changed",
-            f"ingest batch {r['batch_id']} ended its chain here, "
-            + (
-                "and the record is gone"
-                if r["stored_hash"] is None
-                else "with another hash (the chain was rewritten from here or before)"
-            ),
+            r["first_offset"],
+            "changed",
+            f"ingest batch {r['batch_id']}'s entry in the batch chain was edited",
         )  # fmt: skip
-        for r in heads.join(stored, ["topic", "partition", "last_offset"], "left")
-        .where(F.col("stored_hash").isNull() | (F.col("stored_hash") != F.col("chain_hash")))
-        .collect()
+        for r in chain_faults(chain).collect()
     ]
-    latest = heads.groupBy("topic", "partition").agg(F.max("last_offset").alias("head"))
-    beyond = (
-        bronze.join(latest, ["topic", "partition"])
-        .where(F.col("offset") > F.col("head"))
-        .groupBy("topic", "partition")
-        .agg(F.min("offset").alias("offset"), F.first("head").alias("head"))
-        .collect()
-    )
-    found += [
-        Break(
-            r["topic"],
-            r["partition"],
-            r["offset"],
-            "inserted",
-            f"after offset {r['head']}, where the last ingest batch ended this chain",
-        )  # fmt: skip
-        for r in beyond
-    ]
-    return found
+    # An edited chain explains the batch that no longer matches it: named first.
+    return edited + records + batches
 
 
 def verify(spark: SparkSession, settings: Settings) -> Verdict:
@@ -100,28 +155,23 @@ def verify(spark: SparkSession, settings: Settings) -> Verdict:
     if not has_commits(path):
         raise UserError(f"no event store at {path}: run `retailstream run ingest` first")
     bronze = read_table(spark, path)
-    if "chain_hash" not in bronze.columns:
-        raise UserError("this event store has no hash chains yet: run ingest once to add them")
-    covered, older = _chained_part(bronze)
-    walked = walk_chains(covered).collect()
-    heads_path = settings.lake.table(HEADS_TABLE)
-    breaks = (
-        _against_heads(covered, read_table(spark, heads_path)) if has_commits(heads_path) else []
+    if RECORD_HASH not in bronze.columns:
+        raise UserError("this event store has no record hashes yet: run ingest once to add them")
+    covered, older = _hashed_part(bronze)
+    chain_path = settings.lake.table(CHAIN_TABLE)
+    chain = (
+        read_table(spark, chain_path)
+        if has_commits(chain_path)
+        else spark.createDataFrame([], CHAIN_SCHEMA)
     )
-    breaks += [
-        Break(r["topic"], r["partition"], r["break_offset"], r["kind"], r["detail"])
-        for r in walked
-        if r["kind"] is not None
-    ]
-    # One report per place: where the walk and the heads both see an edit, the heads
-    # know more (a record after the last recorded head was inserted, not changed).
-    unique: dict[tuple[str, int, int], Break] = {}
-    for found in breaks:
-        unique.setdefault((found.topic, found.partition, found.offset), found)
-    ordered = sorted(unique.values(), key=lambda b: (b.topic, b.partition, b.offset))
+    ordered = sorted(
+        {(b.topic, b.partition, b.offset): b for b in reversed(_breaks(covered, chain))}.values(),
+        key=lambda b: (b.topic, b.partition, b.offset),
+    )
+    counts = covered.groupBy("topic", "partition").count().collect()
     return Verdict(
-        records=sum(r["records"] for r in walked),
-        chains=len(walked),
+        records=sum(r["count"] for r in counts),
+        chains=len(counts),
         unchained=older.count(),
         breaks=_first_per_chain(ordered),
     )
@@ -140,7 +190,7 @@ def _first_per_chain(breaks: Sequence[Break]) -> list[Break]:
 def run(spark: SparkSession, settings: Settings, args: argparse.Namespace) -> int:
     verdict = verify(spark, settings)
     older = (
-        f"; {verdict.unchained:,} older records were ingested before the store had chains"
+        f"; {verdict.unchained:,} older records were ingested before the store had record hashes"
         if verdict.unchained
         else ""
     )
