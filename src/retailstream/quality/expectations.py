@@ -45,6 +45,7 @@ from retailstream.quality.suites import (
     PairGreaterKwargs,
     Suite,
 )
+from retailstream.transforms.columns import present
 
 FAILED_EXPECTATIONS = "failed_expectations"
 # Bronze coordinates: the address of a row, unique within a silver batch.
@@ -197,8 +198,8 @@ def failed_expectations(df: DataFrame, suite: Suite, known: KnownValues) -> Data
         return flags.get((e.columns[0], e.value_set_from.key)) if e.value_set_from else None
 
     # One array of (name or null) per row, then nulls dropped: a single select.
-    reasons = F.array_compact(
-        F.array(*(F.when(_row_fails(df, e, flag_of(e)), F.lit(e.name)) for e in suite.expectations))
+    reasons = present(
+        *(F.when(_row_fails(df, e, flag_of(e)), F.lit(e.name)) for e in suite.expectations)
     )
     return joined.select(*(F.col(c) for c in df.columns), reasons.alias(FAILED_EXPECTATIONS))
 
