@@ -70,7 +70,7 @@ def _batch_break(row: Any, located: DataFrame, ends: dict[tuple[str, int], int])
         where = "in a partition no ingest batch recorded" if end is None else (
             f"after offset {end}, where the last ingest batch ended this chain"
         )  # fmt: skip
-        return Break(topic, partition, row["stored_first"], "inserted", where)
+        return Break(topic, partition, row["stored_first_offset"], "inserted", where)
     first, last, records = row["first_offset"], row["last_offset"], row["records"]
     if row["stored_records"] is None:
         return Break(topic, partition, first, "removed",
@@ -96,7 +96,7 @@ def _batch_break(row: Any, located: DataFrame, ends: dict[tuple[str, int], int])
                      f"{first} and {last}, the store holds {row['stored_records']}")  # fmt: skip
     return Break(topic, partition, first, "changed",
                  f"records between offsets {first} and {last} were rewritten, "
-                 "their hashes with them: ingest batch {batch}'s digest differs")  # fmt: skip
+                 f"their hashes with them: ingest batch {batch}'s digest differs")  # fmt: skip
 
 
 def _breaks(covered: DataFrame, chain: DataFrame) -> list[Break]:

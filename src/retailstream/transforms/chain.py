@@ -120,13 +120,15 @@ def records_digest(hashes: str = RECORD_HASH) -> Column:
     )
 
 
-def batch_summary(rows: DataFrame) -> DataFrame:
-    """Per (topic, partition) of rows with `record_hash`: offsets, count and digest."""
-    return rows.groupBy("topic", "partition").agg(
-        F.min("offset").alias("first_offset"),
-        F.max("offset").alias("last_offset"),
-        F.count("*").alias("records"),
-        records_digest().alias("records_digest"),
+def batch_summary(rows: DataFrame, *by: str, prefix: str = "") -> DataFrame:
+    """Per (topic, partition, *by) of rows with `record_hash`: first and last offset,
+    count and digest (named `first_offset`, `last_offset`, `records`,
+    `records_digest`, each after `prefix`)."""
+    return rows.groupBy("topic", "partition", *by).agg(
+        F.min("offset").alias(f"{prefix}first_offset"),
+        F.max("offset").alias(f"{prefix}last_offset"),
+        F.count("*").alias(f"{prefix}records"),
+        records_digest().alias(f"{prefix}records_digest"),
     )
 
 
@@ -202,19 +204,15 @@ def record_faults(located: DataFrame) -> DataFrame:
 
 def batch_faults(located: DataFrame, chain: DataFrame) -> DataFrame:
     """Batches whose records in the store differ from what ingest wrote: each chain row
-    beside `stored_first`, `stored_last`, `stored_records` and `stored_digest`,
-    recomputed from content (null when none of its records is left), plus a row with
-    null `batch_id` per partition holding records past the last batch."""
-    found = located.groupBy("topic", "partition", "batch_id").agg(
-        F.min("offset").alias("stored_first"),
-        F.max("offset").alias("stored_last"),
-        F.count("*").alias("stored_records"),
-        records_digest().alias("stored_digest"),
-    )
+    beside the same summary of what the store holds (`stored_first_offset`, ...,
+    `stored_records_digest`: `batch_summary`, recomputed from content; null when none
+    of its records is left), plus a row with null `batch_id` per partition holding
+    records past the last batch."""
+    found = batch_summary(located, "batch_id", prefix="stored_")
     return chain.join(found, ["topic", "partition", "batch_id"], "full_outer").where(
         F.col("records_digest").isNull()
-        | F.col("stored_digest").isNull()
-        | (F.col("records_digest") != F.col("stored_digest"))
+        | F.col("stored_records_digest").isNull()
+        | (F.col("records_digest") != F.col("stored_records_digest"))
         | (F.col("records") != F.col("stored_records"))
     )
 
