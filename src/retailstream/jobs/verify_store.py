@@ -99,43 +99,40 @@ def _batch_break(row: Any, located: DataFrame, ends: dict[tuple[str, int], int])
                  f"their hashes with them: ingest batch {batch}'s digest differs")  # fmt: skip
 
 
-def _breaks(covered: DataFrame, chain: DataFrame) -> list[Break]:
-    located = in_batches(rehashed(covered), chain).persist(StorageLevel.MEMORY_AND_DISK)
-    try:
-        # The first faulty record of each batch is enough: one break is named per chain.
-        first_faults = (
-            record_faults(located)
-            .groupBy("topic", "partition", "batch_id")
-            .agg(F.min(F.struct("offset", "kind")).alias("first"))
-            .collect()
-        )
-        records = [
-            Break(
-                r["topic"],
-                r["partition"],
-                r["first"]["offset"],
-                r["first"]["kind"],
-                "a record the batch did not hold"
-                if r["first"]["kind"] == "inserted"
-                else "its content or hash differs from what was ingested",
-            )  # fmt: skip
-            for r in first_faults
-        ]
-        ends = {
-            (r["topic"], r["partition"]): r["end"]
-            for r in chain.groupBy("topic", "partition")
-            .agg(F.max("last_offset").alias("end"))
-            .collect()
-        }
-        # A batch with a faulty record is reported by that record, which says more.
-        named = {(r["topic"], r["partition"], r["batch_id"]) for r in first_faults}
-        batches = [
-            _batch_break(r, located, ends)
-            for r in batch_faults(located, chain).collect()
-            if (r["topic"], r["partition"], r["batch_id"]) not in named
-        ]
-    finally:
-        located.unpersist()
+def _breaks(located: DataFrame, chain: DataFrame) -> list[Break]:
+    """Every break `located` (rehashed records in their batches) and `chain` show."""
+    # The first faulty record of each batch is enough: one break is named per chain.
+    first_faults = (
+        record_faults(located)
+        .groupBy("topic", "partition", "batch_id")
+        .agg(F.min(F.struct("offset", "kind")).alias("first"))
+        .collect()
+    )
+    records = [
+        Break(
+            r["topic"],
+            r["partition"],
+            r["first"]["offset"],
+            r["first"]["kind"],
+            "a record the batch did not hold"
+            if r["first"]["kind"] == "inserted"
+            else "its content or hash differs from what was ingested",
+        )  # fmt: skip
+        for r in first_faults
+    ]
+    ends = {
+        (r["topic"], r["partition"]): r["end"]
+        for r in chain.groupBy("topic", "partition")
+        .agg(F.max("last_offset").alias("end"))
+        .collect()
+    }
+    # A batch with a faulty record is reported by that record, which says more.
+    named = {(r["topic"], r["partition"], r["batch_id"]) for r in first_faults}
+    batches = [
+        _batch_break(r, located, ends)
+        for r in batch_faults(located, chain).collect()
+        if (r["topic"], r["partition"], r["batch_id"]) not in named
+    ]
     edited = [
         Break(
             r["topic"],
@@ -164,11 +161,18 @@ def verify(spark: SparkSession, settings: Settings) -> Verdict:
         if has_commits(chain_path)
         else spark.createDataFrame([], CHAIN_SCHEMA)
     )
-    ordered = sorted(
-        {(b.topic, b.partition, b.offset): b for b in reversed(_breaks(covered, chain))}.values(),
-        key=lambda b: (b.topic, b.partition, b.offset),
-    )
-    counts = covered.groupBy("topic", "partition").count().collect()
+    # Persisted once: the checks, and the counts of what was checked, all read it.
+    located = in_batches(rehashed(covered), chain).persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        found = _breaks(located, chain)
+        counts = located.groupBy("topic", "partition").count().collect()
+    finally:
+        located.unpersist()
+    # One report per place, the first found there (`_breaks` lists the most telling first).
+    unique: dict[tuple[str, int, int], Break] = {}
+    for one in found:
+        unique.setdefault((one.topic, one.partition, one.offset), one)
+    ordered = sorted(unique.values(), key=lambda b: (b.topic, b.partition, b.offset))
     return Verdict(
         records=sum(r["count"] for r in counts),
         chains=len(counts),
