@@ -57,6 +57,8 @@ setup(
             "mypy==2.4.1",
             "pandas-stubs==2.3.3.260113",  # the stubs of the pandas we run (2.3)
             "deltalake==1.6.6",
+            # bench_peer measures what a faster JSON parser lifts the plain-Python peer to.
+            "orjson==3.13.0",
             # The test suite runs every notebook in a real kernel.
             "nbclient==0.11.0",
             "nbformat==5.11.1",

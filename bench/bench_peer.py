@@ -8,19 +8,23 @@ defects, so neither side needs validation or deduplication and both answer
 the same question). Then, alternately in one run, each reads every record of
 `shop.orders` from the earliest offsets:
 
-- plain Python, the baseline: a confluent-kafka consumer assigned to every
-  partition polls batches of records until it reaches the end offsets it
+- plain Python, the baseline: one consumer process per core Spark has (a
+  warm spawned pool), each a confluent-kafka consumer assigned its share of
+  the partitions (dealt round robin; the topic has 6, so 2 or 3 cores split
+  it evenly), polling batches of records until it reaches the end offsets it
   read at the start; each batch is parsed with `json.loads` into a pandas
-  frame, floored to the minute, grouped and summed, and the partial sums are
-  added up at the end and written to a Parquet file. One process, one core:
-  the way a user without Spark would write it.
+  frame, floored to the minute, grouped and summed; the processes' partial
+  sums are added up and written to a Parquet file. Also timed: the same peer
+  in one process (the way a user without Spark would first write it), and
+  with orjson as its parser (what a faster parser would lift it to). Each
+  process reports its time per phase (consume, parse, aggregate).
 - Spark: a Structured Streaming query (the project's Kafka source options,
   `from_json` with the order schema, `window()`, `groupBy().agg()`) written in
   complete mode to a Delta table, `availableNow`, a fresh checkpoint and table
   each repetition, in one SparkSession started before the rounds.
 
 Time is wall time of the whole read-aggregate-write; events/s = order records
-/ seconds. After the rounds the two answers are compared group by group
+/ seconds. After the rounds every peer's answer is compared with Spark's group by group
 (revenue to the cent, orders and units exactly); a difference fails the run.
 
     .venv/bin/python bench/bench_peer.py [--quick]
@@ -29,14 +33,20 @@ Time is wall time of the whole read-aggregate-write; events/s = order records
 from __future__ import annotations
 
 import json
+import multiprocessing
 import shutil
+import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import count
 from pathlib import Path
+from typing import Any
 
+import orjson
 import pandas as pd
 from confluent_kafka import Consumer, TopicPartition
 from harness import (
@@ -51,7 +61,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from retailstream.config import Settings
+from retailstream.config import Settings, TopicSettings
 from retailstream.io.kafka_source import read_kafka_stream
 from retailstream.kafka.clients import consumer, flush_or_fail, producer
 from retailstream.kafka.topics import create_topics
@@ -61,15 +71,24 @@ from retailstream.world.defects import DefectRates
 
 TOPIC = "shop.orders"
 ONLINE = "online"
-PYTHON = "Python consumer + pandas (1 process)"
 SPARK = "Spark Structured Streaming (Delta sink)"
 GROUP_KEYS = ["window_start", "store_id"]
+PHASES = ("consume", "parse", "aggregate")
+# Partitions of the benchmark's order topic: a multiple of 2 and 3 cores, so that
+# neither side's work splits unevenly over the cores (the project's topics have 3).
+ORDER_PARTITIONS = 6
+
+
+def peer_label(processes: int, fast_json: bool = False) -> str:
+    kind = "consumer" if processes == 1 else "consumers"
+    parser = ", orjson" if fast_json else ""
+    return f"Python {kind} + pandas ({processes} process{'es' if processes > 1 else ''}{parser})"
 
 
 def fill_orders(settings: Settings, orders: int) -> int:
     """Produce the generator's order records until `orders` are in Kafka; return how many."""
     bootstrap = settings.kafka.bootstrap
-    create_topics(bootstrap, settings.kafka.topics)
+    create_topics(bootstrap, {TOPIC: TopicSettings(partitions=ORDER_PARTITIONS)})
     generator = EventGenerator(
         build_world(settings.world.seed, settings.world.scale),
         settings.world.seed,
@@ -90,12 +109,23 @@ def fill_orders(settings: Settings, orders: int) -> int:
 
 
 # ---------------------------------------------------------------------------
-# The baseline: a plain consumer loop with pandas
+# The baseline: plain consumer loops with pandas, one process per core
+
+Loads = Callable[[bytes], Any]
 
 
-def _frame(values: list[bytes]) -> pd.DataFrame:
+@dataclass
+class Partial:
+    """What one consumer process summed from its partitions, and where its time went."""
+
+    sums: pd.DataFrame
+    records: int
+    phases: dict[str, float] = field(default_factory=dict)  # seconds per phase
+
+
+def _frame(values: list[bytes], loads: Loads) -> pd.DataFrame:
     """One polled batch as rows of (window_start, store_id, total, units)."""
-    events = [json.loads(v) for v in values]
+    events = [loads(v) for v in values]
     return pd.DataFrame(
         {
             "window_start": pd.to_datetime(
@@ -114,11 +144,17 @@ def _summed(frame: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def python_aggregation(bootstrap: str, out: Path) -> int:
-    """Read every record of TOPIC, aggregate with pandas, write Parquet; return records read."""
+def partition_sums(bootstrap: str, partitions: Sequence[int], fast_json: bool) -> Partial:
+    """Read every record of `partitions` of TOPIC and sum them per store and minute.
+
+    Runs in a worker process: a consumer of its own, assigned (no group
+    rebalancing) to its share of the partitions, reading up to the end offsets
+    it finds at the start. `fast_json` parses with orjson instead of `json`.
+    """
+    loads: Loads = orjson.loads if fast_json else json.loads
     client: Consumer = consumer(bootstrap, f"bench-peer-{time.monotonic_ns()}")
+    phases = dict.fromkeys(PHASES, 0.0)
     try:
-        partitions = client.list_topics(TOPIC, timeout=10).topics[TOPIC].partitions
         ends = {
             p: client.get_watermark_offsets(TopicPartition(TOPIC, p), timeout=10)[1]
             for p in partitions
@@ -128,6 +164,7 @@ def python_aggregation(bootstrap: str, out: Path) -> int:
         partials: list[pd.DataFrame] = []
         records = 0
         while remaining:
+            started = time.perf_counter()
             messages = client.consume(num_messages=10_000, timeout=1.0)
             values = []
             for message in messages:
@@ -136,19 +173,78 @@ def python_aggregation(bootstrap: str, out: Path) -> int:
                 values.append(message.value())
                 if message.offset() + 1 >= ends[message.partition()]:
                     remaining.discard(message.partition())
+            polled = time.perf_counter()
+            phases["consume"] += polled - started
             if not values:
                 continue
             records += len(values)
-            batch = _frame(values)
+            batch = _frame(values, loads)
+            parsed = time.perf_counter()
+            phases["parse"] += parsed - polled
             partials.append(
                 batch.groupby(GROUP_KEYS, as_index=False).agg(
                     revenue=("total", "sum"), orders=("total", "size"), units=("units", "sum")
                 )
             )
-        _summed(pd.concat(partials, ignore_index=True)).to_parquet(out, index=False)
-        return records
+            phases["aggregate"] += time.perf_counter() - parsed
+        started = time.perf_counter()
+        sums = _summed(pd.concat(partials, ignore_index=True)) if partials else pd.DataFrame()
+        phases["aggregate"] += time.perf_counter() - started
+        return Partial(sums, records, phases)
     finally:
         client.close()
+
+
+def shares(partitions: Sequence[int], processes: int) -> list[list[int]]:
+    """`partitions` dealt round robin to `processes` consumers (none left empty)."""
+    dealt = [list(partitions[i::processes]) for i in range(processes)]
+    return [share for share in dealt if share]
+
+
+class PythonPeer:
+    """The plain-Python aggregation as a benchmark case: `processes` consumer processes
+    (a warm spawned pool; one runs in this process), their partial sums merged here
+    and written to Parquet at `out`."""
+
+    def __init__(self, bootstrap: str, out: Path, processes: int, fast_json: bool) -> None:
+        self.bootstrap = bootstrap
+        self.out = out
+        self.processes = processes
+        self.fast_json = fast_json
+        self.phases: list[dict[str, float]] = []  # per round, summed over processes
+        self.pool = (
+            ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"))
+            if processes > 1
+            else None
+        )
+
+    def run(self) -> int:
+        client = consumer(self.bootstrap, f"bench-peer-{time.monotonic_ns()}")
+        try:
+            partitions = sorted(client.list_topics(TOPIC, timeout=10).topics[TOPIC].partitions)
+        finally:
+            client.close()
+        dealt = shares(partitions, self.processes)
+        if self.pool is None:
+            partials = [partition_sums(self.bootstrap, dealt[0], self.fast_json)]
+        else:
+            futures = [
+                self.pool.submit(partition_sums, self.bootstrap, share, self.fast_json)
+                for share in dealt
+            ]
+            partials = [f.result() for f in futures]
+        started = time.perf_counter()
+        _summed(pd.concat([p.sums for p in partials], ignore_index=True)).to_parquet(
+            self.out, index=False
+        )
+        phases = {k: sum(p.phases[k] for p in partials) for k in PHASES}
+        phases["merge"] = time.perf_counter() - started
+        self.phases.append(phases)
+        return sum(p.records for p in partials)
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 # ---------------------------------------------------------------------------
@@ -219,7 +315,8 @@ def spark_aggregation(spark: SparkSession, settings: Settings, tmp: Path) -> Cal
 
 
 def compare(spark: SparkSession, tmp: Path, python_out: Path) -> int:
-    """Groups in both answers; raises if any group's figures differ."""
+    """Groups in both answers (Spark's last and the peer's at `python_out`); raises if
+    any group's figures differ."""
     spark_dirs = sorted(tmp.glob("spark-run-*"), key=lambda p: int(p.name.rsplit("-", 1)[1]))
     theirs = spark.read.format("delta").load(str(spark_dirs[-1] / "sales")).toPandas()
     theirs["window_start"] = (
@@ -244,18 +341,31 @@ def compare(spark: SparkSession, tmp: Path, python_out: Path) -> int:
     return len(both)
 
 
+def _percent(phases: Sequence[dict[str, float]]) -> str:
+    """The peer's time per phase, summed over its rounds and processes, as shares."""
+    totals = {k: sum(p[k] for p in phases) for k in phases[0]}
+    whole = sum(totals.values()) or 1.0
+    return ", ".join(f"{k} {100 * v / whole:.0f} %" for k, v in totals.items())
+
+
 def main() -> int:
     args = parse_args(__doc__)
     orders = 3_000 if args.quick else 500_000
-    repetitions = args.repetitions or (1 if args.quick else 3)
+    repetitions = args.repetitions or (1 if args.quick else 5)
     warmup = (0 if args.quick else 1) if args.warmup is None else args.warmup
 
     with workspace("peer") as (tmp, settings):
-        print(f"producing {orders:,} order events ...", flush=True)
+        print(f"producing {orders:,} order events into {ORDER_PARTITIONS} partitions ...")
         records = fill_orders(settings, orders)
         print("starting Spark ...", flush=True)
         spark = build_spark(settings)
-        python_out = tmp / "python-sales.parquet"
+        cores = spark.sparkContext.defaultParallelism
+        bootstrap = settings.kafka.bootstrap
+        peers = {
+            peer_label(n, fast): PythonPeer(bootstrap, tmp / f"python-{n}-{fast}.parquet", n, fast)
+            for n, fast in ((1, False), (cores, False), (cores, True))
+        }
+        baseline = peer_label(cores)
         try:
 
             def fresh() -> None:
@@ -263,39 +373,53 @@ def main() -> int:
                     shutil.rmtree(old, ignore_errors=True)
 
             cases = [
-                Case(PYTHON, lambda: python_aggregation(settings.kafka.bootstrap, python_out)),
+                *(Case(label, peer.run) for label, peer in peers.items()),
                 Case(SPARK, spark_aggregation(spark, settings, tmp), fresh),
             ]
-            print(f"{warmup} warm-up + {repetitions} rounds")
+            print(f"{warmup} warm-up + {repetitions} rounds; Spark and the peer on {cores} cores")
             results = run_alternating(cases, repetitions, warmup)
             for label, result in results.items():
                 if any(n != records for n in result.events):
                     raise RuntimeError(f"{label} read {result.events}, Kafka holds {records:,}")
-            groups = compare(spark, tmp, python_out)
+            groups = {label: compare(spark, tmp, peer.out) for label, peer in peers.items()}
             master = settings.spark.master
         finally:
             spark.stop()
+            for peer in peers.values():
+                peer.close()
 
-    ratio = results[SPARK].median_rate / results[PYTHON].median_rate
-    per_round = paired_ratios(results, SPARK, PYTHON)
+    ratio = results[SPARK].median_rate / results[baseline].median_rate
+    per_round = paired_ratios(results, SPARK, baseline)
+    single = results[SPARK].median_rate / results[peer_label(1)].median_rate
+    lift = results[peer_label(cores, True)].median_rate / results[baseline].median_rate
+    warm = peers[baseline].phases[warmup:] or peers[baseline].phases
     publish_results(
         "peer",
         "Peer comparison: windowed sales aggregation (`bench/bench_peer.py`)",
         "Order events per second of one aggregation (revenue, orders and units per store and "
         "one-minute event-time window, read from `shop.orders` from the earliest offsets, "
         "written out) as a Spark Structured Streaming query into Delta against the baseline "
-        "of a plain Python consumer (confluent-kafka) aggregating with pandas into Parquet; "
-        f"same records, same run, alternating (Spark `{master}`).",
+        f"of plain Python consumers (confluent-kafka) aggregating with pandas into Parquet, one "
+        f"process per core ({cores}, Spark `{master}`), each assigned its share of the "
+        f"topic's {ORDER_PARTITIONS} partitions, their partial sums merged; also the same "
+        "peer in one process and with orjson as its parser. Same records, same run, "
+        "alternating.",
         results,
-        baseline=PYTHON,
+        baseline=baseline,
         params={"orders": records, "repetitions": repetitions, "warmup": warmup},
         quick=args.quick,
         notes=[
-            f"Spark / plain Python: **{ratio:.2f}×** (ratio of medians; per round "
-            f"{min(per_round):.2f}–{max(per_round):.2f}×). Both answers agree on all "
-            f"{groups:,} store-minute groups (revenue to the cent, orders and units exactly).",
+            f"Spark / plain Python on the same {cores} cores: **{ratio:.2f}×** (ratio of "
+            f"medians; per round {min(per_round):.2f}–{max(per_round):.2f}×, median "
+            f"{statistics.median(per_round):.2f}×, {len(per_round)} rounds). Against the "
+            f"peer in one process: {single:.2f}×.",
+            f"Where the {cores}-process peer's time goes (summed over its processes): "
+            f"{_percent(warm)}. orjson as its parser: {lift:.2f}× its events/s.",
+            "Every peer's answer agrees with Spark's on all "
+            f"{min(groups.values()):,} store-minute groups (revenue to the cent, orders and "
+            "units exactly).",
         ],
-        extra={"groups": groups, "spark_master": master},
+        extra={"groups": groups, "spark_master": master, "cores": cores, "phases": warm},
     )
     return 0
 
