@@ -203,8 +203,8 @@ def shares(partitions: Sequence[int], processes: int) -> list[list[int]]:
 
 class PythonPeer:
     """The plain-Python aggregation as a benchmark case: `processes` consumer processes
-    (a warm spawned pool; one runs in this process), their partial sums merged here
-    and written to Parquet at `out`."""
+    (a warm spawned pool; a single consumer runs in this process instead), their
+    partial sums merged here and written to Parquet at `out`."""
 
     def __init__(self, bootstrap: str, out: Path, processes: int, fast_json: bool) -> None:
         self.bootstrap = bootstrap
@@ -355,7 +355,9 @@ def main() -> int:
     warmup = (0 if args.quick else 1) if args.warmup is None else args.warmup
 
     with workspace("peer") as (tmp, settings):
-        print(f"producing {orders:,} order events into {ORDER_PARTITIONS} partitions ...")
+        print(
+            f"producing {orders:,} order events into {ORDER_PARTITIONS} partitions ...", flush=True
+        )
         records = fill_orders(settings, orders)
         print("starting Spark ...", flush=True)
         spark = build_spark(settings)
