@@ -42,6 +42,7 @@ from support import PROJECT_HOME, SERVING_VIEWS, assert_same_views, broker_setti
 
 KILLS = 3
 RATE = 600  # events/s
+TIMEOUT_S = 1500
 
 
 def _start(job: str, overrides: list[str], log: Path) -> subprocess.Popen[bytes]:
@@ -118,7 +119,7 @@ def _kill_hard(process: subprocess.Popen[bytes]) -> None:
 
 
 # Two Spark processes restarted side by side on 2 cores: about 9 minutes.
-@pytest.mark.timeout(1500)
+@pytest.mark.timeout(TIMEOUT_S)
 def test_bronze_and_the_serving_views_hold_every_record_once_after_kills_and_a_broker_outage(
     spark: SparkSession, tmp_path: Path
 ) -> None:
@@ -151,10 +152,12 @@ def test_bronze_and_the_serving_views_hold_every_record_once_after_kills_and_a_b
         # minutes the broker refuses timestamps more than an hour in the future.
         clock=lambda: datetime.now(UTC),
     )
+    # Produced until the test says stop (or times out): a 600 s limit once ran out on a slow
+    # machine before the kills were done, and the restarted jobs had nothing new to commit.
     stop_producing = threading.Event()
     producing = Producing(
         generator=generator, client=producer(broker.bootstrap), truth=TruthWriter(lake),
-        rate=RATE, max_events=None, max_seconds=600, batch_size=500, stop=stop_producing.is_set,
+        rate=RATE, max_events=None, max_seconds=TIMEOUT_S, batch_size=500, stop=stop_producing.is_set,
     )  # fmt: skip
     rng = random.Random(20261128)
     ingest = Job("ingest", ingest_events.QUERY_NAME, lake, overrides, tmp_path / "ingest.log")
