@@ -9,7 +9,10 @@ Measured alternately in one run, each on the same number of events:
   sent to a throwaway local broker with the project's idempotent producer and
   flushed: how fast Kafka takes them with no generator in front;
 - generate + produce: `publish()`, what `retailstream produce` does flat out
-  (generation, produce, ground truth written as Parquet).
+  (generation in a child process a few batches ahead, produce, ground truth
+  written as Parquet);
+- the same in one process: `publish(ahead=False)`, generation and produce
+  taking turns (how `produce` ran before the child process).
 
 A ratio above 1 for `generate` means the simulation outruns the producer.
 
@@ -31,7 +34,7 @@ from harness import (
 )
 
 from retailstream.config import Settings
-from retailstream.io.truth import TruthWriter
+from retailstream.io.truth import TruthWriter, truth_dir
 from retailstream.jobs.produce_events import defect_rates
 from retailstream.kafka.clients import flush_or_fail, producer
 from retailstream.kafka.publish import publish
@@ -43,6 +46,7 @@ SIM_SECONDS_PER_EVENT = 1.0
 GENERATE = "generate (next_batch)"
 PRODUCE_ONLY = "Kafka produce only (pre-generated)"
 PUBLISH = "generate + produce (publish)"
+PUBLISH_INLINE = "generate + produce in one process"
 
 
 def new_generator(world: World, settings: Settings) -> EventGenerator:
@@ -104,25 +108,37 @@ def main() -> int:
             shutil.rmtree(tmp / "truth", ignore_errors=True)
             truth = TruthWriter(tmp / "truth")
 
-        def run_publish() -> int:
+        def run_publish(ahead: bool) -> int:
             client = producer(settings.kafka.bootstrap)
-            return publish(generator, client, truth, None, events, None, batch_size).events
+            return publish(
+                generator, client, truth, None, events, None, batch_size, ahead=ahead
+            ).events
 
         cases = [
             Case(GENERATE, lambda: len(generate(generator, events, batch_size)), fresh_generator),
             Case(PRODUCE_ONLY, lambda: produce_all(settings.kafka.bootstrap, pregenerated)),
-            Case(PUBLISH, run_publish, fresh_generator_and_truth),
+            Case(PUBLISH, lambda: run_publish(True), fresh_generator_and_truth),
+            Case(PUBLISH_INLINE, lambda: run_publish(False), fresh_generator_and_truth),
         ]
         print(f"{events:,} events per repetition, {warmup} warm-up + {repetitions} rounds")
         results = run_alternating(cases, repetitions, warmup)
+        # Left by the last publish round: how compact one run's ground truth is.
+        truth_files = {
+            folder.name: len(list(folder.glob("*.parquet")))
+            for folder in sorted(truth_dir(tmp / "truth").iterdir())
+        }
 
     generate_rate = results[GENERATE].median_rate
     notes = [
         f"Generation alone runs at **{generate_rate / results[PRODUCE_ONLY].median_rate:.2f}×** "
         f"the producer's pace; `publish()` reaches "
-        f"**{results[PUBLISH].median_rate / generate_rate:.2f}×** of generation alone. Record "
+        f"**{results[PUBLISH].median_rate / generate_rate:.2f}×** of generation alone "
+        f"(**{results[PUBLISH].median_rate / results[PUBLISH_INLINE].median_rate:.2f}×** "
+        "the same in one process). Record "
         f"values average {mean_value_bytes:.0f} bytes, so generation emits about "
-        f"{generate_rate * mean_value_bytes / 2**20:.0f} MiB/s of JSON.",
+        f"{generate_rate * mean_value_bytes / 2**20:.0f} MiB/s of JSON. One run's ground "
+        f"truth: {sum(truth_files.values())} Parquet files "
+        f"({', '.join(f'{t} {n}' for t, n in truth_files.items())}).",
     ]
     publish_results(
         "generator",
@@ -143,6 +159,7 @@ def main() -> int:
             "world_scale": settings.world.scale,
             "sim_seconds_per_event": SIM_SECONDS_PER_EVENT,
             "defect_share": settings.generator.defect_share,
+            "truth_files_per_run": truth_files,
         },
     )
     return 0

@@ -1,11 +1,13 @@
 """PNG charts of benchmark results, saved next to their JSON and shown in BENCHMARKS.md.
 
-Two shapes, matching the harness's two kinds of results:
+Three shapes, matching the harness's kinds of results:
 - `rates_chart`: one horizontal bar per case, its median events/s, the whiskers
   the min and max over the rounds, the baseline in grey;
 - `table_chart`: for each `Table` that says how to plot itself (`Plot`), one
   panel of grouped horizontal bars, one group per row and one bar per figure
-  (p50/p95/p99 of a latency, the steps of a training...), on one axis unit.
+  (p50/p95/p99 of a latency, the steps of a training...), on one axis unit;
+- `series_chart`: lines over time (`extra.series`: panel -> line -> [t, y]
+  points), one panel each, for figures that are a course, not a number.
 
 Matplotlib runs headless (Agg); nothing here opens a window.
 """
@@ -44,6 +46,9 @@ def draw(payload: Mapping[str, Any], out: Path) -> Path | None:
     """The chart of a result (the JSON's payload) into `out`; None when it has nothing to draw."""
     if "cases" in payload:
         return rates_chart(payload["title"], payload["cases"], payload["baseline"], out)
+    extra = payload.get("extra") or {}
+    if extra.get("series"):
+        return series_chart(payload["title"], extra["series"], extra.get("series_unit", ""), out)
     charted = [
         (t["caption"], Plot(**t["plot"]), t["rows"])
         for t in payload.get("tables", [])
@@ -110,6 +115,26 @@ def table_chart(
         ax.set_title(textwrap.fill(caption, 95), fontsize=8)
         if len(plot.values) > 1:
             ax.legend(fontsize=7, loc="best")
+    fig.suptitle(title, fontsize=10)
+    return _save(fig, out)
+
+
+def series_chart(
+    title: str, panels: Mapping[str, Mapping[str, Sequence[Sequence[float]]]], unit: str, out: Path
+) -> Path | None:
+    """One panel per entry of `panels`, a line per series of (seconds, value) points."""
+    drawn = {name: lines for name, lines in panels.items() if any(lines.values())}
+    if not drawn:
+        return None
+    fig, axes = plt.subplots(len(drawn), 1, figsize=(8, 2.4 * len(drawn) + 0.6), squeeze=False)
+    for ax, (name, lines) in zip(axes[:, 0], drawn.items(), strict=True):
+        for label, points in lines.items():
+            if points:
+                ax.plot([p[0] for p in points], [p[1] for p in points], label=label, lw=1.2)
+        ax.set_title(name, fontsize=8)
+        ax.set_xlabel("seconds since the producer started", fontsize=8)
+        ax.set_ylabel(unit, fontsize=8)
+        ax.legend(fontsize=7, loc="upper left")
     fig.suptitle(title, fontsize=10)
     return _save(fig, out)
 

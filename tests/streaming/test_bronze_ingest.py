@@ -8,6 +8,7 @@ import os
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from pyspark.sql import SparkSession
 from pyspark.testing import assertDataFrameEqual
@@ -63,11 +64,12 @@ def test_generated_events_are_ingested_once_with_keys_and_defects_located(
         start=datetime(2026, 6, 1, tzinfo=UTC),
         sim_seconds_per_event=1.0,
     )
+    # Generated in a child process, as a large flat-out `produce` run is.
     report = publish(
         generator, producer(local.kafka.bootstrap), TruthWriter(local.lake.root),
-        rate=None, max_events=6000, max_seconds=None, batch_size=1000,
+        rate=None, max_events=6000, max_seconds=None, batch_size=1000, ahead=True,
     )  # fmt: skip
-    assert report.events == 6000
+    assert report.events == 6000 and generator.records_emitted == 6000
     assert set(report.per_topic) == set(KEY_FIELDS), "all six topics are produced"
 
     ingest_events.run(spark, local, AVAILABLE_NOW)
@@ -86,8 +88,11 @@ def test_generated_events_are_ingested_once_with_keys_and_defects_located(
         if isinstance(event, dict) and KEY_FIELDS[row.topic] in event:
             assert bytes(row.key).decode() == str(event[KEY_FIELDS[row.topic]])
 
+    defect_files = list(truth_dir(local.lake.root, "defects").glob("*.parquet"))
+    assert len(defect_files) == 1, "a short run writes one ground-truth file per table"
     defects = spark.read.parquet(str(truth_dir(local.lake.root, "defects"))).collect()
     assert defects, "the default defect share produces defects"
+    assert len(defects) == len(pd.read_parquet(defect_files[0])), "pandas reads it as well"
     for defect in defects:
         record = by_coordinate[(defect.topic, defect.partition, defect.offset)]
         if defect.kind in MALFORMED:

@@ -1,0 +1,404 @@
+"""Sustained load: does every stage of the demo topology keep up, rate by rate?
+
+For each background rate (full: 5k, 10k, 20k, 50k events/s, 6 minutes each;
+`--quick`: 2k for 90 s), on a fresh broker and lake:
+
+- `retailstream produce --rate R` runs in its own process (background traffic,
+  as a shop's producers are: apart from the analytics);
+- the demo's `Pipeline` runs its four queries in this process, one SparkSession,
+  `local[*]` (the serving path Kafka -> store; ingest Kafka -> bronze; refine
+  bronze -> silver; gold silver -> gold views), with the demo's loop (query
+  health, refine metrics drained every 2 s);
+- every 2 s each stage's lag is sampled:
+  - Kafka-fed stages (serving, ingest): Kafka's end offsets minus the offsets
+    the stage's last finished batch reached (its progress), summed over the
+    partitions of its topics; in seconds: how long ago Kafka's end stood where
+    the stage stands now (from the samples of Kafka's end, 2 s resolution);
+  - Delta-fed stages (refine, gold): the rows of the source commits after the
+    version the stage's last finished batch reached; in seconds: the age of the
+    oldest of those commits.
+
+A stage keeps up at a rate when its lag in seconds grows by less than
+`KEEPS_UP_S` over the last 3 minutes (least-squares slope times 180 s). The
+baseline is the producer: the rate Kafka actually took from it in the same
+run. The chart shows each stage's lag (seconds) over time, one panel per rate.
+
+    .venv/bin/python bench/bench_sustained.py [--quick]
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench_serving import Supervisor
+from confluent_kafka import TopicPartition
+from harness import (
+    PROJECT_HOME,
+    Column,
+    Table,
+    bench_settings,
+    local_broker,
+    parse_args,
+    publish_tables,
+)
+from pyspark.sql import SparkSession
+from pyspark.sql.streaming import StreamingQuery
+
+from retailstream.config import Settings
+from retailstream.jobs import build_views, ingest_events, init_world, refine_events, serving_views
+from retailstream.jobs.demo import Pipeline
+from retailstream.kafka.clients import consumer
+from retailstream.kafka.topics import create_topics
+from retailstream.session import build_spark
+from retailstream.world import build_world
+
+SAMPLE_EVERY_S = 2.0
+WINDOW_S = 180.0  # the tail over which "keeps up" is judged
+KEEPS_UP_S = 10.0  # at most this much more behind over the window
+STAGES = {
+    "serving": serving_views.QUERY_NAME,
+    "ingest": ingest_events.QUERY_NAME,
+    "refine": refine_events.QUERY_NAME,
+    "gold": build_views.QUERY_NAME,
+}
+DELTA_SOURCE = re.compile(r"DeltaSource\[(?:file:)?([^\]]+)\]")
+
+
+@dataclass(frozen=True)
+class Plan:
+    rates: tuple[int, ...]
+    seconds: float  # per rate, from the producer's start
+    window_s: float
+
+
+FULL = Plan((5_000, 10_000, 20_000, 50_000), 360.0, WINDOW_S)
+QUICK = Plan((2_000,), 90.0, 30.0)
+
+
+def log(message: str) -> None:
+    print(message, flush=True)
+
+
+# ---------------------------------------------------------------------------
+# Where Kafka and the Delta tables stand
+
+
+class KafkaEnds:
+    """Kafka's end offsets, sampled, with when each was seen (for lag in seconds)."""
+
+    def __init__(self, bootstrap: str, partitions: Mapping[str, int]) -> None:
+        self.reader = consumer(bootstrap, group_id="bench-sustained")
+        self.partitions = [TopicPartition(t, p) for t, n in partitions.items() for p in range(n)]
+        self.history: list[tuple[float, dict[tuple[str, int], int]]] = []
+
+    def sample(self, now: float) -> dict[tuple[str, int], int]:
+        ends = {
+            (tp.topic, tp.partition): self.reader.get_watermark_offsets(tp, timeout=10)[1]
+            for tp in self.partitions
+        }
+        self.history.append((now, ends))
+        return ends
+
+    def seconds_behind(self, key: tuple[str, int], position: int, now: float) -> float:
+        """How long ago Kafka's end stood at `position` (0 when it stands there now)."""
+        for seen, ends in self.history:
+            if ends[key] > position:
+                return now - seen
+        return 0.0
+
+    def close(self) -> None:
+        self.reader.close()
+
+
+class DeltaCommits:
+    """Rows and commit times of each version of a Delta table, read from its JSON log
+    (each commit file read once)."""
+
+    def __init__(self) -> None:
+        self.known: dict[str, dict[int, tuple[int, float]]] = {}
+
+    def commits(self, table: str) -> dict[int, tuple[int, float]]:
+        seen = self.known.setdefault(table, {})
+        log_dir = Path(table) / "_delta_log"
+        for path in log_dir.glob("*.json") if log_dir.is_dir() else ():
+            version = int(path.stem)
+            if version in seen:
+                continue
+            rows, when = 0, path.stat().st_mtime
+            for line in path.read_text().splitlines():
+                action = json.loads(line)
+                add = action.get("add")
+                if add and add.get("dataChange", True) and add.get("stats"):
+                    rows += int(json.loads(add["stats"]).get("numRecords", 0))
+                if "commitInfo" in action:
+                    when = action["commitInfo"].get("timestamp", when * 1000) / 1000
+            seen[version] = (rows, when)
+        return seen
+
+
+@dataclass
+class Lag:
+    records: int = 0
+    seconds: float = 0.0
+
+
+def stage_lag(
+    query: StreamingQuery,
+    ends: dict[tuple[str, int], int],
+    kafka: KafkaEnds,
+    delta: DeltaCommits,
+    now: float,
+    wall: float,
+) -> Lag | None:
+    """The stage's lag behind its sources, from its last finished batch; None before one."""
+    progress = query.lastProgress
+    if not progress:
+        return None
+    lag = Lag()
+    for source in progress["sources"]:
+        end = source.get("endOffset")
+        if isinstance(end, str):
+            end = json.loads(end)
+        described = source.get("description", "")
+        if described.startswith("Kafka"):
+            reached = {(t, int(p)): int(o) for t, parts in end.items() for p, o in parts.items()}
+            for key, position in reached.items():
+                lag.records += max(0, ends.get(key, position) - position)
+                lag.seconds = max(lag.seconds, kafka.seconds_behind(key, position, now))
+        elif match := DELTA_SOURCE.search(described):
+            version = int(end["reservoirVersion"]) if end else -1
+            later = [(r, w) for v, (r, w) in delta.commits(match.group(1)).items() if v > version]
+            lag.records += sum(r for r, _ in later)
+            if later:
+                lag.seconds = max(lag.seconds, wall - min(w for _, w in later))
+    return lag
+
+
+# ---------------------------------------------------------------------------
+# One rate
+
+
+@dataclass
+class RateRun:
+    rate: int
+    samples: list[dict[str, Any]] = field(default_factory=list)
+    produced: dict[str, Any] = field(default_factory=dict)
+
+
+def start_producer(settings: Settings, rate: int, seconds: float, out: Path) -> subprocess.Popen:
+    command = [str(Path(sys.executable).parent / "retailstream"), "--env", settings.env]
+    for item in (
+        f"lake.root={settings.lake.root}",
+        f"kafka.bootstrap_servers={settings.kafka.bootstrap}",
+    ):
+        command += ["--set", item]
+    command += ["produce", "--rate", str(rate), "--duration", f"{seconds:.0f}s", "--quiet"]
+    return subprocess.Popen(
+        command, cwd=PROJECT_HOME, stdout=out.open("w"), stderr=subprocess.STDOUT
+    )
+
+
+def producer_report(log_path: Path) -> dict[str, Any]:
+    """`produce`'s closing line: `published N events in S s (R events/s) ...`."""
+    text = log_path.read_text()
+    match = re.search(r"published (\d+) events in ([\d.]+)s \(([\d,.]+) events/s\)", text)
+    if not match:
+        raise RuntimeError(f"the producer did not finish: {text[-1500:]}")
+    return {
+        "events": int(match.group(1)),
+        "seconds": float(match.group(2)),
+        "rate": float(match.group(3).replace(",", "")),
+    }
+
+
+def run_rate(spark: SparkSession, root: Path, rate: int, plan: Plan) -> RateRun:
+    run = RateRun(rate)
+    with local_broker(root) as broker:
+        settings = bench_settings(root, broker.bootstrap)
+        create_topics(settings.kafka.bootstrap, settings.kafka.topics)
+        tables = build_world(settings.world.seed, settings.world.scale).tables()
+        init_world.write_spec(settings, settings.world.seed, settings.world.scale, tables)
+        pipeline = Pipeline(spark, settings)
+        pipeline.prepare(tables)
+        produce_log = root / "produce.log"
+        producer = start_producer(settings, rate, plan.seconds, produce_log)
+        began, began_wall = time.monotonic(), time.time()
+        kafka = KafkaEnds(
+            settings.kafka.bootstrap, {t: s.partitions for t, s in settings.kafka.topics.items()}
+        )
+        delta = DeltaCommits()
+        supervisor: Supervisor | None = None
+        try:
+            log(f"{rate:,} events/s: producer started, starting the pipeline ...")
+            pipeline.start()
+            supervisor = Supervisor(pipeline)
+            supervisor.start()
+            log(f"  {len(pipeline.queries)} queries after {time.monotonic() - began:.0f} s")
+            by_name = {q.name: q for q in pipeline.queries}
+            for now in _ticks(began, plan.seconds):
+                supervisor.check()
+                if producer.poll() not in (None, 0):
+                    raise RuntimeError(f"the producer failed: {produce_log.read_text()[-1500:]}")
+                ends = kafka.sample(now)
+                wall = time.time()
+                sample: dict[str, Any] = {"t": round(now - began, 1)}
+                for stage, name in STAGES.items():
+                    lag = stage_lag(by_name[name], ends, kafka, delta, now, wall)
+                    if lag is not None:
+                        sample[stage] = {"records": lag.records, "seconds": round(lag.seconds, 1)}
+                run.samples.append(sample)
+                if len(run.samples) % 15 == 0:
+                    log("  " + _describe(sample))
+            producer.wait(timeout=120)
+            run.produced = producer_report(produce_log)
+        finally:
+            if producer.poll() is None:
+                producer.send_signal(signal.SIGINT)
+                producer.wait(timeout=60)
+            if supervisor is not None:
+                supervisor.stop()
+            pipeline.stop()
+            kafka.close()
+        log(f"  stopped after {time.monotonic() - began:.0f} s (began {began_wall:.0f})")
+    return run
+
+
+def _ticks(began: float, seconds: float) -> Iterator[float]:
+    """Every SAMPLE_EVERY_S from `began` until `seconds` have passed (monotonic times)."""
+    tick = began
+    while True:
+        tick += SAMPLE_EVERY_S
+        if tick - began > seconds:
+            return
+        time.sleep(max(0.0, tick - time.monotonic()))
+        yield time.monotonic()
+
+
+def _describe(sample: Mapping[str, Any]) -> str:
+    parts = [f"t={sample['t']:.0f}s"]
+    for stage in STAGES:
+        if stage in sample:
+            parts.append(
+                f"{stage} {sample[stage]['records']:,} rec/{sample[stage]['seconds']:.0f}s"
+            )
+    return " · ".join(parts)
+
+
+# ---------------------------------------------------------------------------
+# Judging and reporting
+
+
+def slope(points: list[tuple[float, float]]) -> float:
+    """Least-squares slope of y over x (0 for fewer than two points)."""
+    if len(points) < 2:
+        return 0.0
+    xs, ys = [x for x, _ in points], [y for _, y in points]
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    var = sum((x - mx) ** 2 for x in xs)
+    return sum((x - mx) * (y - my) for x, y in points) / var if var else 0.0
+
+
+def judge(run: RateRun, plan: Plan) -> list[dict[str, Any]]:
+    """One row per stage: lag at the end, its growth over the window, and the verdict."""
+    end = run.samples[-1]["t"] if run.samples else 0.0
+    tail = [s for s in run.samples if s["t"] >= end - plan.window_s]
+    rows = []
+    for stage in STAGES:
+        points = [(s["t"], s[stage]["seconds"]) for s in tail if stage in s]
+        records = [(s["t"], s[stage]["records"]) for s in tail if stage in s]
+        growth = slope(points) * plan.window_s
+        # A stage that never finished a batch in the window is infinitely behind.
+        keeps_up = bool(points) and growth < KEEPS_UP_S
+        rows.append(
+            {
+                "rate": run.rate,
+                "stage": stage,
+                "produced_rate": run.produced.get("rate"),
+                "lag_records": records[-1][1] if records else None,
+                "lag_s": points[-1][1] if points else None,
+                "max_lag_s": max((y for _, y in points), default=None),
+                "growth_s": round(growth, 1) if points else None,
+                "records_per_s": round(slope(records), 1) if records else None,
+                "keeps_up": "yes" if keeps_up else "no",
+            }
+        )
+    return rows
+
+
+def main() -> int:
+    args = parse_args(__doc__)
+    plan = QUICK if args.quick else FULL
+    signal.signal(signal.SIGTERM, lambda signum, _: sys.exit(128 + signum))
+    runs: list[RateRun] = []
+    with tempfile.TemporaryDirectory(prefix="bench-sustained-") as tmp:
+        base = Path(tmp)
+        spark = build_spark(bench_settings(base / "session", "127.0.0.1:1"))
+        try:
+            for rate in plan.rates:
+                runs.append(run_rate(spark, base / f"rate-{rate}", rate, plan))
+        finally:
+            spark.stop()
+    rows = [row for run in runs for row in judge(run, plan)]
+    kept = [
+        r for r in plan.rates if all(row["keeps_up"] == "yes" for row in rows if row["rate"] == r)
+    ]
+    highest = max(kept, default=None)
+    notes = [
+        "Highest rate at which every stage keeps up: "
+        + (f"**{highest:,} events/s**." if highest else "**none of the rates tried**.")
+        + " Target: 20,000 events/s."
+    ]
+    publish_tables(
+        "sustained",
+        "Sustained load (`bench/bench_sustained.py`)",
+        __doc__.split("\n\n")[1].replace("\n", " ") if __doc__ else "",
+        [
+            Table(
+                f"Each stage's lag at the end of {plan.seconds / 60:.0f} minutes at a fixed "
+                f"rate, and its growth over the last {plan.window_s:.0f} s (keeps up: grows "
+                f"< {KEEPS_UP_S:.0f} s); the producer's achieved rate is the baseline",
+                [
+                    Column("rate", "offered events/s"),
+                    Column("produced_rate", "produced events/s", ",.0f"),
+                    Column("stage", "stage"),
+                    Column("lag_records", "lag records"),
+                    Column("lag_s", "lag s", ",.1f"),
+                    Column("max_lag_s", f"max lag s (last {plan.window_s:.0f} s)", ",.1f"),
+                    Column("growth_s", f"growth s / {plan.window_s:.0f} s", ",.1f"),
+                    Column("keeps_up", "keeps up"),
+                ],
+                rows,
+            )
+        ],
+        {"rates": "/".join(str(r) for r in plan.rates), "seconds_per_rate": plan.seconds},
+        args.quick,
+        notes,
+        extra={
+            "series": {
+                f"{run.rate:,} events/s": {
+                    stage: [[s["t"], s[stage]["seconds"]] for s in run.samples if stage in s]
+                    for stage in STAGES
+                }
+                for run in runs
+            },
+            "series_unit": "lag behind Kafka, s",
+            "samples": {str(run.rate): run.samples for run in runs},
+            "produced": {str(run.rate): run.produced for run in runs},
+        },
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
