@@ -9,10 +9,7 @@ Measured alternately in one run, each on the same number of events:
   sent to a throwaway local broker with the project's idempotent producer and
   flushed: how fast Kafka takes them with no generator in front;
 - generate + produce: `publish()`, what `retailstream produce` does flat out
-  (generation in a child process a few batches ahead, produce, ground truth
-  written as Parquet);
-- the same in one process: `publish(ahead=False)`, generation and produce
-  taking turns (how `produce` ran before the child process).
+  (generation, produce, ground truth written as Parquet).
 
 A ratio above 1 for `generate` means the simulation outruns the producer.
 
@@ -46,7 +43,6 @@ SIM_SECONDS_PER_EVENT = 1.0
 GENERATE = "generate (next_batch)"
 PRODUCE_ONLY = "Kafka produce only (pre-generated)"
 PUBLISH = "generate + produce (publish)"
-PUBLISH_INLINE = "generate + produce in one process"
 
 
 def new_generator(world: World, settings: Settings) -> EventGenerator:
@@ -108,17 +104,14 @@ def main() -> int:
             shutil.rmtree(tmp / "truth", ignore_errors=True)
             truth = TruthWriter(tmp / "truth")
 
-        def run_publish(ahead: bool) -> int:
+        def run_publish() -> int:
             client = producer(settings.kafka.bootstrap)
-            return publish(
-                generator, client, truth, None, events, None, batch_size, ahead=ahead
-            ).events
+            return publish(generator, client, truth, None, events, None, batch_size).events
 
         cases = [
             Case(GENERATE, lambda: len(generate(generator, events, batch_size)), fresh_generator),
             Case(PRODUCE_ONLY, lambda: produce_all(settings.kafka.bootstrap, pregenerated)),
-            Case(PUBLISH, lambda: run_publish(True), fresh_generator_and_truth),
-            Case(PUBLISH_INLINE, lambda: run_publish(False), fresh_generator_and_truth),
+            Case(PUBLISH, run_publish, fresh_generator_and_truth),
         ]
         print(f"{events:,} events per repetition, {warmup} warm-up + {repetitions} rounds")
         results = run_alternating(cases, repetitions, warmup)
@@ -132,9 +125,7 @@ def main() -> int:
     notes = [
         f"Generation alone runs at **{generate_rate / results[PRODUCE_ONLY].median_rate:.2f}×** "
         f"the producer's pace; `publish()` reaches "
-        f"**{results[PUBLISH].median_rate / generate_rate:.2f}×** of generation alone "
-        f"(**{results[PUBLISH].median_rate / results[PUBLISH_INLINE].median_rate:.2f}×** "
-        "the same in one process). Record "
+        f"**{results[PUBLISH].median_rate / generate_rate:.2f}×** of generation alone. Record "
         f"values average {mean_value_bytes:.0f} bytes, so generation emits about "
         f"{generate_rate * mean_value_bytes / 2**20:.0f} MiB/s of JSON. One run's ground "
         f"truth: {sum(truth_files.values())} Parquet files "

@@ -35,7 +35,6 @@ from retailstream.kafka.clients import producer, require_broker
 from retailstream.kafka.publish import PublishReport, publish
 from retailstream.kafka.topics import create_topics
 from retailstream.world import DefectRates, EventGenerator
-from retailstream.world.simtime import wall_clock
 
 
 def defect_rates(share: float) -> DefectRates:
@@ -76,7 +75,7 @@ def produce(
         start = datetime.fromisoformat(args.start).astimezone(UTC)
         clock = None
     else:
-        start, clock = datetime.now(UTC), wall_clock
+        start, clock = datetime.now(UTC), (lambda: datetime.now(UTC))
     root, spec = settings.lake.root, world_spec(settings)
     if getattr(args, "new_world", False):
         world_state.forget(root)

@@ -1,8 +1,7 @@
 """Publishing generated events to Kafka at a steady rate, with their ground truth.
 
-The generator hands out batches of records (flat out, from a child process
-that runs ahead: `batch_sources`); this loop produces them with an idempotent
-producer, paces itself to the requested rate, and keeps each batch's ground
+The generator hands out batches of records; this loop produces them with an
+idempotent producer, paces itself to the requested rate, and keeps each batch's ground
 truth until the records it describes are acknowledged, so that defect rows can
 carry the Kafka partition and offset of their record. Ground truth is written
 in few large files: one per table per minute of producing, or per million rows,
@@ -22,13 +21,7 @@ from confluent_kafka import KafkaError, Message, Producer
 
 from retailstream.errors import UserError
 from retailstream.io.truth import TruthWriter
-from retailstream.kafka.batch_sources import (
-    BatchesAhead,
-    InlineBatches,
-    WireBatch,
-    can_run_ahead,
-)
-from retailstream.world import EventGenerator, truth_frame
+from retailstream.world import TRUTH_SCHEMAS, EventBatch, EventGenerator, truth_frame
 
 # Acknowledged batches' ground truth is collected this often (seconds), and at the end.
 TRUTH_FLUSH_S = 5.0
@@ -36,9 +29,6 @@ TRUTH_FLUSH_S = 5.0
 # oldest row waited this long (and at the end): few large files, still readable mid-run.
 TRUTH_ROWS_PER_FILE = 1_000_000
 TRUTH_FILE_S = 60.0
-# Flat out, the generator runs in a child process from this many events on: below,
-# starting the child (about a second) costs more than it saves.
-AHEAD_MIN_EVENTS = 200_000
 
 
 @dataclass
@@ -104,11 +94,12 @@ class _TruthBuffer:
         self.rows: dict[str, list[dict]] = {}
         self.since: dict[str, float] = {}
 
-    def add(self, batch: WireBatch, located: dict[int, tuple[int, int]]) -> None:
-        for row in batch.truth["defects"]:
+    def add(self, batch: EventBatch, located: dict[int, tuple[int, int]]) -> None:
+        for row in batch.defects:
             row["partition"], row["offset"] = located.get(int(row["record_seq"]), (-1, -1))
         now = time.monotonic()
-        for table, rows in batch.truth.items():
+        for table in TRUTH_SCHEMAS:
+            rows = getattr(batch, table)
             if rows:
                 self.rows.setdefault(table, []).extend(rows)
                 self.since.setdefault(table, now)
@@ -141,18 +132,12 @@ def publish(
     on_progress: Callable[[int], None] = lambda n: None,
     stop: Callable[[], bool] = lambda: False,
     simulated_timestamps: bool = False,
-    ahead: bool | None = None,
 ) -> PublishReport:
     """Produce events until `max_events`, `max_seconds` or `stop()`, at `rate` events/s (None: flat out).
 
     `simulated_timestamps`: give each record its emission time on the simulated
     clock as Kafka timestamp, as if it had been published then (a backfill of
     past days); otherwise Kafka stamps it now.
-
-    `ahead`: generate in a child process while producing here; by default when
-    producing flat out at least AHEAD_MIN_EVENTS events (or for a duration).
-    A stop then also produces the few batches already generated. `generator`
-    ends in the state after the last record produced either way.
 
     Returns what was published. On Ctrl-C everything generated so far is
     still flushed to Kafka and its ground truth written, then the interrupt
@@ -162,17 +147,12 @@ def publish(
         raise UserError("say how much to produce: --events N or --duration D")
     report = PublishReport()
     deliveries = _DeliveryTracker()
-    pending: list[WireBatch] = []
+    pending: list[EventBatch] = []
     truth_rows = _TruthBuffer(truth)
     started = time.monotonic()
     last_truth = started
     if rate is not None:
         batch_size = max(1, min(batch_size, int(rate / 20) or 1))
-    if ahead is None:
-        ahead = rate is None and (max_events is None or max_events >= AHEAD_MIN_EVENTS)
-    source = (
-        BatchesAhead(generator) if ahead and can_run_ahead(generator) else InlineBatches(generator)
-    )
 
     def flush_truth(final: bool) -> None:
         remaining = client.flush(60 if final else 0)
@@ -182,9 +162,9 @@ def publish(
             raise UserError(
                 f"Kafka refused {len(deliveries.failed)} records, the first: {deliveries.failed[0]}"
             )
-        kept: list[WireBatch] = []
+        kept: list[EventBatch] = []
         for batch in pending:
-            seqs = [row["record_seq"] for row in batch.truth["defects"]]
+            seqs = [row["record_seq"] for row in batch.defects]
             if not final and any(s not in deliveries.located for s in seqs):
                 kept.append(batch)
             else:
@@ -192,63 +172,44 @@ def publish(
         pending[:] = kept
         truth_rows.write(final)
 
-    def send(batch: WireBatch) -> None:
-        """Produce one batch; the hot loop of a flat-out run."""
-        defect_at = {row["record_index"]: row["record_seq"] for row in batch.truth["defects"]}
+    def send(batch: EventBatch) -> None:
+        """Produce one batch: the hot loop of a flat-out run, so no wrapper per record."""
+        defect_at = {row["record_index"]: row["record_seq"] for row in batch.defects}
         produce, check = client.produce, deliveries.check
-        stamps = batch.emit_times_ms if simulated_timestamps else [0] * len(batch)  # 0: Kafka's now
-        records = zip(batch.topics, batch.keys, batch.values, stamps, strict=True)
-        for index, (topic, key, value, stamp) in enumerate(records):
+        records = batch.records
+        stamps = batch.emit_times_ms if simulated_timestamps else [0] * len(records)  # 0: now
+        for index, ((topic, key, value), stamp) in enumerate(zip(records, stamps, strict=True)):
             on_delivery = deliveries.callback(defect_at[index]) if index in defect_at else check
             try:
                 produce(topic, value, key, on_delivery=on_delivery, timestamp=stamp)
             except BufferError:
                 _produce(client, topic, key, value, on_delivery=on_delivery, timestamp=stamp)
-        for topic, count in Counter(batch.topics).items():
+        for topic, count in Counter(r.topic for r in records).items():
             report.per_topic[topic] = report.per_topic.get(topic, 0) + count
-        report.events += len(batch)
+        report.events += len(records)
         pending.append(batch)
         client.poll(0)
-        on_progress(len(batch))
+        on_progress(len(records))
 
-    def run() -> None:
-        nonlocal last_truth
-        asked = 0
+    try:
         while True:
             elapsed = time.monotonic() - started
             if (max_seconds is not None and elapsed >= max_seconds) or stop():
-                return
-            # Keep the source's batches coming, never asking past max_events.
-            while source.in_flight < source.depth:
-                want = batch_size if max_events is None else min(batch_size, max_events - asked)
+                break
+            want = batch_size
+            if max_events is not None:
+                want = min(want, max_events - report.events)
                 if want <= 0:
                     break
-                source.ask(want)
-                asked += want
-            if not source.in_flight:
-                return
-            send(source.take())
+            send(generator.next_batch(want))
             now = time.monotonic()
             if now - last_truth >= TRUTH_FLUSH_S:
                 flush_truth(final=False)
                 last_truth = now
             if rate is not None:
-                ahead_s = report.events / rate - (now - started)
-                if ahead_s > 0:
-                    time.sleep(ahead_s)
-
-    try:
-        try:
-            run()
-        except KeyboardInterrupt:
-            for batch in source.close():  # made already: produced, so Kafka matches the world
-                send(batch)
-            raise
-        except BaseException:
-            source.abandon()
-            raise
-        for batch in source.close():
-            send(batch)
+                ahead = report.events / rate - (now - started)
+                if ahead > 0:
+                    time.sleep(ahead)
     finally:
         flush_truth(final=True)
         report.seconds = time.monotonic() - started

@@ -229,13 +229,6 @@ class EventGenerator:
             self._u = to_operational(t)
             self._floor = t
 
-    def adopt(self, other: EventGenerator) -> None:
-        """Take over the state of a copy of this generator that ran on elsewhere (in a
-        child process), keeping this one's clock, which the copy could not carry."""
-        clock = self._clock
-        self.__dict__.update(other.__dict__)
-        self._clock = clock
-
     def __getstate__(self) -> dict:
         # The clock is a live callable of the process that ran it: not part of the world.
         state = self.__dict__.copy()

@@ -55,12 +55,6 @@ _UTC_OFFSET_HOURS = 1
 WEEK_ORIGIN = 4 * DAY - _UTC_OFFSET_HOURS * HOUR
 
 
-def wall_clock() -> datetime:
-    """Now, in UTC: the live clock of a generator (a module-level function, so that a
-    generator running in a child process can take it along)."""
-    return datetime.now(UTC)
-
-
 def _build_week_curve() -> tuple[np.ndarray, np.ndarray]:
     intensity = (_WEEKDAY[:, None] * _HOURLY[None, :]).ravel()
     intensity = intensity / intensity.mean()
