@@ -14,9 +14,9 @@ For each background rate (full: 5k, 10k, 20k, 50k events/s, 6 minutes each;
     the stage's last finished batch reached (its progress), summed over the
     partitions of its topics; in seconds: how long ago Kafka's end stood where
     the stage stands now (from the samples of Kafka's end, 2 s resolution);
-  - Delta-fed stages (refine, gold): the rows of the source commits after the
-    version the stage's last finished batch reached; in seconds: the age of the
-    oldest of those commits.
+  - Delta-fed stages (refine, gold): the rows of the source commits from the
+    version the stage's last finished batch will read next; in seconds: the age
+    of the oldest of those commits.
 
 A stage keeps up at a rate when its lag in seconds grows by less than
 `KEEPS_UP_S` over the last 3 minutes (least-squares slope times 180 s). The
@@ -37,7 +37,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -177,8 +177,10 @@ def stage_lag(
                 lag.records += max(0, ends.get(key, position) - position)
                 lag.seconds = max(lag.seconds, kafka.seconds_behind(key, position, now))
         elif match := DELTA_SOURCE.search(described):
-            version = int(end["reservoirVersion"]) if end else -1
-            later = [(r, w) for v, (r, w) in delta.commits(match.group(1)).items() if v > version]
+            # Next to read: `reservoirVersion` from its first file (index -1), or past
+            # file `index` of it (the rest of that version counted as read).
+            first = 0 if not end else int(end["reservoirVersion"]) + (end["index"] != -1)
+            later = [(r, w) for v, (r, w) in delta.commits(match.group(1)).items() if v >= first]
             lag.records += sum(r for r, _ in later)
             if later:
                 lag.seconds = max(lag.seconds, wall - min(w for _, w in later))
@@ -194,6 +196,7 @@ class RateRun:
     rate: int
     samples: list[dict[str, Any]] = field(default_factory=list)
     produced: dict[str, Any] = field(default_factory=dict)
+    failure: str | None = None  # the first line of what stopped the run, if anything did
 
 
 def start_producer(settings: Settings, rate: int, seconds: float, out: Path) -> subprocess.Popen:
@@ -262,6 +265,12 @@ def run_rate(spark: SparkSession, root: Path, rate: int, plan: Plan) -> RateRun:
                     log("  " + _describe(sample))
             producer.wait(timeout=120)
             run.produced = producer_report(produce_log)
+        except RuntimeError as failed:  # a failed stage does not keep up: reported, not fatal
+            run.failure = str(failed).splitlines()[0][:300]
+            log(f"  FAILED: {run.failure}")
+            for query in pipeline.queries:
+                if query.exception() is not None:
+                    log(f"  {query.name}: {str(query.exception())[:6000]}")
         finally:
             if producer.poll() is None:
                 producer.send_signal(signal.SIGINT)
@@ -318,8 +327,9 @@ def judge(run: RateRun, plan: Plan) -> list[dict[str, Any]]:
         points = [(s["t"], s[stage]["seconds"]) for s in tail if stage in s]
         records = [(s["t"], s[stage]["records"]) for s in tail if stage in s]
         growth = slope(points) * plan.window_s
-        # A stage that never finished a batch in the window is infinitely behind.
-        keeps_up = bool(points) and growth < KEEPS_UP_S
+        # A stage that never finished a batch in the window is infinitely behind, and a
+        # run that failed kept nothing up.
+        keeps_up = bool(points) and growth < KEEPS_UP_S and run.failure is None
         rows.append(
             {
                 "rate": run.rate,
@@ -330,15 +340,23 @@ def judge(run: RateRun, plan: Plan) -> list[dict[str, Any]]:
                 "max_lag_s": max((y for _, y in points), default=None),
                 "growth_s": round(growth, 1) if points else None,
                 "records_per_s": round(slope(records), 1) if records else None,
-                "keeps_up": "yes" if keeps_up else "no",
+                "keeps_up": "yes" if keeps_up else ("no (run failed)" if run.failure else "no"),
+                "failure": run.failure,
             }
         )
     return rows
 
 
 def main() -> int:
-    args = parse_args(__doc__)
+    args = parse_args(
+        __doc__,
+        add_flags=lambda parser: parser.add_argument(
+            "--rates", type=int, nargs="+", help="events/s to run at (default: the plan's)"
+        ),
+    )
     plan = QUICK if args.quick else FULL
+    if args.rates:
+        plan = replace(plan, rates=tuple(args.rates))
     signal.signal(signal.SIGTERM, lambda signum, _: sys.exit(128 + signum))
     runs: list[RateRun] = []
     with tempfile.TemporaryDirectory(prefix="bench-sustained-") as tmp:

@@ -321,8 +321,13 @@ def machine_section(info: dict[str, Any], name: str, when: datetime) -> str:
 # Command line
 
 
-def parse_args(doc: str | None, argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """The flags every benchmark takes: --quick, --repetitions, --warmup."""
+def parse_args(
+    doc: str | None,
+    argv: Sequence[str] | None = None,
+    add_flags: Callable[[argparse.ArgumentParser], Any] | None = None,
+) -> argparse.Namespace:
+    """The flags every benchmark takes: --quick, --repetitions, --warmup (and its own:
+    `add_flags`)."""
     parser = argparse.ArgumentParser(
         description=(doc or "").split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
     )
@@ -331,6 +336,8 @@ def parse_args(doc: str | None, argv: Sequence[str] | None = None) -> argparse.N
     )
     parser.add_argument("--repetitions", type=int, help="timed rounds (default: the benchmark's)")
     parser.add_argument("--warmup", type=int, help="untimed rounds first (default: 1)")
+    if add_flags is not None:
+        add_flags(parser)
     return parser.parse_args(argv)
 
 

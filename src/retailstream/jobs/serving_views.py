@@ -56,7 +56,6 @@ from retailstream.views.serving import apply_facts, seed_inventory
 from retailstream.views.store import SqliteStore, open_store
 
 QUERY_NAME = "serving_views"
-IN_MEMORY_STATE = "org.apache.spark.sql.execution.streaming.state.HDFSBackedStateStoreProvider"
 # How a topic's parsed records are deduplicated: a streaming operator, or in batch.
 Deduplication = Callable[[DataFrame], DataFrame]
 # The products, stores and customers the API checks commands and lookups against.
@@ -190,16 +189,18 @@ class ServingPath:
             lambda topic: read_kafka_stream(self.spark, kafka, [topic]).transform(to_bronze),
             lambda parsed: drop_duplicate_events(parsed, delay, ("_dedup_key",)),
         )
-        # The deduplication state is small and read on every batch: kept in memory
-        # (HDFS-backed provider: a delta file per commit) and in few partitions,
-        # each a state store commit per batch. Late is judged against the newest
-        # Kafka time of any topic, as refine judges it, so a quiet topic cannot
-        # hold back every topic's state eviction. All three are fixed by the first run.
+        # The deduplication state holds every event id of `refine.watermark_delay`:
+        # at 10,000 events/s that is millions of ids, so it lives in RocksDB (the
+        # session's provider) and not on the driver's heap, where the in-memory
+        # provider's copies per version ended the JVM after 6 minutes at that rate.
+        # Few partitions: each is a state store commit per batch. Late is judged
+        # against the newest Kafka time of any topic, as refine judges it, so a quiet
+        # topic cannot hold back every topic's state eviction. Both are fixed by the
+        # first run (a checkpoint keeps the provider it was started with).
         with sql_conf(
             self.spark,
             {
                 "spark.sql.shuffle.partitions": str(self.settings.serving.state_partitions),
-                "spark.sql.streaming.stateStore.providerClass": IN_MEMORY_STATE,
                 "spark.sql.streaming.multipleWatermarkPolicy": "max",
             },
         ):
