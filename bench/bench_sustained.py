@@ -197,6 +197,16 @@ class RateRun:
     samples: list[dict[str, Any]] = field(default_factory=list)
     produced: dict[str, Any] = field(default_factory=dict)
     failure: str | None = None  # the first line of what stopped the run, if anything did
+    jvm_alive: bool = True
+
+
+def jvm_alive(spark: SparkSession) -> bool:
+    """Whether the driver's JVM still answers (under memory pressure it can die)."""
+    try:
+        spark.sparkContext._jsc.sc().isStopped()  # noqa: SLF001 - a cheap Py4J round trip
+    except Exception:  # noqa: BLE001 - any failure to answer means it is gone
+        return False
+    return True
 
 
 def start_producer(settings: Settings, rate: int, seconds: float, out: Path) -> subprocess.Popen:
@@ -268,19 +278,30 @@ def run_rate(spark: SparkSession, root: Path, rate: int, plan: Plan) -> RateRun:
         except RuntimeError as failed:  # a failed stage does not keep up: reported, not fatal
             run.failure = str(failed).splitlines()[0][:300]
             log(f"  FAILED: {run.failure}")
-            for query in pipeline.queries:
-                if query.exception() is not None:
-                    log(f"  {query.name}: {str(query.exception())[:6000]}")
+            run.jvm_alive = jvm_alive(spark)
+            if run.jvm_alive:
+                for query in pipeline.queries:
+                    if query.exception() is not None:
+                        log(f"  {query.name}: {str(query.exception())[:6000]}")
         finally:
             if producer.poll() is None:
                 producer.send_signal(signal.SIGINT)
                 producer.wait(timeout=60)
             if supervisor is not None:
                 supervisor.stop()
-            pipeline.stop()
+            if run.jvm_alive:
+                pipeline.stop()
             kafka.close()
         log(f"  stopped after {time.monotonic() - began:.0f} s (began {began_wall:.0f})")
     return run
+
+
+def _last_errors(driver_log: Path | None, lines: int = 15) -> str:
+    if driver_log is None or not Path(driver_log).exists():
+        return "  (no driver log)"
+    text = Path(driver_log).read_text(errors="replace").splitlines()
+    errors = [line for line in text if "Error" in line or "Exception" in line]
+    return "\n".join(f"  {line[:300]}" for line in errors[-lines:]) or "  (no errors logged)"
 
 
 def _ticks(began: float, seconds: float) -> Iterator[float]:
@@ -361,12 +382,20 @@ def main() -> int:
     runs: list[RateRun] = []
     with tempfile.TemporaryDirectory(prefix="bench-sustained-") as tmp:
         base = Path(tmp)
-        spark = build_spark(bench_settings(base / "session", "127.0.0.1:1"))
+        session = bench_settings(base / "session", "127.0.0.1:1")
+        spark = build_spark(session)
         try:
             for rate in plan.rates:
                 runs.append(run_rate(spark, base / f"rate-{rate}", rate, plan))
+                if not runs[-1].jvm_alive:
+                    log(f"the driver's JVM died at {rate:,} events/s; its log's last errors:")
+                    log(_last_errors(session.spark.driver_log))
+                    skipped = [r for r in plan.rates if r > rate]
+                    log(f"  not run: {', '.join(f'{r:,}' for r in skipped) or 'none'}")
+                    break
         finally:
-            spark.stop()
+            if jvm_alive(spark):
+                spark.stop()
     rows = [row for run in runs for row in judge(run, plan)]
     kept = [
         r for r in plan.rates if all(row["keeps_up"] == "yes" for row in rows if row["rate"] == r)
@@ -377,6 +406,12 @@ def main() -> int:
         + (f"**{highest:,} events/s**." if highest else "**none of the rates tried**.")
         + " Target: 20,000 events/s."
     ]
+    not_run = [r for r in plan.rates if r not in {run.rate for run in runs}]
+    if not_run:
+        notes.append(
+            f"Not run: {', '.join(f'{r:,}' for r in not_run)} events/s (the driver's JVM died "
+            "at the rate before)."
+        )
     publish_tables(
         "sustained",
         "Sustained load (`bench/bench_sustained.py`)",

@@ -14,7 +14,6 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from operator import itemgetter
 from typing import Any
 
 import pandas as pd
@@ -185,7 +184,7 @@ def publish(
                 produce(topic, value, key, on_delivery=on_delivery, timestamp=stamp)
             except BufferError:
                 _produce(client, topic, key, value, on_delivery=on_delivery, timestamp=stamp)
-        for topic, count in Counter(map(itemgetter(0), records)).items():  # counted in C
+        for topic, count in Counter(r.topic for r in records).items():
             report.per_topic[topic] = report.per_topic.get(topic, 0) + count
         report.events += len(records)
         pending.append(batch)
