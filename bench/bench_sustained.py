@@ -397,9 +397,8 @@ def main() -> int:
             if jvm_alive(spark):
                 spark.stop()
     rows = [row for run in runs for row in judge(run, plan)]
-    kept = [
-        r for r in plan.rates if all(row["keeps_up"] == "yes" for row in rows if row["rate"] == r)
-    ]
+    # Only rates that ran: a rate never run (after the JVM died) kept nothing up.
+    kept = [run.rate for run in runs if all(r["keeps_up"] == "yes" for r in judge(run, plan))]
     highest = max(kept, default=None)
     notes = [
         "Highest rate at which every stage keeps up: "

@@ -3,7 +3,8 @@
 What a perfect model would know (true delay probabilities, true tastes) and
 which records were made defective on purpose. Written by `retailstream
 produce` as Parquet files under `<lake>/ground_truth/<table>/`, one file per
-flush, so producing needs no JVM; Spark reads each folder as one table.
+`append` (`publish` appends a minute's or a million rows' worth per table), so
+producing needs no JVM; Spark and pandas read each folder as one table.
 """
 
 from __future__ import annotations
