@@ -54,6 +54,20 @@ def _spark_interval(value: str) -> str:
 
 Interval = Annotated[str, AfterValidator(_spark_interval)]
 
+_UNIT_MS = {
+    "millisecond": 1,
+    "second": 1_000,
+    "minute": 60_000,
+    "hour": 3_600_000,
+    "day": 86_400_000,
+}
+
+
+def interval_ms(value: str) -> int:
+    """An `Interval` ("5 seconds") in milliseconds."""
+    count, unit = _spark_interval(value).split()
+    return int(count) * _UNIT_MS[unit.rstrip("s")]
+
 
 class LakeSettings(_Frozen):
     """Where the Delta tables and every query's checkpoint live."""
@@ -193,8 +207,6 @@ class ServingSettings(_Frozen):
 
     # "0 seconds": the next micro-batch starts as soon as one ends (freshness first).
     trigger_interval: Interval = "0 seconds"
-    # Partitions of the deduplication state, fixed by the query's first run.
-    state_partitions: int = Field(1, ge=1)
     # Records per topic per micro-batch at most: a restart or a first run catches
     # up in batches of bounded cost instead of one batch of the whole backlog.
     max_offsets_per_trigger: int = Field(20_000, ge=1)

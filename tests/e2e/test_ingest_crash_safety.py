@@ -63,9 +63,11 @@ def _start(job: str, overrides: list[str], log: Path) -> subprocess.Popen[bytes]
 class Job:
     """One restartable `retailstream run JOB` process and its checkpoint's commits."""
 
-    def __init__(self, job: str, query: str, lake: Path, overrides: list[str], log: Path) -> None:
+    def __init__(
+        self, job: str, checkpoint: str, lake: Path, overrides: list[str], log: Path
+    ) -> None:
         self.job, self.overrides, self.log = job, overrides, log
-        self.commits_dir = lake / "_checkpoints" / query / "commits"
+        self.commits_dir = lake / "_checkpoints" / checkpoint / "commits"
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -161,7 +163,7 @@ def test_bronze_and_the_serving_views_hold_every_record_once_after_kills_and_a_b
     )  # fmt: skip
     rng = random.Random(20261128)
     ingest = Job("ingest", ingest_events.QUERY_NAME, lake, overrides, tmp_path / "ingest.log")
-    serving = Job("serving", serving_views.QUERY_NAME, lake, overrides, tmp_path / "serving.log")
+    serving = Job("serving", serving_views.CHECKPOINT, lake, overrides, tmp_path / "serving.log")
     try:
         producing.start()
         ingest.start()

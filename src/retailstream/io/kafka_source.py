@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from pyspark.sql import DataFrame, SparkSession
 
 from retailstream.config import KafkaSettings
+
+EARLIEST = -2  # Spark's offset for "the earliest" in a startingOffsets JSON
 
 
 def topics_pattern(topics: Sequence[str]) -> str:
@@ -21,9 +24,15 @@ def topics_pattern(topics: Sequence[str]) -> str:
 
 
 def kafka_source_options(
-    kafka: KafkaSettings, topics: Sequence[str], fail_on_data_loss: bool = True
+    kafka: KafkaSettings,
+    topics: Sequence[str],
+    fail_on_data_loss: bool = True,
+    starting_offsets: str = "earliest",
 ) -> dict[str, str]:
     """Options shared by the streaming and the batch read of `topics`.
+
+    `starting_offsets`: where a query without a checkpoint starts ("earliest",
+    or Spark's JSON of offsets per topic and partition, as `starting_after` gives).
 
     `failOnDataLoss` is true unless the caller decided otherwise: offsets
     deleted by retention before they were read must stop the query, not be
@@ -32,7 +41,7 @@ def kafka_source_options(
     options = {
         "kafka.bootstrap.servers": kafka.bootstrap,
         "subscribePattern": topics_pattern(topics),
-        "startingOffsets": "earliest",
+        "startingOffsets": starting_offsets,
         "failOnDataLoss": str(fail_on_data_loss).lower(),
         "includeHeaders": "false",
         # The consumer's default 500 ms wait for a partition with nothing more to
@@ -47,11 +56,32 @@ def kafka_source_options(
 
 
 def read_kafka_stream(
-    spark: SparkSession, kafka: KafkaSettings, topics: Sequence[str], fail_on_data_loss: bool = True
+    spark: SparkSession,
+    kafka: KafkaSettings,
+    topics: Sequence[str],
+    fail_on_data_loss: bool = True,
+    starting_offsets: str = "earliest",
 ) -> DataFrame:
     """An unbounded DataFrame of Kafka records (key, value, topic, partition, offset, timestamp...)."""
-    options = kafka_source_options(kafka, topics, fail_on_data_loss)
+    options = kafka_source_options(kafka, topics, fail_on_data_loss, starting_offsets)
     return spark.readStream.format("kafka").options(**options).load()
+
+
+def starting_after(
+    applied: Mapping[str, Mapping[int, int]], partitions: Mapping[str, Sequence[int]]
+) -> str:
+    """Spark's `startingOffsets` for a query that resumes after the `applied` offsets
+    (per topic and partition): the next offset of each partition, the earliest
+    where none was applied. Spark wants every partition of the topics named."""
+    if not any(applied.get(topic) for topic in partitions):
+        return "earliest"
+    starts = {
+        topic: {
+            str(p): applied[topic][p] + 1 if p in applied.get(topic, {}) else EARLIEST for p in ids
+        }
+        for topic, ids in partitions.items()
+    }
+    return json.dumps(starts, sort_keys=True)
 
 
 def read_kafka_batch(spark: SparkSession, kafka: KafkaSettings, topics: Sequence[str]) -> DataFrame:

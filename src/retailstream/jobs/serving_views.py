@@ -6,14 +6,16 @@ reference tables of `world init`; the expectation suites.
 Writes: the serving store (`views.sqlite_path`): per micro-batch, in one
 transaction, the rows of item_ratings, sales_by_region, trending_items and
 inventory_positions that the batch touched, and the Kafka offsets each view
-has applied. Checkpoint `<lake>/_checkpoints/serving_views` (offsets and the
-deduplication state).
+has applied. Checkpoint `<lake>/_checkpoints/serving_views_v2` (the Kafka offsets
+of each batch).
 
-Each record is parsed, checked against its suite and deduplicated by event
-id with the code refine uses (`transforms.parse`, `quality.verdicts`), so an
-event that refine quarantines never counts in a view. A micro-batch reads
-only its own records and folds their facts into the rows they touch
-(`views.serving`): its cost does not grow with history.
+Each record is parsed and checked against its suite with the code refine
+uses (`transforms.parse`, `quality.verdicts`), so an event that refine
+quarantines never counts in a view. The query itself keeps no state: each
+batch is deduplicated by event id in the store's transaction, against the
+ids the store has seen, by refine's rule (`StoreBatch.first_records`). A
+micro-batch reads only its own records and folds their facts into the rows
+they touch (`views.serving`): its cost does not grow with history.
 
 `views rebuild` is the second, independent computation: it folds the bronze
 event store, in Kafka offset order, through the same folds into a fresh store.
@@ -34,28 +36,32 @@ from pyspark.sql import DataFrame, Row, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
-from retailstream.config import Settings
+from retailstream.config import Settings, interval_ms
 from retailstream.errors import UserError
 from retailstream.io.delta import StreamTrigger, foreach_batch_stream, has_commits, read_table
-from retailstream.io.kafka_source import read_kafka_stream
+from retailstream.io.kafka_source import read_kafka_stream, starting_after
 from retailstream.jobs.ingest_events import BRONZE_TABLE
 from retailstream.jobs.interrupts import await_queries
 from retailstream.jobs.launcher import available_now_flag, launch
 from retailstream.jobs.refine_events import REFERENCE_TABLES, known_values, load_references
 from retailstream.kafka.clients import require_broker
+from retailstream.kafka.topics import topic_partitions
 from retailstream.quality.expectations import KnownValues
 from retailstream.quality.suites import load_suites
 from retailstream.quality.verdicts import mark_events
 from retailstream.schemas import CONTRACTS_BY_TABLE
-from retailstream.session import sql_conf
 from retailstream.transforms.bronze import to_bronze
-from retailstream.transforms.parse import drop_duplicate_events, parse_events
+from retailstream.transforms.parse import parse_events
 from retailstream.views.facts import SEEN, VIEW_SOURCES, facts_of, sources_of
 from retailstream.views.folds import Catalogue
-from retailstream.views.serving import apply_facts, seed_inventory
+from retailstream.views.serving import apply_facts, seed_inventory, view_topics
 from retailstream.views.store import SqliteStore, open_store
 
 QUERY_NAME = "serving_views"
+# The query's checkpoint. Its first version kept the deduplication state, which
+# Spark will not resume without (a stateful operator removed); a new checkpoint
+# starts where the store's positions say, so nothing is read twice or skipped.
+CHECKPOINT = "serving_views_v2"
 # How a topic's parsed records are deduplicated: a streaming operator, or in batch.
 Deduplication = Callable[[DataFrame], DataFrame]
 # The products, stores and customers the API checks commands and lookups against.
@@ -164,53 +170,75 @@ class ServingPath:
             facts = facts.unionByName(part)
         return facts
 
-    def fold(self, facts: Iterable[Mapping]) -> dict[str, int]:
-        return apply_facts(self.store, facts, self.views, self.catalogue, self.settings.views)
+    def fold(self, facts: Iterable[Mapping], deduplicate: bool = False) -> dict[str, int]:
+        """Fold `facts` in one store transaction; `deduplicate`: by event id against
+        the ids the store has seen (facts of a stream; a rebuild's are distinct)."""
+        delay_ms = interval_ms(self.settings.refine.watermark_delay) if deduplicate else None
+        return apply_facts(
+            self.store, facts, self.views, self.catalogue, self.settings.views, delay_ms
+        )
 
     def handle(self, batch: DataFrame, batch_id: int) -> None:
         """The foreachBatch handler: the batch's facts to the driver in one Spark job,
-        folded in one store transaction."""
-        self.fold(_collected(batch))
+        deduplicated and folded in one store transaction."""
+        self.fold(_collected(batch), deduplicate=True)
 
     def start(self, trigger: StreamTrigger) -> StreamingQuery:
         """Start the serving query (the caller waits for it or stops it).
 
-        Parsing, checks and deduplication are part of the streaming plan, which
-        is built once here: built per micro-batch in the handler, the same
+        Parsing and checks are part of the streaming plan, which is built once
+        here: built per micro-batch in the handler, the same
         DataFrame took over a second of Py4J calls each time.
         """
-        kafka = self.settings.kafka.model_copy(
-            update={"max_offsets_per_trigger": self.settings.serving.max_offsets_per_trigger}
+        kafka = self.settings.kafka
+        # The consumer's fetch wait is paid again and again inside a batch's read
+        # (measured: ~25 ms per partition at 50 ms); the serving path's records
+        # are there already, so it waits 1 ms unless config says otherwise.
+        kafka = kafka.model_copy(
+            update={
+                "max_offsets_per_trigger": self.settings.serving.max_offsets_per_trigger,
+                "source_options": {"kafka.fetch.max.wait.ms": "1", **kafka.source_options},
+            }
         )
-        delay = self.settings.refine.watermark_delay
+        starts = self.starting_offsets()
         # A Kafka source per topic: each topic's branch reads its own records
         # once, where one source for all would be read again by every branch.
+        # No deduplication here: the store does it in each batch's transaction,
+        # so the query has no state to commit, no shuffle, and one Spark stage.
         facts = self.facts(
-            lambda topic: read_kafka_stream(self.spark, kafka, [topic]).transform(to_bronze),
-            lambda parsed: drop_duplicate_events(parsed, delay, ("_dedup_key",)),
+            lambda topic: read_kafka_stream(
+                self.spark, kafka, [topic], starting_offsets=starts[topic]
+            ).transform(to_bronze),
+            lambda parsed: parsed,
         )
-        # The deduplication state holds every event id of `refine.watermark_delay`:
-        # at 10,000 events/s that is millions of ids, so it lives in RocksDB (the
-        # session's provider) and not on the driver's heap, where the in-memory
-        # provider's copies per version ended the JVM after 6 minutes at that rate.
-        # Few partitions: each is a state store commit per batch. Late is judged
-        # against the newest Kafka time of any topic, as refine judges it, so a quiet
-        # topic cannot hold back every topic's state eviction. Both are fixed by the
-        # first run (a checkpoint keeps the provider it was started with).
-        with sql_conf(
-            self.spark,
-            {
-                "spark.sql.shuffle.partitions": str(self.settings.serving.state_partitions),
-                "spark.sql.streaming.multipleWatermarkPolicy": "max",
-            },
-        ):
-            return foreach_batch_stream(
-                facts,
-                self.handle,
-                self.settings.lake.checkpoint(QUERY_NAME),
-                QUERY_NAME,
-                trigger,
-            )
+        # One task reads every partition of the four topics: a batch of a few thousand
+        # records is tens of milliseconds of work, and one task is deserialized once
+        # and needs one free slot where twelve need six rounds of the two a laptop has.
+        return foreach_batch_stream(
+            facts.coalesce(1),
+            self.handle,
+            self.settings.lake.checkpoint(CHECKPOINT),
+            QUERY_NAME,
+            trigger,
+        )
+
+    def starting_offsets(self) -> dict[str, str]:
+        """Per topic, where the query starts when its checkpoint is new: after the
+        offsets every view of the topic has applied (the store's positions), so a
+        lost or replaced checkpoint costs no re-reading of what the store holds."""
+        topics = [CONTRACTS_BY_TABLE[t].topic for t in self.tables]
+        partitions = topic_partitions(self.settings.kafka.bootstrap, topics)
+        starts = {}
+        for topic in topics:
+            views = [v for v in self.views if topic in view_topics(v)]
+            applied = [self.store.positions(v, topic) for v in views]
+            common = {
+                p: min(done[p] for done in applied)
+                for p in partitions.get(topic, [])
+                if all(p in done for done in applied)
+            }
+            starts[topic] = starting_after({topic: common}, {topic: partitions.get(topic, [])})
+        return starts
 
 
 def first_copies(parsed: DataFrame) -> DataFrame:

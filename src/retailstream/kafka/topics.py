@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from confluent_kafka import KafkaException, TopicPartition
@@ -79,6 +79,12 @@ def list_topics(bootstrap: str) -> list[str]:
     require_broker(bootstrap)
     topics = admin_client(bootstrap).list_topics(timeout=10).topics
     return sorted(t for t in topics if not t.startswith("__"))
+
+
+def topic_partitions(bootstrap: str, names: Sequence[str]) -> dict[str, list[int]]:
+    """The partition ids of each of `names` that exists on the cluster (absent ones left out)."""
+    metadata = admin_client(bootstrap).list_topics(timeout=10).topics
+    return {n: sorted(metadata[n].partitions) for n in names if n in metadata}
 
 
 def describe_topics(bootstrap: str, names: list[str] | None = None) -> list[TopicInfo]:

@@ -11,7 +11,9 @@ came from, and the other columns are that view's (null elsewhere).
 
 Only valid records (no `_reasons`) give view facts. Every record, valid or
 not, also gives a `_seen` fact: a view has *read* a quarantined record too,
-and a consistency token for it must resolve.
+and a consistency token for it must resolve. The `_seen` fact carries the
+record's event key and Kafka time, which the serving path deduplicates by
+in the store.
 
 Times are ISO text in UTC (the session time zone), so they sort as text and
 the store holds exactly what the fold compared.
@@ -55,6 +57,9 @@ FACT_COLUMNS = {
     "ordered_units": "bigint",
     "delivered": "bigint",
     "sold": "bigint",
+    # `_seen` facts only: what the serving path deduplicates by, in the store.
+    "dedup_key": "string",
+    "kafka_ms": "bigint",
 }
 
 # The silver tables (topics) each serving view is folded from.
@@ -212,7 +217,8 @@ def facts_of(
     valid = F.size(REASONS) == 0
     per_view = table_facts(table, views, settings)
     of_views = F.concat(*per_view) if len(per_view) > 1 else per_view[0]
-    every = F.concat(F.when(valid, of_views).otherwise(_none()), _one(fact(SEEN)))
+    seen = fact(SEEN, dedup_key=F.col("_dedup_key"), kafka_ms=F.unix_millis("_wm_time"))
+    every = F.concat(F.when(valid, of_views).otherwise(_none()), _one(seen))
     return marked.select(F.explode(every).alias("fact")).select("fact.*")
 
 

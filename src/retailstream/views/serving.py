@@ -6,7 +6,9 @@ transaction, per view, it:
 
 1. drops the facts of records the view has already applied (offset at or
    below the view's stored position of that Kafka partition): a batch
-   replayed after a crash, whole or in part, changes nothing;
+   replayed after a crash, whole or in part, changes nothing; the serving
+   path also drops repeated event ids here, against the ids the store has
+   seen (`StoreBatch.first_records`), so its Spark query keeps no state;
 2. reads the rows the remaining facts touch, folds the facts in
    (`views.folds`) and writes the rows back;
 3. moves the view's positions to the highest offsets the batch has read.
@@ -38,7 +40,7 @@ from retailstream.views.folds import (
     rank_trending,
     trending_window,
 )
-from retailstream.views.store import SqliteStore, StoreBatch
+from retailstream.views.store import SeenRecord, SqliteStore, StoreBatch
 
 Fold = Callable[[Row | None, Sequence[Fact], Catalogue, ViewsSettings], Row]
 
@@ -92,13 +94,20 @@ def apply_facts(
     views: Sequence[str],
     catalogue: Catalogue,
     settings: ViewsSettings,
+    dedup_delay_ms: int | None = None,
 ) -> dict[str, int]:
     """Fold `facts` (rows of `views.facts`, `_seen` ones included) into `views`, in
-    one transaction; return how many facts each view applied (replays: 0)."""
+    one transaction; return how many facts each view applied (replays: 0).
+
+    `dedup_delay_ms`: deduplicate the records by event id against the store's
+    seen ids, with this lateness bound (the live serving path); None when the
+    facts are of distinct events already (a rebuild deduplicates in Spark)."""
     by_view: dict[str, list[Fact]] = defaultdict(list)
     seen: dict[str, dict[int, int]] = defaultdict(dict)
+    records: list[Fact] = []
     for fact in facts:
         if fact["view"] == SEEN:
+            records.append(fact)
             partitions = seen[fact["topic"]]
             partitions[fact["partition"]] = max(
                 fact["offset"], partitions.get(fact["partition"], -1)
@@ -107,6 +116,11 @@ def apply_facts(
             by_view[fact["view"]].append(fact)
     applied: dict[str, int] = {}
     with store.batch() as tx:
+        if dedup_delay_ms is not None:
+            skipped = tx.first_records(_in_kafka_order(records), dedup_delay_ms)
+            if skipped:
+                for view, view_facts in by_view.items():
+                    by_view[view] = [f for f in view_facts if _place(f) not in skipped]
         for view in views:
             topics = view_topics(view)
             done = {topic: tx.positions(view, topic) for topic in topics}
@@ -124,6 +138,19 @@ def apply_facts(
                 if seen.get(topic):
                     tx.advance(view, topic, seen[topic])
     return applied
+
+
+def _place(fact: Fact) -> tuple[str, int, int]:
+    return (fact["topic"], fact["partition"], fact["offset"])
+
+
+def _in_kafka_order(records: Iterable[Fact]) -> list[SeenRecord]:
+    """The `_seen` facts as deduplication reads them, in Kafka order per partition
+    (the first copy read is the one kept, as a rebuild keeps it)."""
+    return [
+        SeenRecord(f["topic"], f["partition"], f["offset"], f["dedup_key"], f["kafka_ms"])
+        for f in sorted(records, key=_place)
+    ]
 
 
 def seed_inventory(

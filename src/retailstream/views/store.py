@@ -61,6 +61,25 @@ VIEW_TABLES = {
 }
 
 
+# A Kafka record's place: (topic, partition, offset).
+Coordinates = tuple[str, int, int]
+
+
+@dataclass(frozen=True)
+class SeenRecord:
+    """A record as deduplication sees it: where it is, its event's key, its Kafka time."""
+
+    topic: str
+    partition: int
+    offset: int
+    dedup_key: str
+    kafka_ms: int
+
+    @property
+    def topic_key(self) -> tuple[str, str]:
+        return (self.topic, self.dedup_key)
+
+
 class ServingStore(Protocol):
     """What the gold job writes and the API reads."""
 
@@ -124,6 +143,15 @@ class SqliteStore:
                 "CREATE TABLE IF NOT EXISTS positions (view TEXT, topic TEXT, partition INTEGER, "
                 '"offset" INTEGER NOT NULL, PRIMARY KEY (view, topic, partition))'
             )
+            # The serving path's deduplication state: the first record of each event
+            # id within the lateness bound, kept beside the views it guards so that
+            # both commit in one transaction (`StoreBatch.first_records`).
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS seen_events (topic TEXT, dedup_key TEXT, "
+                'partition INTEGER NOT NULL, "offset" INTEGER NOT NULL, kafka_ms INTEGER NOT NULL, '
+                "PRIMARY KEY (topic, dedup_key)) WITHOUT ROWID"
+            )
+            db.execute("CREATE INDEX IF NOT EXISTS seen_events_kafka_ms ON seen_events (kafka_ms)")
 
     def _db(self) -> sqlite3.Connection:
         """This thread's connection (sqlite3 connections must stay on their thread)."""
@@ -278,6 +306,56 @@ class StoreBatch:
 
     def advance(self, view: str, topic: str, offsets: Mapping[int, int]) -> None:
         self._store._advance(self._db, view, topic, offsets)
+
+    def first_records(self, records: Sequence[SeenRecord], delay_ms: int) -> set[Coordinates]:
+        """Deduplicate `records` (in Kafka order) against the event ids seen before;
+        return the coordinates of those to skip: repeats of an id already kept, and
+        records that arrived later than the watermark.
+
+        The same rule as Spark's `dropDuplicatesWithinWatermark` on the Kafka
+        timestamp (`transforms.parse.drop_duplicate_events`, which refine runs):
+        the watermark is the newest Kafka time of the batches before, less
+        `delay_ms`; an id is remembered until the watermark passes its time by
+        `delay_ms`. A record kept once stays kept when its batch is replayed
+        (its id is stored with its coordinates), so a replay changes nothing.
+        """
+        newest = self._db.execute("SELECT max(kafka_ms) FROM seen_events").fetchone()[0]
+        watermark = None if newest is None else newest - delay_ms
+        first: dict[tuple[str, str], Coordinates] = {}
+        skipped: set[Coordinates] = set()
+        for record in records:
+            place = (record.topic, record.partition, record.offset)
+            if watermark is not None and record.kafka_ms < watermark:
+                skipped.add(place)
+            elif first.setdefault((record.topic, record.dedup_key), place) != place:
+                skipped.add(place)
+        stored = self._seen(list(first))
+        for id_key, place in first.items():
+            if stored.get(id_key, place) != place:
+                skipped.add(place)
+        kept = {r.topic_key: r for r in records if (r.topic, r.partition, r.offset) not in skipped}
+        self._db.executemany(
+            "INSERT OR IGNORE INTO seen_events VALUES (?, ?, ?, ?, ?)",
+            [(r.topic, r.dedup_key, r.partition, r.offset, r.kafka_ms) for r in kept.values()],
+        )
+        if watermark is not None:
+            self._db.execute("DELETE FROM seen_events WHERE kafka_ms < ?", (watermark - delay_ms,))
+        return skipped
+
+    def _seen(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Coordinates]:
+        """Where each (topic, dedup_key) of `keys` was first seen, for those stored."""
+        found: dict[tuple[str, str], Coordinates] = {}
+        for start in range(0, len(keys), 1000):
+            part = keys[start : start + 1000]
+            marks = ", ".join("(?, ?)" for _ in part)
+            cursor = self._db.execute(
+                'SELECT topic, dedup_key, partition, "offset" FROM seen_events '
+                f"WHERE (topic, dedup_key) IN (VALUES {marks})",
+                [v for key in part for v in key],
+            )
+            for topic, key, partition, offset in cursor.fetchall():
+                found[topic, key] = (topic, int(partition), int(offset))
+        return found
 
 
 class _Transaction:
