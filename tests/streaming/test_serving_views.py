@@ -4,6 +4,7 @@ views equal a rebuild from the event store and the counts of refine's silver tab
 
 from __future__ import annotations
 
+import shutil
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -126,6 +127,26 @@ def test_a_replayed_batch_changes_nothing(
     facts = path.facts(by_topic, serving_views.first_copies).toArrow().to_pylist()
     assert any(f["view"] != "_seen" for f in facts)
     assert path.fold(facts) == dict.fromkeys(SERVING_VIEWS, 0)
+    assert {t: keyed_rows(live(served), t) for t in SERVING_TABLES} == before
+
+
+def test_a_lost_checkpoint_resumes_after_the_stores_positions(
+    served: Settings, spark: SparkSession, tmp_path: Path
+) -> None:
+    checkpoint = served.lake.checkpoint(serving_views.CHECKPOINT)
+    kept = tmp_path / "checkpoint"
+    shutil.move(checkpoint, kept)
+    before = {t: keyed_rows(live(served), t) for t in SERVING_TABLES}
+    try:
+        path = serving_views.ServingPath(spark, served, live(served))
+        query = path.start(StreamTrigger(available_now=True))
+        query.awaitTermination()
+        read = sum(p["numInputRows"] for p in query.recentProgress)
+    finally:
+        shutil.rmtree(checkpoint, ignore_errors=True)
+        shutil.move(kept, checkpoint)
+    assert query.exception() is None
+    assert read == 0, "a new checkpoint starts where the store's positions are"
     assert {t: keyed_rows(live(served), t) for t in SERVING_TABLES} == before
 
 

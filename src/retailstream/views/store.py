@@ -79,6 +79,10 @@ class SeenRecord:
     def topic_key(self) -> tuple[str, str]:
         return (self.topic, self.dedup_key)
 
+    @property
+    def place(self) -> Coordinates:
+        return (self.topic, self.partition, self.offset)
+
 
 class ServingStore(Protocol):
     """What the gold job writes and the API reads."""
@@ -260,22 +264,9 @@ class StoreBatch:
     def get_many(self, view: str, keys: Iterable[tuple[Any, ...]]) -> dict[tuple[Any, ...], dict]:
         """The docs of the rows with these keys (by key tuple); absent keys are left out."""
         table = self._store._table(view)
-        width = len(table.key)
-        columns = ", ".join(f'"{c}"' for c in table.key)
         wanted = [tuple(_key_value(v) for v in key) for key in keys]
-        found: dict[tuple[Any, ...], dict] = {}
-        # SQLite allows 32766 host parameters a statement; chunks stay well below.
-        chunk = max(1, 2000 // width)
-        for start in range(0, len(wanted), chunk):
-            part = wanted[start : start + chunk]
-            marks = ", ".join("(" + ", ".join("?" * width) + ")" for _ in part)
-            cursor = self._db.execute(
-                f'SELECT {columns}, doc FROM "{table.name}" WHERE ({columns}) IN (VALUES {marks})',
-                [v for key in part for v in key],
-            )
-            for *key, doc in cursor.fetchall():
-                found[tuple(key)] = json.loads(doc)
-        return found
+        rows = _rows_by_keys(self._db, table.name, table.key, ("doc",), wanted)
+        return {tuple(key): json.loads(doc) for *key, doc in rows}
 
     def put(self, view: str, rows: Iterable[Mapping[str, Any]]) -> int:
         return self._store._insert(self._db, self._store._table(view), rows)
@@ -324,38 +315,51 @@ class StoreBatch:
         first: dict[tuple[str, str], Coordinates] = {}
         skipped: set[Coordinates] = set()
         for record in records:
-            place = (record.topic, record.partition, record.offset)
             if watermark is not None and record.kafka_ms < watermark:
-                skipped.add(place)
-            elif first.setdefault((record.topic, record.dedup_key), place) != place:
-                skipped.add(place)
-        stored = self._seen(list(first))
-        for id_key, place in first.items():
-            if stored.get(id_key, place) != place:
-                skipped.add(place)
-        kept = {r.topic_key: r for r in records if (r.topic, r.partition, r.offset) not in skipped}
+                skipped.add(record.place)
+            elif first.setdefault(record.topic_key, record.place) != record.place:
+                skipped.add(record.place)
+        stored = _rows_by_keys(
+            self._db, "seen_events", ("topic", "dedup_key"), ("partition", "offset"), list(first)
+        )
+        for topic, key, partition, offset in stored:
+            if (topic, partition, offset) != first[topic, key]:
+                skipped.add(first[topic, key])
         self._db.executemany(
             "INSERT OR IGNORE INTO seen_events VALUES (?, ?, ?, ?, ?)",
-            [(r.topic, r.dedup_key, r.partition, r.offset, r.kafka_ms) for r in kept.values()],
+            [
+                (r.topic, r.dedup_key, r.partition, r.offset, r.kafka_ms)
+                for r in records
+                if r.place not in skipped
+            ],
         )
         if watermark is not None:
             self._db.execute("DELETE FROM seen_events WHERE kafka_ms < ?", (watermark - delay_ms,))
         return skipped
 
-    def _seen(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Coordinates]:
-        """Where each (topic, dedup_key) of `keys` was first seen, for those stored."""
-        found: dict[tuple[str, str], Coordinates] = {}
-        for start in range(0, len(keys), 1000):
-            part = keys[start : start + 1000]
-            marks = ", ".join("(?, ?)" for _ in part)
-            cursor = self._db.execute(
-                'SELECT topic, dedup_key, partition, "offset" FROM seen_events '
-                f"WHERE (topic, dedup_key) IN (VALUES {marks})",
-                [v for key in part for v in key],
-            )
-            for topic, key, partition, offset in cursor.fetchall():
-                found[topic, key] = (topic, int(partition), int(offset))
-        return found
+
+def _rows_by_keys(
+    db: sqlite3.Connection,
+    table: str,
+    key: tuple[str, ...],
+    columns: tuple[str, ...],
+    keys: Sequence[tuple[Any, ...]],
+) -> list[tuple[Any, ...]]:
+    """The key and `columns` of the rows of `table` whose `key` columns equal one of `keys`."""
+    names = ", ".join(f'"{c}"' for c in key)
+    selected = ", ".join(f'"{c}"' for c in (*key, *columns))
+    found: list[tuple[Any, ...]] = []
+    # SQLite allows 32766 host parameters a statement; chunks stay well below.
+    chunk = max(1, 2000 // len(key))
+    for start in range(0, len(keys), chunk):
+        part = keys[start : start + chunk]
+        marks = ", ".join("(" + ", ".join("?" * len(key)) + ")" for _ in part)
+        cursor = db.execute(
+            f'SELECT {selected} FROM "{table}" WHERE ({names}) IN (VALUES {marks})',
+            [v for k in part for v in k],
+        )
+        found.extend(cursor.fetchall())
+    return found
 
 
 class _Transaction:
