@@ -30,7 +30,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from statistics import median
 
@@ -96,7 +96,7 @@ def facts_of_event(n: int, rng: random.Random) -> Iterator[dict]:
     elif kind == 3:
         yield {**base, "view": "trending_items", "topic": topic, "sku": sku, "minute": minute,
                "add_to_cart": 1}  # fmt: skip
-    kafka_ms = int(when.replace(tzinfo=timezone.utc).timestamp() * 1000)
+    kafka_ms = int(when.replace(tzinfo=UTC).timestamp() * 1000)
     yield {"view": "_seen", "topic": topic, **base, "dedup_key": f"{n:032x}", "kafka_ms": kafka_ms}
 
 
