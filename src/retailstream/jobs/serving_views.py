@@ -52,7 +52,7 @@ from retailstream.quality.verdicts import mark_events
 from retailstream.schemas import CONTRACTS_BY_TABLE
 from retailstream.transforms.bronze import to_bronze
 from retailstream.transforms.parse import parse_events
-from retailstream.views.facts import SEEN, VIEW_SOURCES, facts_of, sources_of
+from retailstream.views.facts import SEEN, VIEW_SOURCES, facts_of, seen_facts, sources_of
 from retailstream.views.folds import Catalogue
 from retailstream.views.serving import apply_facts, seed_inventory, view_topics
 from retailstream.views.store import SqliteStore, open_store
@@ -279,7 +279,12 @@ def rebuild(
     bronze = read_table(spark, bronze_path)
     if ingested_by is not None:
         bronze = bronze.where(F.col("ingest_time") <= F.lit(ingested_by).cast("timestamp"))
-    ordered = path.facts(lambda topic: bronze.where(F.col("topic") == topic), first_copies).orderBy(
+    topics = [CONTRACTS_BY_TABLE[t].topic for t in path.tables]
+    first = path.facts(lambda topic: bronze.where(F.col("topic") == topic), first_copies)
+    # Every record read moves the positions, a repeat too, as it does on the live path
+    # (which reads every record and skips repeats in the store).
+    read = seen_facts(bronze.where(F.col("topic").isin(topics)))
+    ordered = first.unionByName(read).orderBy(
         "topic", "partition", "offset", (F.col("view") == SEEN).alias("_seen_last")
     )
     applied = dict.fromkeys(path.views, 0)

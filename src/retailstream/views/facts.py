@@ -222,6 +222,12 @@ def facts_of(
     return marked.select(F.explode(every).alias("fact")).select("fact.*")
 
 
+def seen_facts(records: DataFrame) -> DataFrame:
+    """A `_seen` fact per record of `records` (bronze-shaped): what moves a view's
+    positions, for every record read, repeats included."""
+    return records.select(fact(SEEN).alias("fact")).select("fact.*")
+
+
 def sources_of(views: tuple[str, ...]) -> tuple[str, ...]:
     """The silver tables `views` are folded from, in a stable order."""
     return tuple(dict.fromkeys(t for v in views for t in VIEW_SOURCES[v]))
