@@ -100,9 +100,7 @@ def test_a_fold_with_deduplication_counts_each_event_once(tmp_path: Path) -> Non
 
 
 def test_a_new_checkpoint_starts_after_what_the_store_applied() -> None:
-    partitions = {TOPIC: [0, 1, 2]}
-    assert starting_after({}, partitions) == "earliest"
-    assert starting_after({TOPIC: {}}, partitions) == "earliest"
-    starts = json.loads(starting_after({TOPIC: {0: 41, 2: 0}}, partitions))
+    assert starting_after(TOPIC, {}, [0, 1, 2]) == "earliest"
+    starts = json.loads(starting_after(TOPIC, {0: 41, 2: 0}, [0, 1, 2]))
     # Every partition is named, as Spark requires; -2 is Spark's "earliest".
     assert starts == {TOPIC: {"0": 42, "1": -2, "2": 1}}

@@ -67,21 +67,14 @@ def read_kafka_stream(
     return spark.readStream.format("kafka").options(**options).load()
 
 
-def starting_after(
-    applied: Mapping[str, Mapping[int, int]], partitions: Mapping[str, Sequence[int]]
-) -> str:
-    """Spark's `startingOffsets` for a query that resumes after the `applied` offsets
-    (per topic and partition): the next offset of each partition, the earliest
-    where none was applied. Spark wants every partition of the topics named."""
-    if not any(applied.get(topic) for topic in partitions):
+def starting_after(topic: str, applied: Mapping[int, int], partitions: Sequence[int]) -> str:
+    """Spark's `startingOffsets` for a query of `topic` that resumes after the `applied`
+    offsets (by partition): the next offset of each partition, the earliest where
+    none was applied. Spark wants every partition of the topic named."""
+    if not applied:
         return "earliest"
-    starts = {
-        topic: {
-            str(p): applied[topic][p] + 1 if p in applied.get(topic, {}) else EARLIEST for p in ids
-        }
-        for topic, ids in partitions.items()
-    }
-    return json.dumps(starts, sort_keys=True)
+    starts = {str(p): applied[p] + 1 if p in applied else EARLIEST for p in partitions}
+    return json.dumps({topic: starts}, sort_keys=True)
 
 
 def read_kafka_batch(spark: SparkSession, kafka: KafkaSettings, topics: Sequence[str]) -> DataFrame:

@@ -139,6 +139,7 @@ class ServingPath:
         if unknown:
             raise UserError(f"unknown view {', '.join(unknown)}; views: {', '.join(VIEW_SOURCES)}")
         self.tables = sources_of(self.views)
+        self.topics = [CONTRACTS_BY_TABLE[t].topic for t in self.tables]
         if references is None:
             wanted = sorted(set(REFERENCE_TABLES) | {"initial_stock"})
             references = load_references(spark, settings, wanted)
@@ -226,18 +227,19 @@ class ServingPath:
         """Per topic, where the query starts when its checkpoint is new: after the
         offsets every view of the topic has applied (the store's positions), so a
         lost or replaced checkpoint costs no re-reading of what the store holds."""
-        topics = [CONTRACTS_BY_TABLE[t].topic for t in self.tables]
-        partitions = topic_partitions(self.settings.kafka.bootstrap, topics)
+        partitions = topic_partitions(self.settings.kafka.bootstrap, self.topics)
         starts = {}
-        for topic in topics:
-            views = [v for v in self.views if topic in view_topics(v)]
-            applied = [self.store.positions(v, topic) for v in views]
+        for topic in self.topics:
+            ids = partitions.get(topic, [])
+            applied = [
+                self.store.positions(v, topic) for v in self.views if topic in view_topics(v)
+            ]
             common = {
                 p: min(done[p] for done in applied)
-                for p in partitions.get(topic, [])
+                for p in ids
                 if all(p in done for done in applied)
             }
-            starts[topic] = starting_after({topic: common}, {topic: partitions.get(topic, [])})
+            starts[topic] = starting_after(topic, common, ids)
         return starts
 
 
@@ -279,11 +281,10 @@ def rebuild(
     bronze = read_table(spark, bronze_path)
     if ingested_by is not None:
         bronze = bronze.where(F.col("ingest_time") <= F.lit(ingested_by).cast("timestamp"))
-    topics = [CONTRACTS_BY_TABLE[t].topic for t in path.tables]
     first = path.facts(lambda topic: bronze.where(F.col("topic") == topic), first_copies)
     # Every record read moves the positions, a repeat too, as it does on the live path
     # (which reads every record and skips repeats in the store).
-    read = seen_facts(bronze.where(F.col("topic").isin(topics)))
+    read = seen_facts(bronze.where(F.col("topic").isin(path.topics)))
     ordered = first.unionByName(read).orderBy(
         "topic", "partition", "offset", (F.col("view") == SEEN).alias("_seen_last")
     )
