@@ -345,9 +345,17 @@ def _rows_by_keys(
     columns: tuple[str, ...],
     keys: Sequence[tuple[Any, ...]],
 ) -> list[tuple[Any, ...]]:
-    """The key and `columns` of the rows of `table` whose `key` columns equal one of `keys`."""
-    names = ", ".join(f'"{c}"' for c in key)
-    selected = ", ".join(f'"{c}"' for c in (*key, *columns))
+    """The key and `columns` of the rows of `table` whose `key` columns equal one of `keys`.
+
+    The wanted keys are a VALUES list joined to the table, wanted first (CROSS JOIN
+    fixes that order): one primary-key search per key. SQLite plans the shorter
+    `(a, b) IN (VALUES ...)` as a scan of the whole table, whose cost grows with
+    everything the table holds (391 ms against 8.5 ms for 2,000 keys among 720,000).
+    """
+    keys = list(dict.fromkeys(keys))  # a key asked twice would be joined twice
+    wanted = ", ".join(f"k{i}" for i in range(len(key)))
+    matches = " AND ".join(f'stored."{c}" = wanted.k{i}' for i, c in enumerate(key))
+    selected = ", ".join(f'stored."{c}"' for c in (*key, *columns))
     found: list[tuple[Any, ...]] = []
     # SQLite allows 32766 host parameters a statement; chunks stay well below.
     chunk = max(1, 2000 // len(key))
@@ -355,7 +363,8 @@ def _rows_by_keys(
         part = keys[start : start + chunk]
         marks = ", ".join("(" + ", ".join("?" * len(key)) + ")" for _ in part)
         cursor = db.execute(
-            f'SELECT {selected} FROM "{table}" WHERE ({names}) IN (VALUES {marks})',
+            f"WITH wanted({wanted}) AS (VALUES {marks}) SELECT {selected} "
+            f'FROM wanted CROSS JOIN "{table}" AS stored ON {matches}',
             [v for k in part for v in k],
         )
         found.extend(cursor.fetchall())
