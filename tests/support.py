@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -106,6 +108,45 @@ def mlflow_runs(settings: Settings, experiment: str) -> list[Any]:
     found = client.get_experiment_by_name(experiment)
     assert found is not None, f"no experiment {experiment}"
     return client.search_runs([found.experiment_id], order_by=["attributes.start_time ASC"])
+
+
+@contextlib.contextmanager
+def mlflow_server(root: Path, timeout_s: float = 120.0) -> Iterator[str]:
+    """A real `mlflow server` on a free port (its runs in SQLite under `root`, its
+    artifacts served from `root/artifacts`); yields its URI, ready for requests."""
+    import httpx
+
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{root / 'server.db'}",
+         "--artifacts-destination", str(root / "artifacts"), "--workers", "1"],
+        stdout=subprocess.DEVNULL, stderr=(root / "mlflow-server.log").open("w"),
+        start_new_session=True,
+    )  # fmt: skip
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:  # polled until it answers (or has died): its start takes seconds
+            if server.poll() is not None:
+                log = (root / "mlflow-server.log").read_text()
+                raise AssertionError(f"mlflow server exited: {log[-2000:]}")
+            try:
+                if httpx.get(f"{uri}/health", timeout=2.0).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, f"mlflow server not up in {timeout_s:.0f} s"
+            time.sleep(0.2)
+        yield uri
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
 
 
 def small_lake(spark: SparkSession, root: Path) -> Settings:

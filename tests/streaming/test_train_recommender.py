@@ -26,7 +26,7 @@ from retailstream.serve.app import create_app
 from retailstream.views.store import open_store
 from retailstream.world.generator import EventGenerator
 from retailstream.world.reference import build_world
-from support import PROJECT_HOME, mlflow_runs, run_cli, with_ml
+from support import PROJECT_HOME, copied_lake, mlflow_runs, mlflow_server, run_cli, with_ml
 
 SEED = 5
 EVENTS = 150_000  # about 8,800 ratings by 1,500 of the small world's 2,000 customers
@@ -238,29 +238,44 @@ def test_models_list_promote_and_rollback_move_the_champion(
     assert unknown.returncode != 0 and "no version 99" in unknown.stderr
 
 
-def test_ratings_a_user_brings_in_movielens_form_train_a_model(
-    world_ratings: tuple[Settings, pd.DataFrame], spark: SparkSession, tmp_path: Path
+def test_pyspark_s_movielens_sample_trains_out_of_the_box_tracked_on_an_mlflow_server(
+    world_ratings: tuple[Settings, pd.DataFrame],
+    spark: SparkSession,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    settings, truth = world_ratings
-    lines = [
-        f"{r.customer_id}::{r.sku}::{r.stars}::{int(r.event_time.timestamp())}"
-        for r in truth.itertuples()
-    ]
-    ratings = tmp_path / "ratings.dat"
-    ratings.write_text("\n".join(lines) + "\n")
-    runs_before = len(mlflow_runs(settings, train_recommender.EXPERIMENT))
-    one_point = with_ml(settings, "recommender", ranks=(4,), reg_params=(0.3,))
-    _train(spark, one_point, ratings)
-    run = mlflow_runs(settings, train_recommender.EXPERIMENT)[-1]
-    assert len(mlflow_runs(settings, train_recommender.EXPERIMENT)) == runs_before + 1
-    assert "holdout_rmse" in run.data.metrics and "oracle_rmse" not in run.data.metrics
-    assert int(run.data.params["rows_train"]) > 0
-    inputs = json.loads(
-        Path(
-            registry.client(settings.ml).download_artifacts(run.info.run_id, "inputs.json")
-        ).read_text()
-    )
-    assert inputs["ratings"] == {"file": str(ratings)}
+    """Public data as found: a `.txt` of `user::item::rating::timestamp` lines whose
+    1,501 timestamps are all the same instant, so no split by time can hold out anything.
+    A copy of the lake (it publishes there), and a registry on a real tracking server,
+    given by URI: its model becomes that registry's champion."""
+    sample = Path(pyspark.__file__).parent / "data/mllib/als/sample_movielens_ratings.txt"
+    ratings = tmp_path / "movielens.txt"
+    ratings.write_bytes(sample.read_bytes())
+    (tmp_path / "mlflow").mkdir()
+    with mlflow_server(tmp_path / "mlflow") as uri:
+        settings = copied_lake(
+            world_ratings[0], tmp_path, "ml.recommender.ranks=[4]",
+            "ml.recommender.reg_params=[0.3]", "ml.recommender.max_iter=5",
+            f"ml.tracking_uri={uri}",
+        )  # fmt: skip
+        _train(spark, settings, ratings)
+        out = capsys.readouterr().out
+        assert "the ratings are split at random, not by time" in out
+        assert "ratings at random (seed 7)" in out
+        (run,) = mlflow_runs(settings, train_recommender.EXPERIMENT)
+        params = run.data.params
+        assert params["split"] == "random"
+        assert sum(int(params[f"rows_{p}"]) for p in ("train", "validation", "holdout")) == 1501
+        assert "holdout_rmse" in run.data.metrics and "oracle_rmse" not in run.data.metrics
+        client = registry.client(settings.ml)
+        inputs = json.loads(
+            Path(client.download_artifacts(run.info.run_id, "inputs.json")).read_text()
+        )
+        assert inputs["ratings"] == {"file": str(ratings)}
+        # Kept by the server, not in the local store folder.
+        assert run.info.artifact_uri.startswith("mlflow-artifacts:")
+        assert not (settings.ml.store_dir / "artifacts").exists()
+        assert registry.champion_version(client, settings.ml.recommender_model) == "1"
 
 
 def test_too_few_ratings_is_a_clear_error_that_registers_nothing(

@@ -35,8 +35,8 @@ from retailstream.jobs.launcher import launch
 from retailstream.jobs.refine_events import load_references, silver_table
 from retailstream.ml import implicit, registry, runs
 from retailstream.ml import recommender as rec
-from retailstream.ml.ratings_input import FORMATS, read_ratings
-from retailstream.ml.splits import Split, time_split
+from retailstream.ml.ratings_input import FORMATS, read_ratings, require_variety
+from retailstream.ml.splits import Split, ratings_split
 from retailstream.views.store import ServingStore, open_store
 
 EXPERIMENT = "recommender"
@@ -57,6 +57,7 @@ def training_ratings(
     if args.ratings:
         path = Path(args.ratings)
         ratings = read_ratings(spark, path, args.format)
+        require_variety(ratings, str(path))
         return ratings.withColumn("event_id", F.lit(None).cast("string")), {"file": str(path)}
     return silver_ratings(spark, settings)
 
@@ -299,11 +300,17 @@ def _train(
         )
     ratings, lineage = training_ratings(spark, settings, args)
     ratings = keep(ratings)
-    split = time_split(ratings, conf.holdout_fraction, conf.validation_fraction).map(keep)
+    split, untimed = ratings_split(
+        ratings, conf.holdout_fraction, conf.validation_fraction, conf.seed
+    )
+    split = split.map(keep)
     holdout = split.holdout
     sizes = split.sizes()
-    runs.require_rows(sizes, conf.min_ratings, "ratings")
-    print(f"ratings by time: {sizes['train']:,} train, {sizes['validation']:,} validation, "
+    how = "by time" if untimed is None else f"at random (seed {conf.seed})"
+    runs.require_rows(sizes, conf.min_ratings, "ratings", how)
+    if untimed is not None:
+        print(f"the ratings are split at random, not by time: {untimed}")
+    print(f"ratings {how}: {sizes['train']:,} train, {sizes['validation']:,} validation, "
           f"{sizes['holdout']:,} holdout")  # fmt: skip
 
     acts = None
@@ -336,6 +343,7 @@ def _train(
                 "holdout_fraction": conf.holdout_fraction,
                 "validation_fraction": conf.validation_fraction, "top_k": k,
                 "relevant_stars": conf.relevant_stars, "signals": signals,
+                "split": "time" if untimed is None else "random",
                 **({"implicit_alpha": conf.implicit_alpha,
                     "signal_weights": json.dumps(conf.signal_weights)} if acts is not None else {}),
                 **{f"rows_{part}": n for part, n in sizes.items()},

@@ -1,11 +1,14 @@
 """Ratings a user brings to train the recommender on, in the shape silver ratings have.
 
-Accepted: CSV with a header, Parquet, a Delta table, and MovieLens' `.dat` form
-(`user::item::rating::timestamp`, one rating a line). Whatever the source, the
-result has `customer_id` and `sku` (strings), `stars` (double) and `event_time`
-(timestamp): the columns the recommender reads from silver. Column names are
-matched from the usual spellings (`userId`, `user_id`, `movieId`, `item`,
-`rating`, `timestamp`...); numeric timestamps are epoch seconds.
+Accepted: CSV with a header, Parquet, a Delta table, and MovieLens' `::` form
+(`user::item::rating[::timestamp]`, one rating a line, in `.dat` or `.txt`
+files). A file is recognised by what it holds, not by its name: Parquet's magic
+bytes, a first line split by `::`, or a comma-separated header. Whatever the
+source, the result has `customer_id` and `sku` (strings), `stars` (double) and
+`event_time` (timestamp, null when the source has none): the columns the
+recommender reads from silver. Column names are matched from the usual
+spellings (`userId`, `user_id`, `movieId`, `item`, `rating`, `timestamp`...);
+numeric timestamps are epoch seconds.
 """
 
 from __future__ import annotations
@@ -31,20 +34,47 @@ OPTIONAL = frozenset({"event_time"})
 
 
 def detect_format(path: Path) -> str:
-    """The format of `path` from what it is: a Delta folder, or the file's extension."""
+    """The format of `path` from what it is: a Delta or Parquet folder, or a file's
+    first bytes (its extension only when they do not tell)."""
     if path.is_dir():
         if (path / "_delta_log").is_dir():
             return "delta"
         if any(path.glob("*.parquet")):
             return "parquet"
+    elif path.is_file():
+        with path.open("rb") as file:
+            head = file.read(SNIFF_BYTES)
+        sniffed = sniff_format(head)
+        if sniffed is not None:
+            return sniffed
+        if not head.strip():
+            raise UserError(f"{path} is empty: no ratings to train on")
     suffix = path.suffix.lower()
     by_suffix = {".csv": "csv", ".parquet": "parquet", ".dat": "movielens"}
     if suffix in by_suffix:
         return by_suffix[suffix]
     raise UserError(
-        f"cannot tell the format of {path}: give --format ({', '.join(FORMATS)}); "
-        "files are recognised by .csv, .parquet and .dat (MovieLens user::item::rating::timestamp)"
+        f"cannot tell the format of {path}: give --format ({', '.join(FORMATS)}); recognised "
+        "are Parquet, CSV with a header, and MovieLens lines (user::item::rating::timestamp)"
     )
+
+
+SNIFF_BYTES = 4096
+
+
+def sniff_format(head: bytes) -> str | None:
+    """The format a file's first bytes show, or None when they do not tell (pure)."""
+    if head.startswith(b"PAR1"):
+        return "parquet"
+    lines = [line.strip() for line in head.decode("utf-8", "replace").splitlines()]
+    first = next((line for line in lines if line), None)
+    if first is None:
+        return None
+    if len(first.split("::")) in (3, 4):
+        return "movielens"
+    if "," in first and {"customer_id", "sku", "stars"} <= set(match_columns(first.split(","))):
+        return "csv"
+    return None
 
 
 def _normal(name: str) -> str:
@@ -54,7 +84,7 @@ def _normal(name: str) -> str:
 def match_columns(columns: list[str]) -> dict[str, str]:
     """{our column: the source's column} for each column found (pure)."""
     found: dict[str, str] = {}
-    normal = {_normal(c): c for c in columns}
+    normal = {_normal(c.strip().strip('"')): c for c in columns}
     for ours, spellings in ALIASES.items():
         for spelling in spellings:
             if spelling in normal:
@@ -91,16 +121,17 @@ def normalise(raw: DataFrame, source: str) -> DataFrame:
 
 
 def read_movielens(spark: SparkSession, path: Path) -> DataFrame:
-    """MovieLens `user::item::rating::timestamp` lines as raw columns."""
-    parts = F.split(F.col("value"), "::")
+    """MovieLens `user::item::rating[::timestamp]` lines as raw columns."""
+    parts = F.split(F.trim(F.col("value")), "::")
     return (
         spark.read.text(str(path))
         .where(F.length(F.trim("value")) > 0)
         .select(
-            parts.getItem(0).alias("userId"),
-            parts.getItem(1).alias("movieId"),
-            parts.getItem(2).cast("double").alias("rating"),
-            parts.getItem(3).cast("long").alias("timestamp"),
+            F.get(parts, 0).alias("userId"),
+            F.get(parts, 1).alias("movieId"),
+            F.get(parts, 2).cast("double").alias("rating"),
+            # The timestamp is optional: `user::item::rating` lines have none.
+            F.get(parts, 3).cast("long").alias("timestamp"),
         )
     )
 
@@ -122,3 +153,17 @@ def read_ratings(spark: SparkSession, path: Path, fmt: str | None = None) -> Dat
         raw = read_movielens(spark, path)
     ratings = normalise(raw, str(path))
     return ratings.dropna(subset=["customer_id", "sku", "stars"])
+
+
+def require_variety(ratings: DataFrame, source: str) -> None:
+    """Refuse ratings from fewer than two customers or of fewer than two items: nothing
+    to factorise or to rank (a clear error before anything is logged or registered)."""
+    row = ratings.agg(
+        F.count_distinct("customer_id").alias("customers"), F.count_distinct("sku").alias("items")
+    ).first()
+    customers, items = (int(row["customers"]), int(row["items"])) if row else (0, 0)
+    if customers < 2 or items < 2:
+        raise UserError(
+            f"{source}: ratings by {customers:,} customer(s) of {items:,} item(s); a "
+            "recommender needs at least two of each; nothing was registered or changed"
+        )

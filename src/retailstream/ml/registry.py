@@ -33,12 +33,19 @@ def client(settings: MlSettings) -> MlflowClient:
     return MlflowClient(tracking_uri=settings.tracking, registry_uri=settings.tracking)
 
 
+def served(settings: MlSettings) -> bool:
+    """Whether the tracking store is an MLflow server (by URI), not a local database."""
+    return settings.tracking.startswith(("http://", "https://"))
+
+
 def use_experiment(settings: MlSettings, name: str) -> str:
-    """Make `name` the active experiment, its artifacts under `store_dir/artifacts`; return its id."""
+    """Make `name` the active experiment and return its id. Its artifacts go under
+    `store_dir/artifacts` with a local store; a tracking server keeps them where it
+    is told to (its `--artifacts-destination`), so other machines can read them."""
     tracking = client(settings)
     experiment = tracking.get_experiment_by_name(name)
     if experiment is None:
-        location = (settings.store_dir / "artifacts" / name).as_uri()
+        location = None if served(settings) else (settings.store_dir / "artifacts" / name).as_uri()
         experiment_id = tracking.create_experiment(name, artifact_location=location)
     else:
         experiment_id = experiment.experiment_id

@@ -54,12 +54,13 @@ def pinned_table(spark: SparkSession, path: Path, hint: str) -> tuple[DataFrame,
     return read_table(spark, path, version), {"table": str(path), "delta_version": version}
 
 
-def require_rows(sizes: Mapping[str, int], minimum: int, what: str) -> None:
-    """Refuse a split too small to train or judge on, before anything is logged or registered."""
+def require_rows(sizes: Mapping[str, int], minimum: int, what: str, how: str = "by time") -> None:
+    """Refuse a split too small to train or judge on, before anything is logged or registered;
+    `how` says how it was split."""
     if sizes["train"] < minimum or not sizes["validation"] or not sizes["holdout"]:
         total = sum(sizes.values())
         raise UserError(
-            f"too few {what} to train: {total:,} in all, split by time into "
+            f"too few {what} to train: {total:,} in all, split {how} into "
             f"{sizes['train']:,} train / {sizes['validation']:,} validation / "
             f"{sizes['holdout']:,} holdout (need at least {minimum:,} to train on and "
             "some in each later split); nothing was registered or changed"

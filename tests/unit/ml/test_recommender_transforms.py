@@ -6,14 +6,21 @@ import math
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pyspark
 import pytest
 from pyspark.sql import DataFrame, SparkSession
 
 from retailstream.errors import UserError
 from retailstream.ml import implicit
 from retailstream.ml import recommender as rec
-from retailstream.ml.ratings_input import detect_format, match_columns, read_ratings
-from retailstream.ml.splits import time_split
+from retailstream.ml.ratings_input import (
+    detect_format,
+    match_columns,
+    read_ratings,
+    require_variety,
+    sniff_format,
+)
+from retailstream.ml.splits import ratings_split, time_split, untimed_reason
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -94,6 +101,39 @@ def test_column_names_are_matched_from_the_usual_spellings() -> None:
     }  # fmt: skip
 
 
+# The MovieLens sample that ships inside pyspark: 1,501 ratings, every one at the same instant.
+PYSPARK_MOVIELENS = (
+    Path(pyspark.__file__).parent / "data" / "mllib" / "als" / "sample_movielens_ratings.txt"
+)
+
+
+def test_a_file_s_first_bytes_tell_its_format() -> None:
+    assert sniff_format(b"PAR1\x15\x04") == "parquet"
+    assert sniff_format(b"\n0::2::3::1424380312\n0::3::1::1424380312\n") == "movielens"
+    assert sniff_format(b"0::2::3\n") == "movielens"  # MovieLens without timestamps
+    assert sniff_format(b"userId,movieId,rating,timestamp\n1,2,3.5,1\n") == "csv"
+    assert sniff_format(b'"user_id","item","stars"\n') == "csv"
+    # A header without a rating column, prose and nothing at all do not tell.
+    assert sniff_format(b"user,item,clicks\n") is None
+    assert sniff_format(b"hello world\n") is None
+    assert sniff_format(b"") is None
+
+
+def test_files_are_recognised_by_content_before_their_extension(tmp_path: Path) -> None:
+    txt = tmp_path / "ratings.txt"
+    txt.write_text("1::10::4.5::1700000000\n")
+    named_csv = tmp_path / "ml.csv"
+    named_csv.write_text("1::10::4.5\n")
+    bare = tmp_path / "ratings"
+    bare.write_text("userId,movieId,rating\n1,10,4.5\n")
+    assert [detect_format(p) for p in (txt, named_csv, bare)] == ["movielens", "movielens", "csv"]
+    assert detect_format(PYSPARK_MOVIELENS) == "movielens"
+    empty = tmp_path / "empty.csv"
+    empty.write_text("\n\n")
+    with pytest.raises(UserError, match="is empty"):
+        detect_format(empty)
+
+
 def test_formats_are_told_by_extension_and_unknown_ones_are_refused(tmp_path: Path) -> None:
     assert detect_format(tmp_path / "r.csv") == "csv"
     assert detect_format(tmp_path / "ratings.dat") == "movielens"
@@ -114,6 +154,47 @@ def test_csv_and_movielens_files_read_to_the_same_ratings(
     assert rows[0] == rows[1]
     assert rows[0][0][:3] == ("1", "10", 4.5)
     assert rows[0][0][3].replace(tzinfo=UTC) == datetime.fromtimestamp(1700000000, UTC)
+
+
+def test_pyspark_s_movielens_sample_reads_with_its_timestamps_and_without(
+    spark: SparkSession,
+) -> None:
+    timed = read_ratings(spark, PYSPARK_MOVIELENS)
+    untimed = read_ratings(spark, PYSPARK_MOVIELENS.parent.parent / "sample_movielens_data.txt")
+    assert timed.count() == 1501 and untimed.count() == 1501
+    assert timed.where("event_time is null").count() == 0
+    assert untimed.where("event_time is null").count() == 1501
+    assert timed.drop("event_time").exceptAll(untimed.drop("event_time")).count() == 0
+
+
+def test_a_time_split_is_refused_when_times_are_missing_or_too_few() -> None:
+    sizes = {"all": 100, "timed": 100, "train": 64, "validation": 16, "holdout": 20}
+    assert untimed_reason(sizes) is None
+    assert untimed_reason({**sizes, "all": 0, "timed": 0, "train": 0, "holdout": 0}) is None
+    assert untimed_reason({**sizes, "timed": 90}) == "10 of 100 have no timestamp"
+    tied = untimed_reason({**sizes, "train": 0, "validation": 0, "holdout": 100})
+    assert tied is not None and "0 train / 0 validation / 100 holdout" in tied
+
+
+def test_ratings_with_tied_times_are_split_at_random_reproducibly(spark: SparkSession) -> None:
+    tied = _ratings(spark, [(f"C{i % 7}", f"S{i % 11}", 3, 0) for i in range(400)])
+    split, reason = ratings_split(tied, 0.2, 0.2, seed=7)
+    again, _ = ratings_split(tied, 0.2, 0.2, seed=7)
+    assert reason is not None and "too few to cut by time" in reason
+    sizes = split.sizes()
+    assert sum(sizes.values()) == 400 and min(sizes.values()) > 0
+    assert sorted(split.holdout.collect()) == sorted(again.holdout.collect())
+    assert math.isinf(split.validation_start) and math.isinf(split.holdout_start)
+    spread = _ratings(spark, [("C1", f"S{i}", 3, i) for i in range(100)])
+    by_time, reason = ratings_split(spread, 0.2, 0.2, seed=7)
+    assert reason is None and by_time.holdout_start == time_split(spread, 0.2, 0.2).holdout_start
+
+
+def test_ratings_by_one_customer_or_of_one_item_are_refused(spark: SparkSession) -> None:
+    one_customer = _ratings(spark, [("C1", f"S{i}", 3, i) for i in range(50)])
+    with pytest.raises(UserError, match=r"ratings by 1 customer\(s\) of 50 item\(s\)"):
+        require_variety(one_customer, "mine.csv")
+    require_variety(_ratings(spark, [("C1", "S1", 3, 0), ("C2", "S2", 4, 1)]), "ok.csv")
 
 
 def test_a_file_without_a_rating_column_names_what_it_found(
