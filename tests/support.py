@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pyspark
 import pytest
 from pyspark.sql import DataFrame, SparkSession
 
@@ -21,6 +22,10 @@ from retailstream.jars import classpath
 from retailstream.kafka.broker import LocalBroker, free_port
 
 PROJECT_HOME = Path(__file__).resolve().parents[1]
+# The MovieLens sample that ships inside pyspark: 1,501 ratings, every one at the same instant.
+PYSPARK_MOVIELENS = (
+    Path(pyspark.__file__).parent / "data" / "mllib" / "als" / "sample_movielens_ratings.txt"
+)
 
 
 def broker_settings(data_dir: Path) -> LocalBrokerSettings:
@@ -117,20 +122,20 @@ def mlflow_server(root: Path, timeout_s: float = 120.0) -> Iterator[str]:
     import httpx
 
     port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{root / 'server.db'}",
-         "--artifacts-destination", str(root / "artifacts"), "--workers", "1"],
-        stdout=subprocess.DEVNULL, stderr=(root / "mlflow-server.log").open("w"),
-        start_new_session=True,
-    )  # fmt: skip
+    log_path = root / "mlflow-server.log"
+    with log_path.open("w") as log:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+             "--backend-store-uri", f"sqlite:///{root / 'server.db'}",
+             "--artifacts-destination", str(root / "artifacts"), "--workers", "1"],
+            stdout=subprocess.DEVNULL, stderr=log, start_new_session=True,
+        )  # fmt: skip
     uri = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + timeout_s
         while True:  # polled until it answers (or has died): its start takes seconds
             if server.poll() is not None:
-                log = (root / "mlflow-server.log").read_text()
-                raise AssertionError(f"mlflow server exited: {log[-2000:]}")
+                raise AssertionError(f"mlflow server exited: {log_path.read_text()[-2000:]}")
             try:
                 if httpx.get(f"{uri}/health", timeout=2.0).status_code == 200:
                     break

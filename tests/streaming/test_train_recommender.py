@@ -26,7 +26,15 @@ from retailstream.serve.app import create_app
 from retailstream.views.store import open_store
 from retailstream.world.generator import EventGenerator
 from retailstream.world.reference import build_world
-from support import PROJECT_HOME, copied_lake, mlflow_runs, mlflow_server, run_cli, with_ml
+from support import (
+    PROJECT_HOME,
+    PYSPARK_MOVIELENS,
+    copied_lake,
+    mlflow_runs,
+    mlflow_server,
+    run_cli,
+    with_ml,
+)
 
 SEED = 5
 EVENTS = 150_000  # about 8,800 ratings by 1,500 of the small world's 2,000 customers
@@ -248,9 +256,8 @@ def test_pyspark_s_movielens_sample_trains_out_of_the_box_tracked_on_an_mlflow_s
     1,501 timestamps are all the same instant, so no split by time can hold out anything.
     A copy of the lake (it publishes there), and a registry on a real tracking server,
     given by URI: its model becomes that registry's champion."""
-    sample = Path(pyspark.__file__).parent / "data/mllib/als/sample_movielens_ratings.txt"
     ratings = tmp_path / "movielens.txt"
-    ratings.write_bytes(sample.read_bytes())
+    ratings.write_bytes(PYSPARK_MOVIELENS.read_bytes())
     (tmp_path / "mlflow").mkdir()
     with mlflow_server(tmp_path / "mlflow") as uri:
         settings = copied_lake(

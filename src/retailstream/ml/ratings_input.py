@@ -31,6 +31,7 @@ ALIASES = {
     "event_time": ("eventtime", "timestamp", "time", "ts", "ratedat", "date"),
 }
 OPTIONAL = frozenset({"event_time"})
+SNIFF_BYTES = 4096  # what `detect_format` reads of a file to tell its format
 
 
 def detect_format(path: Path) -> str:
@@ -57,9 +58,6 @@ def detect_format(path: Path) -> str:
         f"cannot tell the format of {path}: give --format ({', '.join(FORMATS)}); recognised "
         "are Parquet, CSV with a header, and MovieLens lines (user::item::rating::timestamp)"
     )
-
-
-SNIFF_BYTES = 4096
 
 
 def sniff_format(head: bytes) -> str | None:

@@ -6,7 +6,6 @@ import math
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import pyspark
 import pytest
 from pyspark.sql import DataFrame, SparkSession
 
@@ -21,6 +20,7 @@ from retailstream.ml.ratings_input import (
     sniff_format,
 )
 from retailstream.ml.splits import ratings_split, time_split, untimed_reason
+from support import PYSPARK_MOVIELENS
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -99,12 +99,6 @@ def test_column_names_are_matched_from_the_usual_spellings() -> None:
     assert match_columns(["user_id", "item_id", "Stars"]) == {
         "customer_id": "user_id", "sku": "item_id", "stars": "Stars",
     }  # fmt: skip
-
-
-# The MovieLens sample that ships inside pyspark: 1,501 ratings, every one at the same instant.
-PYSPARK_MOVIELENS = (
-    Path(pyspark.__file__).parent / "data" / "mllib" / "als" / "sample_movielens_ratings.txt"
-)
 
 
 def test_a_file_s_first_bytes_tell_its_format() -> None:
