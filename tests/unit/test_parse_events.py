@@ -7,9 +7,10 @@ from datetime import datetime
 
 import pytest
 from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
 
 from retailstream.schemas import CONTRACTS, silver_schema
-from retailstream.transforms.parse import parse_events
+from retailstream.transforms.parse import event_id_text, parse_events, raw_fields
 
 BRONZE_DDL = (
     "topic string, partition int, offset long, key binary, value binary, kafka_timestamp timestamp"
@@ -115,3 +116,32 @@ def test_output_has_the_silver_columns(spark: SparkSession) -> None:
         assert (
             parsed.schema[silver[-1]].dataType == silver_schema(contract.table)[silver[-1]].dataType
         )
+
+
+def test_event_id_text_agrees_with_the_field_map(spark: SparkSession) -> None:
+    # Refine deduplicates on `event_id_text` before parsing; the serving path on the
+    # parsed map's id. The two must give the same key for every kind of value.
+    values = [
+        _rating(),
+        _rating(event_id=12345),
+        _rating(event_id={"nested": 1}),
+        _rating(event_id=None),
+        _rating(event_id=...),
+        b'{"event_id": "first", "event_id": "second"}',
+        b'{"event_id": "a", "sku": "SK',
+        b'{"event_id": "a"} trailing text',
+        b'[{"event_id": "in a list"}]',
+        b'"just a string"',
+        b'{"outer": {"event_id": "nested deeper"}}',
+        b"\xff\xfe{not utf8",
+        b"",
+        None,
+    ]
+    frame = spark.createDataFrame([(i, v) for i, v in enumerate(values)], "i int, value binary")
+    rows = frame.select(
+        "i",
+        event_id_text(F.col("value")).alias("text"),
+        raw_fields(F.col("value"))["event_id"].alias("mapped"),
+    ).collect()
+    assert [(r.i, r.text) for r in rows] == [(r.i, r.mapped) for r in rows]
+    assert {r.i: r.text for r in rows}[0] == "a" * 32

@@ -63,8 +63,8 @@ from retailstream.session import sql_conf
 from retailstream.transforms.parse import (
     dedup_key,
     drop_duplicate_events,
+    event_id_text,
     parse_events,
-    raw_fields,
 )
 
 QUARANTINE_TABLE = "quarantine"
@@ -198,8 +198,8 @@ def deduplicated_records(bronze: DataFrame, tables: Sequence[str], delay: str) -
     """Bronze records of `tables`, each event once (pure, streaming or not).
 
     A branch per table, in `tables` order: its topic's records, counted
-    (`rows_in_metric`), their field map parsed once (`_fields`, which
-    `parse_events` reuses) and deduplicated by event id within `delay` of
+    (`rows_in_metric`) and deduplicated by event id (read without parsing the
+    rest of the value; `parse_events` parses it once, per table) within `delay` of
     Kafka time; the branches are then united. A branch per topic keeps its
     own deduplication state and its own count of rows dropped as late (a
     state operator each, in this order, in the query's progress).
@@ -208,9 +208,9 @@ def deduplicated_records(bronze: DataFrame, tables: Sequence[str], delay: str) -
     for table in tables:
         records = bronze.where(F.col("topic") == CONTRACTS_BY_TABLE[table].topic)
         counted = records.observe(rows_in_metric(table), F.count(F.lit(1)).alias("rows"))
-        keyed = counted.select("*", raw_fields(F.col("value")).alias("_fields")).select(
+        keyed = counted.select(
             "*",
-            dedup_key(F.col("_fields")).alias("_dedup_key"),
+            dedup_key(event_id_text(F.col("value"))).alias("_dedup_key"),
             F.col("kafka_timestamp").alias("_wm_time"),
         )
         branches.append(drop_duplicate_events(keyed, delay, ("_dedup_key",)))
