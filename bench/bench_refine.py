@@ -13,7 +13,11 @@ bronze table:
   suite emptied and the line-sku lookup (orders, shipments) skipped: only
   parse errors are quarantined;
 - with expectations: the shipped suites of `conf/expectations/`, their
-  reference value-set joins and the line-sku check of orders and shipments.
+  reference value-set joins and the line-sku check of orders and shipments;
+- parse and append only, the floor of refine's work: each table's values
+  parsed with its contract's schema (`from_json`, one batch job per table,
+  tables side by side) and appended to Delta; refine with expectations is
+  aimed at 0.5x of it or better (issue 16).
 
 Every repetition writes silver, quarantine and checkpoints into a fresh lake
 whose `bronze_events` and `reference` are links to the shared ones. The
@@ -34,6 +38,7 @@ import sys
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from statistics import median
@@ -48,6 +53,8 @@ from harness import (
     workspace,
 )
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.types import StructField, StructType
 
 from retailstream.config import LakeSettings, Settings
 from retailstream.io.delta import StreamTrigger, read_table
@@ -57,12 +64,13 @@ from retailstream.kafka.topics import create_topics, describe_topics
 from retailstream.quality import verdicts
 from retailstream.quality.expectations import KnownValues
 from retailstream.quality.suites import Suite, load_suites
-from retailstream.schemas import CONTRACTS_BY_TABLE
+from retailstream.schemas import CONTRACTS_BY_TABLE, SPARK_TYPES, lines_type
 from retailstream.session import build_spark
 from retailstream.world import EventGenerator, build_world
 
 WITHOUT = "refine without expectations"
 WITH = "refine with expectations"
+PLAIN = "parse and append only"
 START = datetime(2026, 5, 4, tzinfo=UTC)
 SCALE = "small"
 SHARED = (ingest_events.BRONZE_TABLE, init_world.REFERENCE)
@@ -213,6 +221,32 @@ class Runs:
 
         return run
 
+    def parse_and_append(self) -> int:
+        """The floor of refine's work: each table's values parsed with its contract's
+        schema (`from_json`) and appended to a Delta table, tables side by side, in
+        one batch job each; no deduplication, no checks, no quarantine."""
+        bronze = read_table(self.spark, self.base.lake.table(ingest_events.BRONZE_TABLE))
+
+        def append(table: str) -> None:
+            contract = CONTRACTS_BY_TABLE[table]
+            schema = StructType(
+                [
+                    StructField(
+                        f.name, lines_type(contract) if f.kind == "lines" else SPARK_TYPES[f.kind]
+                    )
+                    for f in contract.all_fields
+                ]
+            )
+            events = F.from_json(F.col("value").cast("string"), schema)
+            rows = bronze.where(F.col("topic") == contract.topic).select(events.alias("e"))
+            target = self.current.lake.root / "parsed" / table
+            rows.select("e.*").write.format("delta").mode("append").save(str(target))
+
+        tables = self.base.refine.tables
+        with ThreadPoolExecutor(max_workers=len(tables)) as pool:
+            list(pool.map(append, tables))
+        return sum(self.bronze_rows.values())
+
     def refine_all(self, settings: Settings, suites: dict[str, Suite]) -> dict[str, Any]:
         counts = refine_events.BatchCounts()
         started = time.perf_counter()
@@ -313,6 +347,7 @@ def main() -> int:
             cases = [
                 Case(WITHOUT, runs.case(WITHOUT, empty, skip_line_skus=True), runs.fresh),
                 Case(WITH, runs.case(WITH, shipped, skip_line_skus=False), runs.fresh),
+                Case(PLAIN, runs.parse_and_append, runs.fresh),
             ]
             print(f"{warmup} warm-up + {repetitions} rounds")
             results = run_alternating(cases, repetitions, warmup)
@@ -327,6 +362,8 @@ def main() -> int:
     empty_batches = {label: median_empty_batches(details[label]) for label in details}
     ratio = results[WITH].median_rate / results[WITHOUT].median_rate
     ratios = paired_ratios(results, WITH, WITHOUT)
+    floor = results[WITH].median_rate / results[PLAIN].median_rate
+    floor_ratios = paired_ratios(results, WITH, PLAIN)
     last = details[WITH][-1]["tables"]
     quarantined = {t: last.get(t, {}).get("quarantined", 0) for t in tables}
     baseline = details[WITHOUT][-1]["tables"]
@@ -335,6 +372,11 @@ def main() -> int:
     notes = [
         f"Overhead of the expectations: **{1 - ratio:.1%}** (1 − with / without, ratio of "
         f"medians; per round {1 - max(ratios):.1%} – {1 - min(ratios):.1%}); aim: under 15 %.",
+        "",
+        f"Refine with expectations / parse and append only: **{floor:.2f}×** (per round "
+        f"{min(floor_ratios):.2f}–{max(floor_ratios):.2f}×); aim: at least 0.5×. The floor "
+        "parses each table's values with its contract's schema (`from_json`) and appends "
+        "them to Delta, tables side by side, one batch job each.",
         "",
         "Rows and reference value sets per table: "
         + "; ".join(
@@ -378,7 +420,8 @@ def main() -> int:
         "(`jobs.refine_events.start`, one query, `availableNow`) with the shipped "
         "expectation suites, reference value-set joins and line-sku check, against the "
         "baseline of the "
-        "same query with empty suites (parse, dedup, silver and quarantine writes); same "
+        "same query with empty suites (parse, dedup, silver and quarantine writes), and "
+        "of parsing and appending alone (the floor of refine's work); same "
         f"bronze table, same session (`{master}`), alternating, a fresh silver, quarantine "
         "and checkpoints each repetition. events/s = bronze rows / wall seconds of the query.",
         results,
@@ -394,6 +437,8 @@ def main() -> int:
         extra={
             "overhead": 1 - ratio,
             "overhead_per_round": [1 - r for r in ratios],
+            "with_over_parse_and_append": floor,
+            "with_over_parse_and_append_per_round": floor_ratios,
             "produce_events_per_second": produce_rate,
             "bronze_rows_by_topic": bronze_rows,
             "expectations_per_table": {t: len(shipped[t].expectations) for t in tables},
