@@ -54,7 +54,7 @@ from harness import (
 )
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.types import StructField, StructType
+from pyspark.sql.types import StructType
 
 from retailstream.config import LakeSettings, Settings
 from retailstream.io.delta import StreamTrigger, read_table
@@ -64,7 +64,7 @@ from retailstream.kafka.topics import create_topics, describe_topics
 from retailstream.quality import verdicts
 from retailstream.quality.expectations import KnownValues
 from retailstream.quality.suites import Suite, load_suites
-from retailstream.schemas import CONTRACTS_BY_TABLE, SPARK_TYPES, lines_type
+from retailstream.schemas import CONTRACTS_BY_TABLE, event_fields
 from retailstream.session import build_spark
 from retailstream.world import EventGenerator, build_world
 
@@ -229,14 +229,7 @@ class Runs:
 
         def append(table: str) -> None:
             contract = CONTRACTS_BY_TABLE[table]
-            schema = StructType(
-                [
-                    StructField(
-                        f.name, lines_type(contract) if f.kind == "lines" else SPARK_TYPES[f.kind]
-                    )
-                    for f in contract.all_fields
-                ]
-            )
+            schema = StructType(event_fields(contract))
             events = F.from_json(F.col("value").cast("string"), schema)
             rows = bronze.where(F.col("topic") == contract.topic).select(events.alias("e"))
             target = self.current.lake.root / "parsed" / table

@@ -185,15 +185,20 @@ def lines_type(contract: EventContract) -> ArrayType:
     )
 
 
-def silver_schema(table: str) -> StructType:
-    """The typed silver table of one topic (before and after quarantine: same columns)."""
-    contract = CONTRACTS_BY_TABLE[table]
-    typed = [
+def event_fields(contract: EventContract) -> list[StructField]:
+    """The typed fields of a topic's event JSON, in contract order."""
+    return [
         StructField(
             f.name, lines_type(contract) if f.kind == "lines" else SPARK_TYPES[f.kind], True
         )
         for f in contract.all_fields
     ]
+
+
+def silver_schema(table: str) -> StructType:
+    """The typed silver table of one topic (before and after quarantine: same columns)."""
+    contract = CONTRACTS_BY_TABLE[table]
+    typed = event_fields(contract)
     # The line summaries exist only for topics whose events carry lines.
     derived = DERIVED_FIELDS if contract.line_fields else DERIVED_FIELDS[:1]
     return StructType(

@@ -121,18 +121,12 @@ def parse_events(bronze: DataFrame, contract: EventContract) -> DataFrame:
     # The JSON is parsed in a projection of its own: used twice in one projection,
     # once inside a CASE branch, it was parsed two or three times a row.
     parsed = F.col("_parsed")
+    kept = [*[F.col(c.name) for c in COORDINATE_FIELDS], F.col("key"), F.col("value")]
     rows = (
         bronze.where(F.col("topic") == contract.topic)
+        .select(*kept, raw_fields(F.col("value")).alias("_parsed"))
         .select(
-            *[F.col(c.name) for c in COORDINATE_FIELDS],
-            "key",
-            "value",
-            raw_fields(F.col("value")).alias("_parsed"),
-        )
-        .select(
-            *[F.col(c.name) for c in COORDINATE_FIELDS],
-            "key",
-            "value",
+            *kept,
             _upcast(parsed, contract.topic).alias("_raw"),
             F.when(F.col("value").isNull(), F.lit("null_value"))
             .when(empty, F.lit("empty_value"))
@@ -190,10 +184,13 @@ def parse_events(bronze: DataFrame, contract: EventContract) -> DataFrame:
 def raw_fields(value: Column) -> Column:
     """A record's value as a map of field -> raw text; null when it is not a JSON
     object in UTF-8 (empty, binary, invalid)."""
-    text = value.cast("string")
-    readable = F.is_valid_utf8(text) & ~(value.isNotNull() & (F.length(value) == 0))
     # from_json takes a MapType too, which pyspark's annotations leave out.
-    return F.when(readable, F.from_json(text, RAW_MAP))  # type: ignore[arg-type]
+    return F.when(_readable(value), F.from_json(value.cast("string"), RAW_MAP))  # type: ignore[arg-type]
+
+
+def _readable(value: Column) -> Column:
+    """Whether a value is worth reading as JSON: UTF-8 text that is not empty."""
+    return F.is_valid_utf8(value.cast("string")) & ~(value.isNotNull() & (F.length(value) == 0))
 
 
 def dedup_key(event_id: Column) -> Column:
@@ -212,9 +209,7 @@ def event_id_text(value: Column) -> Column:
     Both give null for a value that is not one whole JSON object in UTF-8, the text
     of a non-string id, and the first of repeated keys (tests/unit/test_parse_events).
     """
-    text = value.cast("string")
-    readable = F.is_valid_utf8(text) & ~(value.isNotNull() & (F.length(value) == 0))
-    return F.when(readable, F.get_json_object(text, "$.event_id"))
+    return F.when(_readable(value), F.get_json_object(value.cast("string"), "$.event_id"))
 
 
 def drop_duplicate_events(records: DataFrame, delay: str, keys: tuple[str, ...]) -> DataFrame:
