@@ -85,7 +85,8 @@ class LakeSettings(_Frozen):
 
 
 class SparkSettings(_Frozen):
-    master: str = "local[*]"
+    # local[16]: task slots for the serving path's real-time mode (conf/base/spark.yml).
+    master: str = "local[16]"
     app_name: str = "retailstream"
     shuffle_partitions: int = Field(4, ge=1)
     driver_memory: str = "2g"
@@ -210,6 +211,24 @@ class ServingSettings(_Frozen):
     # Records per topic per micro-batch at most: a restart or a first run catches
     # up in batches of bounded cost instead of one batch of the whole backlog.
     max_offsets_per_trigger: int = Field(20_000, ge=1)
+    # A continuous run uses Spark's real-time mode when the application has a task
+    # slot per partition of the topics it reads (`local[16]` on a laptop): records
+    # become facts in long-running tasks, which write them to `facts_topic`, and
+    # one consumer folds them into the store. False, or too few slots: micro-batches.
+    real_time: bool = True
+    # The Kafka topic (one partition, created when missing) that hands each
+    # record's facts from the real-time query to the store's one folder.
+    facts_topic: str = "serving.facts"
+    # How often the real-time query checkpoints its offsets: a restart re-reads at
+    # most this much (the store skips what it applied). At least 500 milliseconds.
+    checkpoint_interval: Interval = "2 minutes"
+
+    @field_validator("checkpoint_interval")
+    @classmethod
+    def _half_a_second_at_least(cls, value: str) -> str:
+        if interval_ms(value) < 500:
+            raise ValueError("real-time mode checkpoints at most every 500 milliseconds")
+        return value
 
 
 class ServeSettings(_Frozen):

@@ -97,7 +97,8 @@ def test_demo_serves_live_views_and_stops_cleanly_on_ctrl_c(
         "--set", f"kafka.local_broker.port={port}",
         "--set", f"kafka.local_broker.controller_port={free_port()}",
         "--set", f"spark.driver_log={tmp_path / 'driver.log'}",
-        "--set", "spark.master=local[2]",
+        # The serving path in real-time mode: a task slot per partition it reads.
+        "--set", "spark.master=local[16]",
         # A clean stream: the inventory view must then equal the world's own stock.
         "--set", "generator.defect_share=0",
     ]  # fmt: skip

@@ -3,7 +3,8 @@ restart them, lose and repeat nothing.
 
 Events (with the generator's defects: duplicates, late and malformed records)
 are produced continuously while the ingest process and the serving path (each
-a real `retailstream run ...`, its Python driver and JVM) are killed with
+a real `retailstream run ...`, its Python driver and JVM; the serving path in
+Spark's real-time mode, its facts handed to one folder through a Kafka topic) are killed with
 SIGKILL at random moments and restarted; the broker is also taken away and
 brought back once. Afterwards bronze must hold every record Kafka holds, once,
 and the serving views must equal a rebuild from bronze, row for row, with
@@ -35,7 +36,7 @@ from retailstream.kafka.broker import LocalBroker
 from retailstream.kafka.clients import producer
 from retailstream.kafka.publish import publish
 from retailstream.kafka.topics import create_topics, describe_topics
-from retailstream.views.serving import view_topics
+from retailstream.views.serving import HANDOVER, view_topics
 from retailstream.views.store import SqliteStore
 from retailstream.world import EventGenerator, build_world
 from support import PROJECT_HOME, SERVING_VIEWS, assert_same_views, broker_settings
@@ -163,7 +164,11 @@ def test_bronze_and_the_serving_views_hold_every_record_once_after_kills_and_a_b
     )  # fmt: skip
     rng = random.Random(20261128)
     ingest = Job("ingest", ingest_events.QUERY_NAME, lake, overrides, tmp_path / "ingest.log")
-    serving = Job("serving", serving_views.CHECKPOINT, lake, overrides, tmp_path / "serving.log")
+    # The serving path in real-time mode (a task slot per partition), checkpointing
+    # every 5 s: kills land between checkpoints, and the restarted query writes facts
+    # the folder has folded already.
+    realtime = [*overrides, "spark.master=local[16]", "serving.checkpoint_interval=5 seconds"]
+    serving = Job("serving", serving_views.RT_CHECKPOINT, lake, realtime, tmp_path / "serving.log")
     try:
         producing.start()
         ingest.start()
@@ -195,6 +200,13 @@ def test_bronze_and_the_serving_views_hold_every_record_once_after_kills_and_a_b
                 f"{job.job} survives the broker outage: " + job.log.read_text()[-2000:]
             )
             job.kill()
+
+        # The real-time path folded the records it read while it ran (the drain below
+        # uses micro-batches, which would fold them all otherwise).
+        handed_over = SqliteStore(settings.views.sqlite_path).positions(
+            HANDOVER, settings.serving.facts_topic
+        )
+        assert handed_over and handed_over[0] > 1000, handed_over
 
         # Whatever is left is drained by one more (in-process) available-now run of each.
         done = argparse.Namespace(available_now=True)

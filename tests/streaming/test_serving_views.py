@@ -19,6 +19,7 @@ from retailstream.jobs import ingest_events, init_world, serving_views
 from retailstream.jobs.refine_events import silver_table
 from retailstream.serve.commands import RatingPublisher
 from retailstream.serve.server import start_background
+from retailstream.views.facts import decode_facts, fact_messages
 from retailstream.views.serving import view_topics
 from retailstream.views.store import SqliteStore
 from support import SERVING_TABLES, SERVING_VIEWS, check_item_ratings, keyed_rows
@@ -128,6 +129,30 @@ def test_a_replayed_batch_changes_nothing(
     assert any(f["view"] != "_seen" for f in facts)
     assert path.fold(facts) == dict.fromkeys(SERVING_VIEWS, 0)
     assert {t: keyed_rows(live(served), t) for t in SERVING_TABLES} == before
+
+
+def test_fact_messages_carry_the_same_facts_as_fact_rows(
+    served: Settings, spark: SparkSession
+) -> None:
+    """The real-time path hands facts over as a JSON message per record: decoded, they
+    are the rows, types and nulls included, that the micro-batch path folds."""
+    path = serving_views.ServingPath(spark, served, live(served))
+    records = read_table(spark, served.lake.table(ingest_events.BRONZE_TABLE))
+    first = records.where(F.col("offset") < 200)  # the same rows for both computations
+    by_topic = lambda topic: first.where(F.col("topic") == topic)  # noqa: E731
+    rows = path.facts(by_topic, serving_views.first_copies).toArrow().to_pylist()
+    messages = path.facts(by_topic, serving_views.first_copies, fact_messages).collect()
+    decoded = [f for m in messages for f in decode_facts(m["value"])]
+    in_order = lambda facts: sorted(facts, key=lambda f: sorted(map(str, f.items())))  # noqa: E731
+    assert {f["view"] for f in rows} >= {"_seen", "item_ratings", "sales_by_region"}
+    assert in_order(decoded) == in_order(rows)
+    # One message per record, keyed by its topic and partition.
+    assert len(messages) == sum(f["view"] == "_seen" for f in rows)
+    assert all(
+        m["key"] == f"{f['topic']}:{f['partition']}"
+        for m in messages[:50]
+        for f in decode_facts(m["value"])
+    )
 
 
 def test_a_lost_checkpoint_resumes_after_the_stores_positions(

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import shutil
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
@@ -36,10 +37,11 @@ from pyspark.sql import DataFrame, Row, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
-from retailstream.config import Settings, interval_ms
+from retailstream.config import KafkaSettings, Settings, ViewsSettings, interval_ms
 from retailstream.errors import UserError
 from retailstream.io.delta import StreamTrigger, foreach_batch_stream, has_commits, read_table
 from retailstream.io.kafka_source import read_kafka_stream, starting_after
+from retailstream.jobs import serving_realtime
 from retailstream.jobs.ingest_events import BRONZE_TABLE
 from retailstream.jobs.interrupts import await_queries
 from retailstream.jobs.launcher import available_now_flag, launch
@@ -52,9 +54,16 @@ from retailstream.quality.verdicts import mark_events
 from retailstream.schemas import CONTRACTS_BY_TABLE
 from retailstream.transforms.bronze import to_bronze
 from retailstream.transforms.parse import parse_events
-from retailstream.views.facts import SEEN, VIEW_SOURCES, facts_of, seen_facts, sources_of
+from retailstream.views.facts import (
+    SEEN,
+    VIEW_SOURCES,
+    fact_messages,
+    facts_of,
+    seen_facts,
+    sources_of,
+)
 from retailstream.views.folds import Catalogue
-from retailstream.views.serving import apply_facts, seed_inventory, view_topics
+from retailstream.views.serving import HANDOVER, apply_facts, seed_inventory, view_topics
 from retailstream.views.store import SqliteStore, open_store
 
 QUERY_NAME = "serving_views"
@@ -62,8 +71,11 @@ QUERY_NAME = "serving_views"
 # Spark will not resume without (a stateful operator removed); a new checkpoint
 # starts where the store's positions say, so nothing is read twice or skipped.
 CHECKPOINT = "serving_views_v2"
+RT_CHECKPOINT = serving_realtime.CHECKPOINT
 # How a topic's parsed records are deduplicated: a streaming operator, or in batch.
 Deduplication = Callable[[DataFrame], DataFrame]
+# What a topic's checked records become: a row per fact, or a message per record.
+FactShape = Callable[[DataFrame, str, tuple[str, ...], ViewsSettings], DataFrame]
 # The products, stores and customers the API checks commands and lookups against.
 CATALOGUE = {
     "products": ("sku", "name", "category", "season", "brand", "price"),
@@ -156,27 +168,45 @@ class ServingPath:
         rows = {**self.catalogue_rows, "initial_stock": _collected(stock)}
         prepare_store(self.store, rows, self.settings)
 
-    def facts(self, records: Callable[[str], DataFrame], deduplicate: Deduplication) -> DataFrame:
+    def facts(
+        self,
+        records: Callable[[str], DataFrame],
+        deduplicate: Deduplication,
+        shape: FactShape = facts_of,
+    ) -> DataFrame:
         """Every fact of the records of each topic (`records(topic)`: a stream or a
         table, bronze-shaped): per topic parsed, deduplicated by `deduplicate` and
-        checked as refine does it, in one pass (`views.facts`)."""
+        checked as refine does it, in one pass; a row per fact, or as `shape` gives
+        them (`views.facts`)."""
         parts = []
         for table in self.tables:
             contract = CONTRACTS_BY_TABLE[table]
             parsed = deduplicate(parse_events(records(contract.topic), contract))
             marked = mark_events(parsed, contract, self.suites[table], self.known)
-            parts.append(facts_of(marked, table, self.views, self.settings.views))
+            parts.append(shape(marked, table, self.views, self.settings.views))
         facts = parts[0]
         for part in parts[1:]:
             facts = facts.unionByName(part)
         return facts
 
-    def fold(self, facts: Iterable[Mapping], deduplicate: bool = False) -> dict[str, int]:
+    def fold(
+        self,
+        facts: Iterable[Mapping],
+        deduplicate: bool = False,
+        handed_over: tuple[str, Mapping[int, int]] | None = None,
+    ) -> dict[str, int]:
         """Fold `facts` in one store transaction; `deduplicate`: by event id against
-        the ids the store has seen (facts of a stream; a rebuild's are distinct)."""
+        the ids the store has seen (facts of a stream; a rebuild's are distinct);
+        `handed_over`: the facts topic offsets they came in (`apply_facts`)."""
         delay_ms = interval_ms(self.settings.refine.watermark_delay) if deduplicate else None
         return apply_facts(
-            self.store, facts, self.views, self.catalogue, self.settings.views, delay_ms
+            self.store,
+            facts,
+            self.views,
+            self.catalogue,
+            self.settings.views,
+            delay_ms,
+            handed_over,
         )
 
     def handle(self, batch: DataFrame, batch_id: int) -> None:
@@ -185,12 +215,33 @@ class ServingPath:
         self.fold(_collected(batch), deduplicate=True)
 
     def start(self, trigger: StreamTrigger) -> StreamingQuery:
-        """Start the serving query (the caller waits for it or stops it).
+        """Start the serving query (the caller waits for it or stops it): in
+        real-time mode when it runs continuously and the application has a task
+        slot for each partition it reads (`serving_realtime`), else in micro-batches.
 
         Parsing and checks are part of the streaming plan, which is built once
         here: built per micro-batch in the handler, the same
         DataFrame took over a second of Py4J calls each time.
         """
+        partitions = topic_partitions(self.settings.kafka.bootstrap, self.topics)
+        starts = self.starting_offsets(partitions)
+        slots, needed = serving_realtime.task_slots(self.spark), sum(map(len, partitions.values()))
+        real_time = self.settings.serving.real_time and not trigger.available_now
+        if real_time and slots < needed:
+            print(
+                f"serving: micro-batches: real-time mode needs a task slot per partition"
+                f" ({needed}), the application has {slots} (spark.master=local[{needed}]"
+                " or more gives it them)",
+                file=sys.stderr,
+            )
+            real_time = False
+        # A checkpoint of the other mode is stale: the store's positions say where to
+        # start (`starting_offsets`), and the stale one would re-read from its offsets.
+        mine, other = (RT_CHECKPOINT, CHECKPOINT) if real_time else (CHECKPOINT, RT_CHECKPOINT)
+        shutil.rmtree(self.settings.lake.checkpoint(other), ignore_errors=True)
+        checkpoint = self.settings.lake.checkpoint(mine)
+        if real_time:
+            return self._start_real_time(starts, str(checkpoint))
         kafka = self.settings.kafka
         # The consumer's fetch wait is paid again and again inside a batch's read
         # (measured: ~25 ms per partition at 50 ms); the serving path's records
@@ -201,33 +252,46 @@ class ServingPath:
                 "source_options": {"kafka.fetch.max.wait.ms": "1", **kafka.source_options},
             }
         )
-        starts = self.starting_offsets()
-        # A Kafka source per topic: each topic's branch reads its own records
-        # once, where one source for all would be read again by every branch.
         # No deduplication here: the store does it in each batch's transaction,
         # so the query has no state to commit, no shuffle, and one Spark stage.
-        facts = self.facts(
-            lambda topic: read_kafka_stream(
-                self.spark, kafka, [topic], starting_offsets=starts[topic]
-            ).transform(to_bronze),
-            lambda parsed: parsed,
-        )
+        facts = self.facts(self._reader(kafka, starts), lambda parsed: parsed)
         # One task reads every partition of the four topics: a batch of a few thousand
         # records is tens of milliseconds of work, and one task is deserialized once
         # and needs one free slot where twelve need six rounds of the two a laptop has.
-        return foreach_batch_stream(
-            facts.coalesce(1),
-            self.handle,
-            self.settings.lake.checkpoint(CHECKPOINT),
-            QUERY_NAME,
-            trigger,
-        )
+        return foreach_batch_stream(facts.coalesce(1), self.handle, checkpoint, QUERY_NAME, trigger)
 
-    def starting_offsets(self) -> dict[str, str]:
+    def _reader(
+        self, kafka: KafkaSettings, starts: Mapping[str, str]
+    ) -> Callable[[str], DataFrame]:
+        """A topic's records as a bronze-shaped stream. A Kafka source per topic: each
+        topic's branch reads its own records once, where one source for all would
+        be read again by every branch."""
+        return lambda topic: read_kafka_stream(
+            self.spark, kafka, [topic], starting_offsets=starts[topic]
+        ).transform(to_bronze)
+
+    def _start_real_time(self, starts: Mapping[str, str], checkpoint: str) -> StreamingQuery:
+        """The real-time query (records -> fact messages) and the folder of its messages."""
+        messages = self.facts(
+            self._reader(self.settings.kafka, starts), lambda parsed: parsed, fact_messages
+        )
+        facts_topic = self.settings.serving.facts_topic
+        serving_realtime.create_facts_topic(self.settings)
+        folder = serving_realtime.Folder(
+            self.settings.kafka.bootstrap,
+            facts_topic,
+            self.store.positions(HANDOVER, facts_topic),
+            lambda facts, handed_over: self.fold(facts, True, handed_over),
+        )
+        query = serving_realtime.start_query(messages, self.settings, checkpoint)
+        folder.start()
+        return serving_realtime.RealTimeServing(query, folder)
+
+    def starting_offsets(self, partitions: Mapping[str, Sequence[int]]) -> dict[str, str]:
         """Per topic, where the query starts when its checkpoint is new: after the
         offsets every view of the topic has applied (the store's positions), so a
-        lost or replaced checkpoint costs no re-reading of what the store holds."""
-        partitions = topic_partitions(self.settings.kafka.bootstrap, self.topics)
+        lost or replaced checkpoint costs no re-reading of what the store holds.
+        `partitions`: each topic's partition ids."""
         starts = {}
         for topic in self.topics:
             ids = partitions.get(topic, [])

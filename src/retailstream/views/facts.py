@@ -21,6 +21,7 @@ the store holds exactly what the fold compared.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 from pyspark.sql import Column, DataFrame
@@ -209,17 +210,48 @@ def table_facts(table: str, views: tuple[str, ...], settings: ViewsSettings) -> 
     return [make() for view, make in wanted if view in views]
 
 
+def record_facts(table: str, views: tuple[str, ...], settings: ViewsSettings) -> Column:
+    """The facts of one checked record of silver `table` (a row of `mark_events`'
+    output), as an array: the view facts if it is valid, and its `_seen` fact."""
+    valid = F.size(REASONS) == 0
+    per_view = table_facts(table, views, settings)
+    of_views = F.concat(*per_view) if len(per_view) > 1 else per_view[0]
+    seen = fact(SEEN, dedup_key=F.col("_dedup_key"), kafka_ms=F.unix_millis("_wm_time"))
+    return F.concat(F.when(valid, of_views).otherwise(_none()), _one(seen))
+
+
 def facts_of(
     marked: DataFrame, table: str, views: tuple[str, ...], settings: ViewsSettings
 ) -> DataFrame:
     """Every fact of a checked batch of silver `table` (the output of `mark_events`):
     the view facts of its valid records, and a `_seen` fact per record."""
-    valid = F.size(REASONS) == 0
-    per_view = table_facts(table, views, settings)
-    of_views = F.concat(*per_view) if len(per_view) > 1 else per_view[0]
-    seen = fact(SEEN, dedup_key=F.col("_dedup_key"), kafka_ms=F.unix_millis("_wm_time"))
-    every = F.concat(F.when(valid, of_views).otherwise(_none()), _one(seen))
+    every = record_facts(table, views, settings)
     return marked.select(F.explode(every).alias("fact")).select("fact.*")
+
+
+def fact_messages(
+    marked: DataFrame, table: str, views: tuple[str, ...], settings: ViewsSettings
+) -> DataFrame:
+    """A Kafka message per checked record of silver `table`: its facts as one JSON
+    array (`value`), keyed by the record's topic and partition (`key`).
+
+    One message per record, so that a consumer folds all of a record's facts in
+    the same transaction, or none of them; one key per source partition, so that
+    its records keep their Kafka order whatever the partitions of the topic
+    they are written to."""
+    key = F.concat_ws(":", F.col("topic"), F.col("partition").cast("string"))
+    value = F.to_json(record_facts(table, views, settings))
+    return marked.select(key.alias("key"), value.alias("value"))
+
+
+# A fact with every column null: JSON leaves null columns out.
+_NULL_FACT: dict[str, object] = dict.fromkeys(FACT_COLUMNS)
+
+
+def decode_facts(value: bytes | str) -> list[dict[str, object]]:
+    """The facts of one message of `fact_messages`, as the rows `facts_of` gives
+    (every column present, nulls as None) (pure)."""
+    return [{**_NULL_FACT, **item} for item in json.loads(value)]
 
 
 def seen_facts(records: DataFrame) -> DataFrame:

@@ -42,6 +42,10 @@ from retailstream.views.folds import (
 )
 from retailstream.views.store import SeenRecord, SqliteStore, StoreBatch
 
+# The positions of the facts topic's messages the real-time path's folder has
+# folded (kept beside the views' own, in the same store transactions).
+HANDOVER = "_handover"
+
 Fold = Callable[[Row | None, Sequence[Fact], Catalogue, ViewsSettings], Row]
 
 
@@ -95,13 +99,17 @@ def apply_facts(
     catalogue: Catalogue,
     settings: ViewsSettings,
     dedup_delay_ms: int | None = None,
+    handed_over: tuple[str, Mapping[int, int]] | None = None,
 ) -> dict[str, int]:
     """Fold `facts` (rows of `views.facts`, `_seen` ones included) into `views`, in
     one transaction; return how many facts each view applied (replays: 0).
 
     `dedup_delay_ms`: deduplicate the records by event id against the store's
     seen ids, with this lateness bound (the live serving path); None when the
-    facts are of distinct events already (a rebuild deduplicates in Spark)."""
+    facts are of distinct events already (a rebuild deduplicates in Spark).
+    `handed_over`: (topic, offsets by partition) of the facts topic messages
+    these facts came in, recorded as `HANDOVER`'s positions in the same
+    transaction (the real-time path's folder resumes after them)."""
     by_view: dict[str, list[Fact]] = defaultdict(list)
     seen: dict[str, dict[int, int]] = defaultdict(dict)
     records: list[Fact] = []
@@ -137,6 +145,8 @@ def apply_facts(
             for topic in topics:
                 if seen.get(topic):
                     tx.advance(view, topic, seen[topic])
+        if handed_over is not None:
+            tx.advance(HANDOVER, *handed_over)
     return applied
 
 
