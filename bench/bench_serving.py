@@ -125,8 +125,9 @@ ACKED = "posted → 202 answered (Kafka acked)"
 # The serving query a rating passes through, and the lake path's first stages beside it.
 # (The serving path's query is named after its mode: in real-time mode a "batch" is
 # a checkpoint interval, which its records do not wait for.)
+SERVING_STAGE = "serving path (Kafka -> store)"
 STAGES = {
-    "serving path (Kafka -> store)": (serving_views.QUERY_NAME, serving_realtime.QUERY_NAME),
+    SERVING_STAGE: (serving_views.QUERY_NAME, serving_realtime.QUERY_NAME),
     "ingest (lake path)": (ingest_events.QUERY_NAME,),
     "refine (lake path)": (refine_events.QUERY_NAME,),
 }
@@ -145,10 +146,16 @@ class Plan:
     load_seconds: float
     load_warmup_s: float
     repetitions: int
+    modes: tuple[str, ...]  # the serving query's modes, each measured at every rate
 
 
-FULL = Plan((100, 1_000, 10_000), 60, 5, 300.0, 30.0, (1, 8, 32), 10.0, 1.0, 3)
-QUICK = Plan((50,), 3, 1, 240.0, 0.0, (1, 4), 2.0, 0.5, 1)
+# The serving query's modes (`serving.real_time`): at each rate, each mode in turn, the
+# lake path running on throughout, the order alternating from one rate to the next.
+REAL_TIME = "real-time"
+MICRO = "micro-batch"
+MODES = {REAL_TIME: True, MICRO: False}
+FULL = Plan((100, 1_000, 10_000), 60, 5, 300.0, 30.0, (1, 8, 32), 10.0, 1.0, 3, (REAL_TIME, MICRO))
+QUICK = Plan((50,), 3, 1, 240.0, 0.0, (1, 4), 2.0, 0.5, 1, (REAL_TIME,))
 
 
 def log(message: str) -> None:
@@ -441,8 +448,9 @@ def stage_batches(
     return stages
 
 
-def summarise_probes(rate: float, probes: Sequence[Probe]) -> list[dict[str, Any]]:
-    """Rows of the freshness table for one rate (warm-up probes left out, unseen counted)."""
+def summarise_probes(rate: float, mode: str, probes: Sequence[Probe]) -> list[dict[str, Any]]:
+    """Rows of the freshness table for one rate and serving mode (warm-up probes left
+    out, unseen counted)."""
     measured = [p for p in probes if not p.warmup]
     paths = {
         PIPELINE: [p.visible_s for p in measured],
@@ -455,6 +463,7 @@ def summarise_probes(rate: float, probes: Sequence[Probe]) -> list[dict[str, Any
         rows.append(
             {
                 "rate": rate,
+                "mode": mode,
                 "path": path,
                 "probes": len(measured),
                 **percentiles(seen),
@@ -630,14 +639,29 @@ def print_driver_log(path: Path | None, lines: int = 40) -> None:
 
 @dataclass
 class Freshness:
-    """What part 1 measured, per rate."""
+    """What part 1 measured, per rate and serving mode."""
 
-    probes: dict[float, list[Probe]] = field(default_factory=dict)
-    stages: dict[float, dict[str, dict[str, Any]]] = field(default_factory=dict)
-    polling: dict[float, dict[str, Any]] = field(default_factory=dict)
+    probes: dict[tuple[float, str], list[Probe]] = field(default_factory=dict)
+    stages: dict[tuple[float, str], dict[str, dict[str, Any]]] = field(default_factory=dict)
+    polling: dict[tuple[float, str], dict[str, Any]] = field(default_factory=dict)
     traffic: list[dict[str, Any]] = field(default_factory=list)
     drains: list[float] = field(default_factory=list)
     first_view_s: float = 0.0
+
+
+def serve_in(pipeline: Pipeline, mode: str) -> None:
+    """Restart the pipeline's serving query in `mode` (the lake path runs on); the new
+    query starts after the store's positions."""
+    assert pipeline.serving is not None
+    if pipeline.serving.settings.serving.real_time == MODES[mode]:
+        return
+    names = STAGES[SERVING_STAGE]
+    for query in [q for q in pipeline.queries if q.name in names]:
+        query.stop()
+        pipeline.queries.remove(query)
+    serving = pipeline.settings.serving.model_copy(update={"real_time": MODES[mode]})
+    pipeline.serving.settings = pipeline.settings.model_copy(update={"serving": serving})
+    pipeline.start_serving()
 
 
 def measure_freshness(
@@ -688,34 +712,39 @@ def measure_freshness(
         if i:
             traffic.start(rate, seed=1 + i)
             log(f"background traffic now at {rate:,.0f} events/s")
-        if plan.settle_s:
-            log(f"  settling for {plan.settle_s:.0f} s ...")
-            settle(plan.settle_s, health)
-        watch = TransportWatch(settings.kafka.bootstrap, TOPIC_RATINGS, partitions)
-        prober = Prober(
-            base_url, settings.serve.api_token, skus, customers, settings.views.last_ratings,
-            health, lambda p: store.positions(ITEM_VIEW, TOPIC_RATINGS).get(p), seed=100 + i,
-        )  # fmt: skip
-        log(f"  {warmup} warm-up + {plan.probes} probes, one a second ...")
-        since = time.time()
-        poll_started = time.perf_counter()
-        try:
-            probes = prober.run(plan.probes, warmup, plan.bound_s)
-        finally:
-            prober.close()
-            watch.stop()
-        poll_seconds = time.perf_counter() - poll_started
-        for probe in probes:
-            arrived = watch.arrival(probe.partition, probe.offset)
-            probe.consumed_s = None if arrived is None else arrived - probe.t0
-        result.probes[rate] = probes
-        result.stages[rate] = stage_batches(pipeline, since, time.time())
-        result.polling[rate] = {
-            "gets": prober.gets,
-            "gets_per_s": prober.gets / poll_seconds,
-            "non_200": {str(s): n for s, n in prober.get_errors.items()},
-            "out_of_order": sum(p.out_of_order for p in probes),
-        }
+        modes = plan.modes if i % 2 == 0 else plan.modes[::-1]
+        for mode in modes:
+            serve_in(pipeline, mode)
+            log(f"  serving query in {mode} mode")
+            if plan.settle_s:
+                log(f"  settling for {plan.settle_s:.0f} s ...")
+                settle(plan.settle_s, health)
+            watch = TransportWatch(settings.kafka.bootstrap, TOPIC_RATINGS, partitions)
+            prober = Prober(
+                base_url, settings.serve.api_token, skus, customers, settings.views.last_ratings,
+                health, lambda p: store.positions(ITEM_VIEW, TOPIC_RATINGS).get(p), seed=100 + i,
+            )  # fmt: skip
+            log(f"  {warmup} warm-up + {plan.probes} probes, one a second ...")
+            since = time.time()
+            poll_started = time.perf_counter()
+            try:
+                probes = prober.run(plan.probes, warmup, plan.bound_s)
+            finally:
+                prober.close()
+                watch.stop()
+            poll_seconds = time.perf_counter() - poll_started
+            for probe in probes:
+                arrived = watch.arrival(probe.partition, probe.offset)
+                probe.consumed_s = None if arrived is None else arrived - probe.t0
+            key = (rate, mode)
+            result.probes[key] = probes
+            result.stages[key] = stage_batches(pipeline, since, time.time())
+            result.polling[key] = {
+                "gets": prober.gets,
+                "gets_per_s": prober.gets / poll_seconds,
+                "non_200": {str(s): n for s, n in prober.get_errors.items()},
+                "out_of_order": sum(p.out_of_order for p in probes),
+            }
     for step, action in (
         ("the supervisor", stop_supervisor),
         ("the background traffic", stop_traffic),
@@ -807,7 +836,7 @@ def main() -> int:
 
 
 # Freshness spans 0.01 s (Kafka) to minutes (the pipeline), requests/s two orders: log axes.
-FRESHNESS_PLOT = Plot(("rate", "path"), ("p50", "p95", "p99"), "seconds (log)", log=True)
+FRESHNESS_PLOT = Plot(("rate", "mode", "path"), ("p50", "p95", "p99"), "seconds (log)", log=True)
 LOAD_PLOT = Plot(("clients", "path"), ("requests_per_s",), "requests per second (log)", log=True)
 
 
@@ -832,7 +861,9 @@ def publish(
         f"refine {settings.refine.trigger_interval}, gold {settings.views.trigger_interval}"
     )
     fresh_rows = [
-        row for rate, probes in fresh.probes.items() for row in summarise_probes(rate, probes)
+        row
+        for (rate, mode), probes in sorted(fresh.probes.items())
+        for row in summarise_probes(rate, mode, probes)
     ]
     load_rows = summarise_load(runs)
     tables = [
@@ -840,6 +871,7 @@ def publish(
             f"Freshness: seconds from a rating's POST to … (trigger intervals: {triggers})",
             [
                 Column("rate", "background events/s", ",.0f"),
+                Column("mode", "serving query"),
                 Column("path", "path"),
                 Column("probes", "probes"),
                 Column("p50", "p50 s", ".2f"),
@@ -871,11 +903,11 @@ def publish(
         ),
     ]
     notes = []
-    for rate in fresh.probes:
-        rows = {r["path"]: r for r in fresh_rows if r["rate"] == rate}
+    for rate, mode in sorted(fresh.probes):
+        rows = {r["path"]: r for r in fresh_rows if (r["rate"], r["mode"]) == (rate, mode)}
         pipe, floor = rows[PIPELINE]["p50"], rows[TRANSPORT]["p50"]
-        stages = fresh.stages[rate]
-        polling = fresh.polling[rate]
+        stages = fresh.stages[rate, mode]
+        polling = fresh.polling[rate, mode]
         if pipe is not None and floor is not None:
             added = f"the pipeline adds **{pipe - floor:.2f} s** (p50) to the Kafka transport floor"
         else:
@@ -884,7 +916,8 @@ def publish(
         if achieved:
             added += f" (background traffic achieved {achieved[0]:,.0f} events/s)"
         notes.append(
-            f"At {rate:,.0f} events/s {added}. Batches with data during the probes "
+            f"At {rate:,.0f} events/s, serving in {mode} mode, {added}. Batches with data "
+            "during the probes (a real-time query's batch is a checkpoint interval) "
             "(count, median / max seconds): "
             + "; ".join(f"{label} {batch_figures(s)}" for label, s in stages.items())
             + f". Polling: {polling['gets_per_s']:.0f} GET/s, {polling['out_of_order']} probes "
@@ -912,17 +945,21 @@ def publish(
     )
     notes.append("")
     notes.append(
-        "A rating passes one query, the serving path (Kafka -> serving store), whose next batch "
-        "starts as soon as one ends: the freshness floor is about one and a half of its batch "
-        "durations. The lake path's queries (ingest, refine, gold) run beside it in the same "
-        "application, in a scheduler pool of lower weight."
+        "A rating passes one query, the serving path (Kafka -> serving store). In real-time "
+        "mode a long-lived task per partition writes each record's facts to the facts topic "
+        "and one folder thread folds each 20 ms poll; in micro-batch mode the next batch "
+        "starts as soon as one ends, and the freshness floor is about one and a half of its "
+        "batch durations. The lake path's queries (ingest, refine, gold) run beside it in the "
+        "same application, in a scheduler pool of lower weight, through both modes."
     )
     description = (
         "End-to-end freshness: a rating posted through the API (`POST /v1/items/{sku}/ratings`) "
         "until a plain `GET /v1/items/{sku}` lists its event_id, polled every "
         f"{POLL_INTERVAL_S * 1000:.0f} ms, one probe a second, {plan.probes} probes (+{warmup} "
         f"warm-up) at each background rate ({', '.join(f'{r:,.0f}' for r in plan.rates)} "
-        "generated events/s from `produce`), with the demo's `Pipeline` (the serving path "
+        "generated events/s from `produce`) and serving mode "
+        f"({', '.join(plan.modes)}: the serving query restarted in each in turn, after "
+        f"{plan.settle_s:.0f} s of settling), with the demo's `Pipeline` (the serving path "
         "Kafka → serving store, and the lake path ingest → refine → gold, one SparkSession, "
         f"`{settings.spark.master}`, triggers {triggers}) and the API in one process; against "
         "the baseline of the same probes' Kafka transport (a plain "
@@ -960,9 +997,11 @@ def publish(
             "probe_interval_s": PROBE_INTERVAL_S,
             "visible_bound_s": plan.bound_s,
             "first_view_s": fresh.first_view_s,
-            "stages": {str(r): s for r, s in fresh.stages.items()},
-            "polling": {str(r): p for r, p in fresh.polling.items()},
-            "probes": {str(r): [asdict(p) for p in ps] for r, ps in fresh.probes.items()},
+            "stages": {f"{r:g} {m}": s for (r, m), s in fresh.stages.items()},
+            "polling": {f"{r:g} {m}": p for (r, m), p in fresh.polling.items()},
+            "probes": {
+                f"{r:g} {m}": [asdict(p) for p in ps] for (r, m), ps in fresh.probes.items()
+            },
             "skus": measured.skus,
             "rated_skus": measured.rated,
             "traffic": fresh.traffic,
