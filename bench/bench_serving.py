@@ -55,7 +55,8 @@ Full run: background rates 100, 1,000 and 10,000 events/s, 5 warm-up + 60 probes
 
     .venv/bin/python bench/bench_serving.py [--quick]
 
-`--repetitions` sets the rounds of part 2; `--warmup` the warm-up probes per rate.
+`--repetitions` sets the rounds of part 2; `--warmup` the warm-up probes per rate;
+`--rates 100,1000` the background rates.
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -815,9 +816,17 @@ def measure(plan: Plan, warmup: int, repetitions: int, stack: contextlib.ExitSta
     return Measured(settings, fresh, runs, len(skus), rated, time.perf_counter() - started)
 
 
+def _rates_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--rates", help="background rates of part 1, comma-separated (default: the plan's)"
+    )
+
+
 def main() -> int:
-    args = parse_args(__doc__)
+    args = parse_args(__doc__, add_flags=_rates_flag)
     plan = QUICK if args.quick else FULL
+    if args.rates:
+        plan = replace(plan, rates=tuple(float(r) for r in args.rates.split(",")))
     warmup = plan.warmup_probes if args.warmup is None else args.warmup
     repetitions = args.repetitions or plan.repetitions
     began = time.perf_counter()

@@ -6,14 +6,16 @@ For each background rate (full: 5k, 10k, 20k, 50k events/s, 6 minutes each;
 - `retailstream produce --rate R` runs in its own process (background traffic,
   as a shop's producers are: apart from the analytics);
 - the demo's `Pipeline` runs its four queries in this process, one SparkSession,
-  `local[*]` (the serving path Kafka -> store; ingest Kafka -> bronze; refine
-  bronze -> silver; gold silver -> gold views), with the demo's loop (query
-  health, refine metrics drained every 2 s);
+  the configured `spark.master` (the serving path Kafka -> store; ingest Kafka ->
+  bronze; refine bronze -> silver; gold silver -> gold views), with the demo's
+  loop (query health, refine metrics drained every 2 s);
 - every 2 s each stage's lag is sampled:
-  - Kafka-fed stages (serving, ingest): Kafka's end offsets minus the offsets
-    the stage's last finished batch reached (its progress), summed over the
-    partitions of its topics; in seconds: how long ago Kafka's end stood where
-    the stage stands now (from the samples of Kafka's end, 2 s resolution);
+  - Kafka-fed stages: Kafka's end offsets minus the offsets the stage has
+    reached, summed over the partitions of its topics: for ingest, where its last
+    finished batch ended (its progress); for the serving path, what the store has
+    folded (its views' positions), in real-time mode and micro-batches alike; in
+    seconds: how long ago Kafka's end stood where the stage stands now (from the
+    samples of Kafka's end, 2 s resolution);
   - Delta-fed stages (refine, gold): the rows of the source commits from the
     version the stage's last finished batch will read next; in seconds: the age
     of the oldest of those commits.
@@ -36,7 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -61,13 +63,17 @@ from retailstream.jobs.demo import Pipeline
 from retailstream.kafka.clients import consumer
 from retailstream.kafka.topics import create_topics
 from retailstream.session import build_spark
+from retailstream.views.serving import view_topics
+from retailstream.views.store import SqliteStore
 from retailstream.world import build_world
 
 SAMPLE_EVERY_S = 2.0
 WINDOW_S = 180.0  # the tail over which "keeps up" is judged
 KEEPS_UP_S = 10.0  # at most this much more behind over the window
+# The serving path's lag is read from the store, not from a query's progress.
+SERVING = "serving"
 STAGES = {
-    "serving": serving_views.QUERY_NAME,
+    SERVING: serving_views.QUERY_NAME,
     "ingest": ingest_events.QUERY_NAME,
     "refine": refine_events.QUERY_NAME,
     "gold": build_views.QUERY_NAME,
@@ -153,6 +159,37 @@ class Lag:
     seconds: float = 0.0
 
 
+def _lag_behind(
+    reached: Mapping[tuple[str, int], int],
+    ends: dict[tuple[str, int], int],
+    kafka: KafkaEnds,
+    now: float,
+) -> Lag:
+    lag = Lag()
+    for key, position in reached.items():
+        lag.records += max(0, ends.get(key, position) - position)
+        lag.seconds = max(lag.seconds, kafka.seconds_behind(key, position, now))
+    return lag
+
+
+def store_lag(
+    store: SqliteStore,
+    views: Sequence[str],
+    ends: dict[tuple[str, int], int],
+    kafka: KafkaEnds,
+    now: float,
+) -> Lag | None:
+    """The serving path's lag: what the store has folded (the least advanced of the views
+    of each topic-partition) against Kafka's end; None before the first fold."""
+    reached: dict[tuple[str, int], int] = {}
+    for view in views:
+        for topic in view_topics(view):
+            for partition, offset in store.positions(view, topic).items():
+                key = (topic, partition)
+                reached[key] = min(reached.get(key, offset + 1), offset + 1)
+    return _lag_behind(reached, ends, kafka, now) if reached else None
+
+
 def stage_lag(
     query: StreamingQuery,
     ends: dict[tuple[str, int], int],
@@ -173,9 +210,9 @@ def stage_lag(
         described = source.get("description", "")
         if described.startswith("Kafka"):
             reached = {(t, int(p)): int(o) for t, parts in end.items() for p, o in parts.items()}
-            for key, position in reached.items():
-                lag.records += max(0, ends.get(key, position) - position)
-                lag.seconds = max(lag.seconds, kafka.seconds_behind(key, position, now))
+            behind = _lag_behind(reached, ends, kafka, now)
+            lag.records += behind.records
+            lag.seconds = max(lag.seconds, behind.seconds)
         elif match := DELTA_SOURCE.search(described):
             # Next to read: `reservoirVersion` from its first file (index -1), or past
             # file `index` of it (the rest of that version counted as read).
@@ -259,6 +296,7 @@ def run_rate(spark: SparkSession, root: Path, rate: int, plan: Plan) -> RateRun:
             supervisor.start()
             log(f"  {len(pipeline.queries)} queries after {time.monotonic() - began:.0f} s")
             by_name = {q.name: q for q in pipeline.queries}
+            store = SqliteStore(settings.views.sqlite_path)
             for now in _ticks(began, plan.seconds):
                 supervisor.check()
                 if producer.poll() not in (None, 0):
@@ -267,7 +305,10 @@ def run_rate(spark: SparkSession, root: Path, rate: int, plan: Plan) -> RateRun:
                 wall = time.time()
                 sample: dict[str, Any] = {"t": round(now - began, 1)}
                 for stage, name in STAGES.items():
-                    lag = stage_lag(by_name[name], ends, kafka, delta, now, wall)
+                    if stage == SERVING:
+                        lag = store_lag(store, settings.views.views, ends, kafka, now)
+                    else:
+                        lag = stage_lag(by_name[name], ends, kafka, delta, now, wall)
                     if lag is not None:
                         sample[stage] = {"records": lag.records, "seconds": round(lag.seconds, 1)}
                 run.samples.append(sample)
