@@ -103,6 +103,23 @@ def test_a_mistyped_interval_fails_at_load_time_with_the_key(tmp_path: Path, key
     assert "\n" not in message
 
 
+def test_a_real_time_checkpoint_under_half_a_second_is_refused_at_load_time(
+    tmp_path: Path,
+) -> None:
+    home = _home(tmp_path, {})
+    with pytest.raises(ConfigError) as caught:
+        load_settings(
+            "dev", ["serving.checkpoint_interval=100 milliseconds"], home=home, environ={}
+        )
+    message = str(caught.value)
+    assert "serving.checkpoint_interval" in message and "500 milliseconds" in message
+    assert "\n" not in message
+    settings = load_settings(
+        "dev", ["serving.checkpoint_interval=500 milliseconds"], home=home, environ={}
+    )
+    assert settings.serving.checkpoint_interval == "500 milliseconds"
+
+
 def test_intervals_spark_takes_are_accepted_as_written(tmp_path: Path) -> None:
     home = _home(tmp_path, {})
     for text in ("0 seconds", "1 second", "500 milliseconds", "15 minutes", "2 hours", "1 day"):

@@ -29,7 +29,7 @@ from collections.abc import Callable
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, Message, TopicPartition
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
 from retailstream.config import Settings, TopicSettings, interval_ms
@@ -53,7 +53,7 @@ MIN_BATCH_CONF = "spark.sql.streaming.realTimeMode.minBatchDuration"
 Fold = Callable[[list[dict[str, Any]], tuple[str, dict[int, int]]], object]
 
 
-def task_slots(spark: Any) -> int:
+def task_slots(spark: SparkSession) -> int:
     """How many tasks the application can run at once (local[N]: N; a cluster: its cores)."""
     context = spark.sparkContext._jsc.sc()
     profile = context.resourceProfileManager().defaultResourceProfile()
@@ -176,10 +176,13 @@ class RealTimeServing(StreamingQuery):
         self.query.stop()
         self.folder.stop()
 
+    def _folder_failure(self) -> UserError | None:
+        if self.folder.error is None:
+            return None
+        return UserError(f"the serving folder failed: {self.folder.error}")
+
     def exception(self) -> Any:
-        if self.folder.error is not None:
-            return UserError(f"the serving folder failed: {self.folder.error}")
-        return self.query.exception()
+        return self._folder_failure() or self.query.exception()
 
     def awaitTermination(self, timeout: int | None = None) -> bool | None:  # noqa: N802
         try:
@@ -187,6 +190,7 @@ class RealTimeServing(StreamingQuery):
         finally:
             if not self.query.isActive:
                 self.folder.stop()
-        if self.folder.error is not None:
-            raise UserError(f"the serving folder failed: {self.folder.error}")
+        failure = self._folder_failure()
+        if failure is not None:
+            raise failure
         return ended

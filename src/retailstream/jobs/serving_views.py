@@ -225,16 +225,20 @@ class ServingPath:
         """
         partitions = topic_partitions(self.settings.kafka.bootstrap, self.topics)
         starts = self.starting_offsets(partitions)
-        slots, needed = serving_realtime.task_slots(self.spark), sum(map(len, partitions.values()))
         real_time = self.settings.serving.real_time and not trigger.available_now
-        if real_time and slots < needed:
-            print(
-                f"serving: micro-batches: real-time mode needs a task slot per partition"
-                f" ({needed}), the application has {slots} (spark.master=local[{needed}]"
-                " or more gives it them)",
-                file=sys.stderr,
+        if real_time:
+            slots, needed = (
+                serving_realtime.task_slots(self.spark),
+                sum(map(len, partitions.values())),
             )
-            real_time = False
+            if slots < needed:
+                print(
+                    f"serving: micro-batches: real-time mode needs a task slot per partition"
+                    f" ({needed}), the application has {slots} (spark.master=local[{needed}]"
+                    " or more gives it them)",
+                    file=sys.stderr,
+                )
+                real_time = False
         # A checkpoint of the other mode is stale: the store's positions say where to
         # start (`starting_offsets`), and the stale one would re-read from its offsets.
         mine, other = (RT_CHECKPOINT, CHECKPOINT) if real_time else (CHECKPOINT, RT_CHECKPOINT)
