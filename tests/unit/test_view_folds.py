@@ -107,6 +107,40 @@ def test_trending_ranks_the_last_minutes_per_category() -> None:
     assert ranked[0]["window_end"] == "2026-06-01T09:03:00"
 
 
+def _activity(offset: int, minute: str, sku: str, carts: int, units: int) -> dict:
+    return {
+        "view": "trending_items", "topic": "shop.clickstream", "partition": 0, "offset": offset,
+        "minute": f"2026-06-01T{minute}:00", "sku": sku, "add_to_cart": carts,
+        "ordered_units": units,
+    }  # fmt: skip
+
+
+def test_the_store_ranks_trending_as_rank_trending_does_over_the_same_activity(
+    tmp_path: Path,
+) -> None:
+    # The store sums the window per sku in SQL; rank_trending sums the rows in
+    # Python. Two folds: the second moves the window past 09:00's carts.
+    store = SqliteStore(tmp_path / "views.db")
+    first = [_activity(1, "09:00", "SKU-1", 9, 0), _activity(2, "09:00", "SKU-3", 1, 0)]
+    second = [
+        _activity(3, "09:02", "SKU-3", 1, 1),
+        _activity(4, "09:02", "SKU-1", 1, 0),
+        _activity(5, "09:02", "SKU-2", 0, 3),
+    ]
+    applied = []
+    for facts in (first, second):
+        apply_facts(store, facts, ["trending_items"], CATALOGUE, SETTINGS)
+        applied.extend(facts)
+        expected = rank_trending(applied, CATALOGUE, SETTINGS)
+        assert store.rows("trending_items", order_by=("category", "rank")) == expected
+    assert [(r["sku"], r["add_to_cart"], r["ordered_units"]) for r in expected] == [
+        ("SKU-2", 0, 3),
+        ("SKU-3", 1, 1),
+    ]
+    # What fell out of the window is pruned from the activity the ranking reads.
+    assert {r["minute"] for r in store.rows("trending_activity")} == {"2026-06-01T09:02:00"}
+
+
 def test_a_replayed_or_half_replayed_batch_changes_nothing(tmp_path: Path) -> None:
     store = SqliteStore(tmp_path / "views.db")
     batch = [*RATINGS, _seen("shop.ratings", 0, 2)]

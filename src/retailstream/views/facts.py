@@ -21,9 +21,9 @@ the store holds exactly what the fold compared.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 
+import orjson
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
@@ -251,7 +251,7 @@ _NULL_FACT: dict[str, object] = dict.fromkeys(FACT_COLUMNS)
 def decode_facts(value: bytes | str) -> list[dict[str, object]]:
     """The facts of one message of `fact_messages`, as the rows `facts_of` gives
     (every column present, nulls as None) (pure)."""
-    return [{**_NULL_FACT, **item} for item in json.loads(value)]
+    return [{**_NULL_FACT, **item} for item in orjson.loads(value)]
 
 
 def seen_facts(records: DataFrame) -> DataFrame:

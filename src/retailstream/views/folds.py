@@ -206,12 +206,25 @@ def rank_trending(
     rows = list(activity)
     if not rows:
         return []
-    first, end = trending_window(max(r["minute"] for r in rows), settings)
-    totals: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    newest = max(r["minute"] for r in rows)
+    first, _ = trending_window(newest, settings)
+    totals: dict[str, tuple[int, int]] = {}
     for r in rows:
         if r["minute"] >= first:
-            totals[r["sku"]][0] += r["add_to_cart"]
-            totals[r["sku"]][1] += r["ordered_units"]
+            carts, units = totals.get(r["sku"], (0, 0))
+            totals[r["sku"]] = (carts + r["add_to_cart"], units + r["ordered_units"])
+    return rank_item_totals(totals, newest, catalogue, settings)
+
+
+def rank_item_totals(
+    totals: Mapping[str, tuple[int, ...]],
+    newest_minute: str,
+    catalogue: Catalogue,
+    settings: ViewsSettings,
+) -> list[Row]:
+    """The top `trending_top` items per category from each sku's (carts, units
+    ordered) over the trending window that ends with `newest_minute`."""
+    first, end = trending_window(newest_minute, settings)
     by_category: dict[str, list[tuple[float, str, int, int]]] = defaultdict(list)
     for sku, (carts, units) in totals.items():
         product = catalogue.products.get(sku)

@@ -37,7 +37,7 @@ from retailstream.views.folds import (
     fold_item_ratings,
     fold_sales,
     initial_position,
-    rank_trending,
+    rank_item_totals,
     trending_window,
 )
 from retailstream.views.store import SeenRecord, SqliteStore, StoreBatch
@@ -83,13 +83,16 @@ def _fold_keyed(tx: StoreBatch, spec: KeyedFold, facts: Sequence[Fact], fold_arg
 
 
 def _rerank_trending(tx: StoreBatch, catalogue: Catalogue, settings: ViewsSettings) -> None:
-    activity = tx.rows("trending_activity")
-    if not activity:
+    """Cut trending_activity to the window and rank trending_items from it. The
+    store sums the window per sku (in SQL, not by decoding each activity row):
+    this runs on every fold, and the window holds thousands of rows."""
+    newest = tx.largest("trending_activity", "minute")
+    if newest is None:
         return
-    first, _ = trending_window(max(r["minute"] for r in activity), settings)
+    first, _ = trending_window(newest, settings)
     tx.delete_before("trending_activity", "minute", first)
-    kept = [r for r in activity if r["minute"] >= first]
-    tx.replace("trending_items", rank_trending(kept, catalogue, settings))
+    totals = tx.sums("trending_activity", "sku", ("add_to_cart", "ordered_units"))
+    tx.replace("trending_items", rank_item_totals(totals, newest, catalogue, settings))
 
 
 def apply_facts(

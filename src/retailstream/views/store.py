@@ -27,6 +27,8 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+import orjson
+
 
 @dataclass(frozen=True)
 class ViewTable:
@@ -102,15 +104,31 @@ class ServingStore(Protocol):
     def positions(self, view: str, topic: str) -> dict[int, int]: ...
 
 
-def _json_default(value: object) -> str:
+def _json_default(value: object) -> object:
+    """What orjson leaves to us: subclasses (pandas' Timestamp, numpy's float64)."""
     if isinstance(value, datetime | date):
         return value.isoformat()
+    for kind in (float, int, str):
+        if isinstance(value, kind):
+            return kind(value)
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 def to_json(value: object) -> str:
-    """JSON of a view row: timestamps as ISO 8601 text."""
-    return json.dumps(value, default=_json_default, separators=(",", ":"))
+    """JSON of a view row: timestamps as ISO 8601 text (as `isoformat` writes them).
+
+    orjson, because every fold writes each row it touches: it is several times
+    faster than `json` here, and reads and writes the same documents."""
+    return orjson.dumps(value, default=_json_default).decode()
+
+
+def from_json(doc: str | bytes) -> Any:
+    """A stored document as Python values. Stores written before orjson may hold
+    NaN, which only `json` reads (orjson writes it as null)."""
+    try:
+        return orjson.loads(doc)
+    except orjson.JSONDecodeError:
+        return json.loads(doc)
 
 
 def _key_value(value: object) -> object:
@@ -217,7 +235,7 @@ class SqliteStore:
         if order_by:
             sql += " ORDER BY " + ", ".join(f'"{c}"' for c in order_by)
         cursor = self._db().execute(sql, [_key_value(v) for v in where.values()])
-        return [json.loads(doc) for (doc,) in cursor.fetchall()]
+        return [from_json(doc) for (doc,) in cursor.fetchall()]
 
     def advance(self, view: str, topic: str, offsets: Mapping[int, int]) -> None:
         """Record that `view` includes `topic` up to these offsets (never moves back)."""
@@ -266,7 +284,7 @@ class StoreBatch:
         table = self._store._table(view)
         wanted = [tuple(_key_value(v) for v in key) for key in keys]
         rows = _rows_by_keys(self._db, table.name, table.key, ("doc",), wanted)
-        return {tuple(key): json.loads(doc) for *key, doc in rows}
+        return {tuple(key): from_json(doc) for *key, doc in rows}
 
     def put(self, view: str, rows: Iterable[Mapping[str, Any]]) -> int:
         return self._store._insert(self._db, self._store._table(view), rows)
@@ -283,10 +301,30 @@ class StoreBatch:
             raise KeyError(f"{view} has no key column {column!r}")
         self._db.execute(f'DELETE FROM "{table.name}" WHERE "{column}" < ?', (_key_value(value),))
 
+    def largest(self, view: str, column: str) -> Any:
+        """The largest value of key column `column` (None when the view is empty)."""
+        table = self._store._table(view)
+        if column not in table.key:
+            raise KeyError(f"{view} has no key column {column!r}")
+        return self._db.execute(f'SELECT max("{column}") FROM "{table.name}"').fetchone()[0]
+
+    def sums(self, view: str, group_by: str, fields: tuple[str, ...]) -> dict[Any, tuple[int, ...]]:
+        """Per value of key column `group_by`, the sums of the rows' integer `fields`
+        (absent ones count 0), computed in SQLite from the stored docs."""
+        table = self._store._table(view)
+        if group_by not in table.key:
+            raise KeyError(f"{view} has no key column {group_by!r}")
+        sums = ", ".join("coalesce(sum(json_extract(doc, ?)), 0)" for _ in fields)
+        cursor = self._db.execute(
+            f'SELECT "{group_by}", {sums} FROM "{table.name}" GROUP BY "{group_by}"',
+            [f"$.{field}" for field in fields],
+        )
+        return {group: tuple(int(total) for total in totals) for group, *totals in cursor}
+
     def rows(self, view: str) -> list[dict[str, Any]]:
         table = self._store._table(view)
         cursor = self._db.execute(f'SELECT doc FROM "{table.name}"')
-        return [json.loads(doc) for (doc,) in cursor.fetchall()]
+        return [from_json(doc) for (doc,) in cursor.fetchall()]
 
     def count(self, view: str) -> int:
         table = self._store._table(view)
