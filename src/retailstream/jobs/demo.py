@@ -4,8 +4,9 @@ Serves the API and dashboard first (the catalogue and the initial stock come
 straight from the generated world), starts the local broker when config uses
 it and it is not running, then Spark and the serving query (Kafka -> serving
 store), publishes generated events at a steady rate (`produce`, on a thread),
-writes the reference data to the lake (`world init`) and starts the lake path
-(ingest, refine, gold views), all in one Spark application. Runs
+and, once the serving path has folded its first records, writes the reference
+data to the lake (`world init`) and starts the lake path (ingest, refine, gold
+views), all in one Spark application. Runs
 until Ctrl-C (or `--duration`), then stops the producer (flushed), every
 query (checkpointed) and the server: a later run resumes where this one ended.
 """
@@ -60,6 +61,8 @@ def _start_local_broker(settings: Settings) -> LocalBroker | None:
 
 METRICS_EVERY_S = 30.0
 BRONZE_WAIT_S = 600.0
+# How long the lake path's start waits for the serving path's first fold at most.
+FIRST_FOLD_WAIT_S = 60.0
 
 
 def _wait_until(done: Callable[[], bool], alive: Callable[[], None], timeout_s: float) -> bool:
@@ -147,6 +150,11 @@ class Pipeline:
         serving = StreamTrigger(False, self.settings.serving.trigger_interval)
         with scheduler_pool(self.spark, SERVING_POOL):
             self.queries.append(self.serving.start(serving))
+
+    def await_first_fold(self, timeout_s: float) -> bool:
+        """Wait until the serving path has folded records (False after `timeout_s`)."""
+        assert self.serving is not None
+        return _wait_until(self.serving.folded.is_set, self.check, timeout_s)
 
     def start_lake(self) -> None:
         """Start the lake path: ingest, refine (one query for every topic) and gold
@@ -251,6 +259,10 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
             f"serving query started after {time.monotonic() - started:.0f}s",
             flush=True,
         )
+        # The lake's work (the world's copy, three queries' plans and first batches)
+        # waits for the serving path's first fold: started together, the two warm
+        # up on the same cores and the first views come later.
+        pipeline.await_first_fold(FIRST_FOLD_WAIT_S)
         writing = time.monotonic()
         init_world.write_tables(spark, settings, tables)
         print(

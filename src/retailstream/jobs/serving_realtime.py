@@ -111,6 +111,12 @@ class Folder:
     def start(self) -> None:
         self._thread.start()
 
+    def discard(self) -> None:
+        """Close the consumer of a folder that will not be started (its query did not
+        start): a started folder closes it itself when it stops."""
+        if not self._thread.is_alive() and self._thread.ident is None:
+            self._consumer.close()
+
     def stop(self, timeout_s: float = 30.0) -> None:
         """Fold what has arrived, then stop."""
         self._stopping.set()

@@ -27,6 +27,7 @@ import argparse
 import itertools
 import shutil
 import sys
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -161,6 +162,9 @@ class ServingPath:
         # Collected once: the store's catalogue and the folds' decorations alike.
         self.catalogue_rows = catalogue_rows(references)
         self.catalogue = catalogue_of(self.catalogue_rows)
+        # Set by the first fold: records pass through the serving path (the demo
+        # starts the lake path's work after it, so that the two do not warm up at once).
+        self.folded = threading.Event()
 
     def prepare_store(self) -> None:
         """The catalogue, and every initial stock position (once)."""
@@ -199,7 +203,7 @@ class ServingPath:
         the ids the store has seen (facts of a stream; a rebuild's are distinct);
         `handed_over`: the facts topic offsets they came in (`apply_facts`)."""
         delay_ms = interval_ms(self.settings.refine.watermark_delay) if deduplicate else None
-        return apply_facts(
+        applied = apply_facts(
             self.store,
             facts,
             self.views,
@@ -208,6 +212,8 @@ class ServingPath:
             delay_ms,
             handed_over,
         )
+        self.folded.set()
+        return applied
 
     def handle(self, batch: DataFrame, batch_id: int) -> None:
         """The foreachBatch handler: the batch's facts to the driver in one Spark job,
@@ -287,7 +293,11 @@ class ServingPath:
             self.store.positions(HANDOVER, facts_topic),
             lambda facts, handed_over: self.fold(facts, True, handed_over),
         )
-        query = serving_realtime.start_query(messages, self.settings, checkpoint)
+        try:
+            query = serving_realtime.start_query(messages, self.settings, checkpoint)
+        except BaseException:
+            folder.discard()
+            raise
         folder.start()
         return serving_realtime.RealTimeServing(query, folder)
 
