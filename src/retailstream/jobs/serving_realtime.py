@@ -114,7 +114,7 @@ class Folder:
     def discard(self) -> None:
         """Close the consumer of a folder that will not be started (its query did not
         start): a started folder closes it itself when it stops."""
-        if not self._thread.is_alive() and self._thread.ident is None:
+        if self._thread.ident is None:  # never started
             self._consumer.close()
 
     def stop(self, timeout_s: float = 30.0) -> None:

@@ -279,6 +279,13 @@ class StoreBatch:
         self._store = store
         self._db = db
 
+    def _keyed_by(self, view: str, column: str) -> ViewTable:
+        """The view's table, which must have `column` among its key columns."""
+        table = self._store._table(view)
+        if column not in table.key:
+            raise KeyError(f"{view} has no key column {column!r}")
+        return table
+
     def get_many(self, view: str, keys: Iterable[tuple[Any, ...]]) -> dict[tuple[Any, ...], dict]:
         """The docs of the rows with these keys (by key tuple); absent keys are left out."""
         table = self._store._table(view)
@@ -296,35 +303,24 @@ class StoreBatch:
 
     def delete_before(self, view: str, column: str, value: Any) -> None:
         """Delete the rows whose key column `column` is below `value`."""
-        table = self._store._table(view)
-        if column not in table.key:
-            raise KeyError(f"{view} has no key column {column!r}")
+        table = self._keyed_by(view, column)
         self._db.execute(f'DELETE FROM "{table.name}" WHERE "{column}" < ?', (_key_value(value),))
 
     def largest(self, view: str, column: str) -> Any:
         """The largest value of key column `column` (None when the view is empty)."""
-        table = self._store._table(view)
-        if column not in table.key:
-            raise KeyError(f"{view} has no key column {column!r}")
+        table = self._keyed_by(view, column)
         return self._db.execute(f'SELECT max("{column}") FROM "{table.name}"').fetchone()[0]
 
     def sums(self, view: str, group_by: str, fields: tuple[str, ...]) -> dict[Any, tuple[int, ...]]:
         """Per value of key column `group_by`, the sums of the rows' integer `fields`
         (absent ones count 0), computed in SQLite from the stored docs."""
-        table = self._store._table(view)
-        if group_by not in table.key:
-            raise KeyError(f"{view} has no key column {group_by!r}")
+        table = self._keyed_by(view, group_by)
         sums = ", ".join("coalesce(sum(json_extract(doc, ?)), 0)" for _ in fields)
         cursor = self._db.execute(
             f'SELECT "{group_by}", {sums} FROM "{table.name}" GROUP BY "{group_by}"',
             [f"$.{field}" for field in fields],
         )
         return {group: tuple(int(total) for total in totals) for group, *totals in cursor}
-
-    def rows(self, view: str) -> list[dict[str, Any]]:
-        table = self._store._table(view)
-        cursor = self._db.execute(f'SELECT doc FROM "{table.name}"')
-        return [from_json(doc) for (doc,) in cursor.fetchall()]
 
     def count(self, view: str) -> int:
         table = self._store._table(view)
