@@ -124,11 +124,11 @@ def gathered_references(
 
 
 class StepTimer:
-    """Seconds spent in the refine handler's Delta writes and batch tally, per run.
+    """Seconds spent in the refine handler's batch tally and Delta writes, per run.
 
-    The handler persists the micro-batch, so its first write (silver) also
-    reads bronze, parses, deduplicates and validates; the later ones read the
-    cached rows.
+    The handler persists the micro-batch and counts it first, so the tally also
+    reads bronze, deduplicates, parses and validates; the writes read the cached
+    rows.
     """
 
     def __init__(self) -> None:
@@ -139,7 +139,7 @@ class StepTimer:
             return "quarantine write"
         if app_id == refine_events.query_name("order_lines"):
             return "order_lines write"
-        return "silver write (+ read, parse, dedup, validate)"
+        return "silver write"
 
     @contextlib.contextmanager
     def installed(self, skip_line_skus: bool) -> Iterator[None]:
@@ -156,12 +156,14 @@ class StepTimer:
             finally:
                 self.current[self.step(app_id)] += time.perf_counter() - started
 
-        def tally(marked: DataFrame) -> dict[str, object]:
+        def tally(refined: DataFrame) -> dict[str, dict[str, object]]:
             started = time.perf_counter()
             try:
-                return originals["tally"](marked)
+                return originals["tally"](refined)
             finally:
-                self.current["tally"] += time.perf_counter() - started
+                self.current["tally (+ read, dedup, parse, validate)"] += (
+                    time.perf_counter() - started
+                )
 
         refine_events.append_once = append_once
         refine_events.tally = tally
@@ -390,8 +392,9 @@ def main() -> int:
         + " per repetition (median).",
         "",
         "Where the time goes (median seconds per repetition; the tables of a batch are "
-        "refined side by side, so their steps are summed over threads; the handler persists "
-        "each micro-batch, so the silver write also reads, parses and validates it):",
+        "written side by side, so their writes are summed over threads; the handler persists "
+        "each micro-batch and counts it first, so the tally also reads, deduplicates, parses "
+        "and validates it):",
         "",
         *(
             f"- {label}: "

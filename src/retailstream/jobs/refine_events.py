@@ -12,9 +12,10 @@ Writes, per micro-batch and idempotently (a replayed batch writes nothing):
   duplicates removed, rows later than the watermark, valid, quarantined by reason.
 
 Deduplication by `event_id` is a streaming `dropDuplicatesWithinWatermark`
-per topic (RocksDB state bounded by `refine.watermark_delay`); everything
-else runs on each micro-batch as a batch DataFrame, split by topic inside the
-batch.
+per topic (RocksDB state bounded by `refine.watermark_delay`). Parsing and the
+expectations run in the streaming plan too, built once when the query starts
+(`refined_records`); each micro-batch is then persisted once and split by table
+for the writes.
 """
 
 from __future__ import annotations
@@ -52,11 +53,10 @@ from retailstream.jobs.launcher import available_now_flag, launch
 from retailstream.quality.expectations import KnownValues, known_frames
 from retailstream.quality.reference_values import PRODUCT_SKUS, reference_values
 from retailstream.quality.suites import Suite, load_suites
-from retailstream.quality.verdicts import mark_events, valid_events
+from retailstream.quality.verdicts import REASONS, mark_events
 from retailstream.schemas import (
     CONTRACTS_BY_TABLE,
     QUARANTINE_SCHEMA,
-    EventContract,
     silver_schema,
 )
 from retailstream.session import sql_conf
@@ -134,42 +134,51 @@ def order_lines(orders: DataFrame) -> DataFrame:
     )
 
 
-def split_valid(marked: DataFrame, table: str, batch_id: int) -> tuple[DataFrame, DataFrame]:
-    """(silver rows, quarantine rows) of a micro-batch marked by `with_reasons` (pure).
+# The column naming each refined row's table, and the one holding its reasons.
+TABLE_COLUMN = "_table"
+QUARANTINE_COLUMNS = ("topic", "partition", "offset", "kafka_timestamp", "key", "value")
 
-    A row is valid when it parsed and met every expectation; otherwise it goes
-    to the quarantine with every reason it failed for.
-    """
-    valid = valid_events(marked, table)
-    quarantined = marked.where(F.size("_reasons") > 0).select(
-        F.lit(table).alias("table"),
-        "topic",
-        "partition",
-        "offset",
-        "kafka_timestamp",
-        "key",
-        "value",
+
+def quarantine_rows(refined: DataFrame, batch_id: int) -> DataFrame:
+    """The rows of a refined batch (`refined_records`) that failed to parse or failed
+    an expectation, as quarantine rows with every reason they failed for (pure)."""
+    return refined.where(F.size(REASONS) > 0).select(
+        F.col(TABLE_COLUMN).alias("table"),
+        *QUARANTINE_COLUMNS,
         "event_id",
-        F.col("_reasons").alias("reasons"),
+        F.col(REASONS).alias("reasons"),
         F.lit(batch_id).cast("long").alias("refine_batch_id"),
     )
-    return valid, quarantined
 
 
-def tally(marked: DataFrame) -> dict[str, object]:
-    """Rows, valid, quarantined and quarantined-by-reason of a marked batch, in one job.
+def silver_rows(refined: DataFrame, table: str) -> DataFrame:
+    """The rows of `table` in a refined batch that passed everything, as silver rows (pure)."""
+    valid = (F.col(TABLE_COLUMN) == table) & (F.size(REASONS) == 0)
+    return refined.where(valid).select(f"{table}.*")
 
-    Grouping by the whole reason list keeps the result to a handful of rows
-    (one per distinct combination), which the driver sums.
+
+def tally(refined: DataFrame) -> dict[str, dict[str, object]]:
+    """Per table of a refined batch: rows, valid, quarantined and quarantined by
+    reason, in one job.
+
+    Grouping by the whole reason list keeps the result to a handful of rows per
+    table (one per distinct combination), which the driver sums.
     """
-    rows = marked.groupBy("_reasons").count().collect()
-    total = sum(int(r["count"]) for r in rows)
-    bad = sum(int(r["count"]) for r in rows if r["_reasons"])
-    by_reason: dict[str, int] = {}
+    rows = refined.groupBy(TABLE_COLUMN, REASONS).count().collect()
+    tables: dict[str, dict[str, Any]] = {}
     for row in rows:
-        for reason in row["_reasons"]:
-            by_reason[reason] = by_reason.get(reason, 0) + int(row["count"])
-    return {"rows": total, "valid": total - bad, "quarantined": bad, "by_reason": by_reason}
+        mine = tables.setdefault(
+            row[TABLE_COLUMN], {"rows": 0, "valid": 0, "quarantined": 0, "by_reason": {}}
+        )
+        count = int(row["count"])
+        mine["rows"] += count
+        if row[REASONS]:
+            mine["quarantined"] += count
+            for reason in row[REASONS]:
+                mine["by_reason"][reason] = mine["by_reason"].get(reason, 0) + count
+        else:
+            mine["valid"] += count
+    return tables
 
 
 class BatchCounts:
@@ -194,106 +203,108 @@ def rows_in_metric(table: str) -> str:
     return f"refine_rows_in_{table}"
 
 
-def deduplicated_records(bronze: DataFrame, tables: Sequence[str], delay: str) -> DataFrame:
-    """Bronze records of `tables`, each event once (pure, streaming or not).
+def refined_records(
+    bronze: DataFrame,
+    tables: Sequence[str],
+    delay: str,
+    suites: Mapping[str, Suite],
+    known: KnownValues,
+) -> DataFrame:
+    """Bronze records of `tables`, each event once, parsed and checked (pure,
+    streaming or not).
 
     A branch per table, in `tables` order: its topic's records, counted
-    (`rows_in_metric`) and deduplicated by event id (read without parsing the
-    rest of the value; `parse_events` parses it once, per table) within `delay` of
-    Kafka time; the branches are then united. A branch per topic keeps its
-    own deduplication state and its own count of rows dropped as late (a
-    state operator each, in this order, in the query's progress).
+    (`rows_in_metric`), deduplicated by event id (read without parsing the rest
+    of the value) within `delay` of Kafka time, parsed once and marked with
+    their reasons. A branch per topic keeps its own deduplication state and its
+    own count of rows dropped as late (a state operator each, in this order, in
+    the query's progress). The branches are united in one shape: the table's
+    name (`TABLE_COLUMN`), the bronze coordinates, key and value, the event id,
+    the reasons, and the silver row in a struct column named after its table
+    (null in the other tables' rows).
+
+    Built once per query, not once per micro-batch: a table's plan of parsing
+    and checks is thousands of expressions, and building and analysing six of
+    them took seconds of driver time in every batch, however small.
     """
-    branches = []
-    for table in tables:
-        records = bronze.where(F.col("topic") == CONTRACTS_BY_TABLE[table].topic)
+
+    def branch(table: str) -> DataFrame:
+        contract = CONTRACTS_BY_TABLE[table]
+        records = bronze.where(F.col("topic") == contract.topic)
         counted = records.observe(rows_in_metric(table), F.count(F.lit(1)).alias("rows"))
         keyed = counted.select(
             "*",
             dedup_key(event_id_text(F.col("value"))).alias("_dedup_key"),
             F.col("kafka_timestamp").alias("_wm_time"),
         )
-        branches.append(drop_duplicate_events(keyed, delay, ("_dedup_key",)))
-    return functools.reduce(DataFrame.unionByName, branches)
-
-
-def refine_table(
-    settings: Settings,
-    batch: DataFrame,
-    contract: EventContract,
-    suite: Suite,
-    known: KnownValues,
-    batch_id: int,
-) -> tuple[DataFrame, DataFrame]:
-    """Validate one table's rows of a micro-batch and write its silver rows (and
-    order lines); return (the marked rows, persisted; its quarantine rows, computed)."""
-    table = contract.table
-    marked = mark_events(parse_events(batch, contract), contract, suite, known).persist()
-    valid, quarantined = split_valid(marked, table, batch_id)
-    append_once(valid, silver_table(settings, table), query_name(table), batch_id)
-    if table == "orders":
-        append_once(
-            order_lines(valid),
-            silver_table(settings, "order_lines"),
-            query_name("order_lines"),
-            batch_id,
+        deduplicated = drop_duplicate_events(keyed, delay, ("_dedup_key",))
+        marked = mark_events(parse_events(deduplicated, contract), contract, suites[table], known)
+        silver = [F.col(f.name) for f in silver_schema(table).fields]
+        return marked.select(
+            F.lit(table).alias(TABLE_COLUMN),
+            *QUARANTINE_COLUMNS,
+            F.col("event_id").cast("string").alias("event_id"),
+            REASONS,
+            F.struct(*silver).alias(table),
         )
-    # Taken from the cached rows here, in this table's thread: the handler unites
-    # every table's quarantine rows on its own thread, where Spark found only some
-    # of the tables' caches and parsed and validated the others' rows again
-    # (a third of refine's time at 300k events).
-    return marked, quarantined.localCheckpoint(eager=True)
+
+    # Each plan is built column by column, a Py4J round trip each: side by side,
+    # as the serving path builds its topics' plans (the list keeps `tables` order).
+    with ThreadPoolExecutor(max_workers=len(tables)) as pool:
+        branches = list(pool.map(branch, tables))
+    return functools.reduce(
+        lambda left, right: left.unionByName(right, allowMissingColumns=True), branches
+    )
 
 
 def refine_batch_handler(
-    settings: Settings,
-    tables: Sequence[str],
-    suites: Mapping[str, Suite],
-    known: KnownValues,
-    counts: BatchCounts,
+    settings: Settings, tables: Sequence[str], counts: BatchCounts
 ) -> Callable[[DataFrame, int], None]:
-    """The foreachBatch handler: split the batch by topic, validate each table's rows,
-    write silver per table and the quarantine once.
+    """The foreachBatch handler of `refined_records`: count the batch per table and
+    reason, write silver per table and the quarantine once.
 
     Built by a factory so that it can be called on a static DataFrame in tests.
-    The tables of a batch are refined side by side (each mostly waits on its
-    own Delta commit); their jobs run in the caller's scheduler pool.
+    The tables' writes run side by side (each mostly waits on its own Delta
+    commit); their jobs run in the caller's scheduler pool.
     """
-    contracts = [CONTRACTS_BY_TABLE[t] for t in tables]
 
     def handle(batch: DataFrame, batch_id: int) -> None:
-        # Persisted first, then asked which topics it holds: that one job runs the
-        # stream's read, parse and deduplication once (an `isEmpty` before it ran
-        # them a second time). A batch with no rows only moves the watermark on:
-        # nothing to validate or write.
-        batch = batch.persist()
+        # Persisted first and counted: that one job runs the stream's read,
+        # deduplication, parsing and checks once; every write reads the cached rows.
+        # The union has a partition per table and state partition; merged back to
+        # the session's shuffle partitions, each write runs that many tasks, not
+        # six times as many that mostly find other tables' rows.
+        # A batch with no rows only moves the watermark on: nothing to write.
+        partitions = int(batch.sparkSession.conf.get("spark.sql.shuffle.partitions") or 1)
+        batch = batch.coalesce(partitions).persist()
         try:
-            present = {r["topic"] for r in batch.select("topic").distinct().collect()}
-            chosen = [c for c in contracts if c.topic in present]
+            counted = tally(batch)
+            chosen = [t for t in tables if t in counted]
             if not chosen:
                 counts.put(batch_id, {})
                 return
 
-            def refine(contract: EventContract) -> tuple[DataFrame, DataFrame, dict]:
-                table = contract.table
-                marked, quarantined = refine_table(
-                    settings, batch, contract, suites[table], known, batch_id
-                )
-                return marked, quarantined, tally(marked)
+            def write(table: str) -> None:
+                valid = silver_rows(batch, table)
+                append_once(valid, silver_table(settings, table), query_name(table), batch_id)
+                if table == "orders":
+                    append_once(
+                        order_lines(valid),
+                        silver_table(settings, "order_lines"),
+                        query_name("order_lines"),
+                        batch_id,
+                    )
 
             with ThreadPoolExecutor(max_workers=len(chosen)) as pool:
                 inherit = inheritable_thread_target(batch.sparkSession)
-                results = list(pool.map(inherit(refine), chosen))
-            quarantined = functools.reduce(DataFrame.unionByName, [r[1] for r in results])
+                list(pool.map(inherit(write), chosen))
             append_once(
-                quarantined,
+                quarantine_rows(batch, batch_id),
                 settings.lake.table(QUARANTINE_TABLE),
                 f"{QUERY_NAME}_quarantine",
                 batch_id,
             )
-            counts.put(batch_id, {c.table: r[2] for c, r in zip(chosen, results, strict=True)})
-            for marked, _, _ in results:
-                marked.unpersist()
+            counts.put(batch_id, counted)
         finally:
             batch.unpersist()
 
@@ -311,12 +322,14 @@ def start(
     """Start the refine query of every configured table; `known` holds the reference
     values (`known_values`)."""
     tables = settings.refine.tables
-    records = deduplicated_records(
+    records = refined_records(
         read_stream(spark, settings.lake.table(BRONZE_TABLE)),
         tables,
         settings.refine.watermark_delay,
+        suites,
+        known,
     )
-    handler = refine_batch_handler(settings, tables, suites, known, counts)
+    handler = refine_batch_handler(settings, tables, counts)
     # Late is judged against the newest Kafka time of any topic (all arrive through
     # the same brokers), so a quiet topic cannot hold every topic's state back.
     with sql_conf(spark, {"spark.sql.streaming.multipleWatermarkPolicy": "max"}):
