@@ -134,7 +134,7 @@ def order_lines(orders: DataFrame) -> DataFrame:
     )
 
 
-# The column naming each refined row's table, and the one holding its reasons.
+# The column naming each refined row's table, and the bronze columns a quarantine row keeps.
 TABLE_COLUMN = "_table"
 QUARANTINE_COLUMNS = ("topic", "partition", "offset", "kafka_timestamp", "key", "value")
 
@@ -210,8 +210,8 @@ def refined_records(
     suites: Mapping[str, Suite],
     known: KnownValues,
 ) -> DataFrame:
-    """Bronze records of `tables`, each event once, parsed and checked (pure,
-    streaming or not).
+    """Bronze records of `tables`, each event once, parsed and checked (pure; of a
+    stream: deduplication within a watermark runs on streams only).
 
     A branch per table, in `tables` order: its topic's records, counted
     (`rows_in_metric`), deduplicated by event id (read without parsing the rest

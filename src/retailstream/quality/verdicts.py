@@ -19,7 +19,7 @@ from retailstream.quality.expectations import (
 )
 from retailstream.quality.reference_values import PRODUCT_SKUS
 from retailstream.quality.suites import Suite
-from retailstream.schemas import EventContract, silver_schema
+from retailstream.schemas import EventContract
 
 REASONS = "_reasons"
 
@@ -44,9 +44,3 @@ def mark_events(
     if contract.line_fields:
         checked = fill_unknown_line_skus(checked, known.listed[PRODUCT_SKUS.key])
     return with_reasons(failed_expectations(checked, suite, known))
-
-
-def valid_events(marked: DataFrame, table: str) -> DataFrame:
-    """The rows of a marked batch that passed everything, as silver `table` rows."""
-    columns = [f.name for f in silver_schema(table).fields]
-    return marked.where(F.size(REASONS) == 0).select(*columns)
