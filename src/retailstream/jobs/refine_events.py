@@ -59,7 +59,7 @@ from retailstream.schemas import (
     QUARANTINE_SCHEMA,
     silver_schema,
 )
-from retailstream.session import sql_conf
+from retailstream.session import built_side_by_side, sql_conf
 from retailstream.transforms.parse import (
     dedup_key,
     drop_duplicate_events,
@@ -248,10 +248,7 @@ def refined_records(
             F.struct(*silver).alias(table),
         )
 
-    # Each plan is built column by column, a Py4J round trip each: side by side,
-    # as the serving path builds its topics' plans (the list keeps `tables` order).
-    with ThreadPoolExecutor(max_workers=len(tables)) as pool:
-        branches = list(pool.map(branch, tables))
+    branches = built_side_by_side(branch, tables)
     return functools.reduce(
         lambda left, right: left.unionByName(right, allowMissingColumns=True), branches
     )
