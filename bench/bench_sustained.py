@@ -31,6 +31,7 @@ run. The chart shows each stage's lag (seconds) over time, one panel per rate.
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import statistics
@@ -235,6 +236,36 @@ class RateRun:
     produced: dict[str, Any] = field(default_factory=dict)
     failure: str | None = None  # the first line of what stopped the run, if anything did
     jvm_alive: bool = True
+    work: dict[str, float] = field(default_factory=dict)  # JvmWork's fields, over the run
+
+
+@dataclass(frozen=True)
+class JvmWork:
+    """What the driver's JVM has done so far: CPU time, and the classes Spark generated
+    and compiled (a cache miss each: a steady stream should compile almost nothing)."""
+
+    cpu_s: float
+    compiled: int
+    compile_s: float  # estimated: the count times the mean of Spark's sampled timings
+
+    def since(self, before: JvmWork) -> dict[str, float]:
+        return {
+            "cpu_s": round(self.cpu_s - before.cpu_s, 1),
+            "compiled": self.compiled - before.compiled,
+            "compile_s": round(max(0.0, self.compile_s - before.compile_s), 1),
+        }
+
+
+def jvm_work(spark: SparkSession) -> JvmWork:
+    jvm = spark.sparkContext._jvm  # noqa: SLF001 - the JVM's pid and Spark's codegen metrics
+    assert jvm is not None
+    # JMX's process CPU time is not reachable over Py4J (a JDK-internal class); /proc is.
+    stat = Path(f"/proc/{jvm.java.lang.ProcessHandle.current().pid()}/stat").read_text()
+    user, system = stat.rsplit(")", 1)[1].split()[11:13]
+    cpu_s = (int(user) + int(system)) / os.sysconf("SC_CLK_TCK")
+    timer = jvm.org.apache.spark.metrics.source.CodegenMetrics.METRIC_COMPILATION_TIME()
+    count = timer.getCount()
+    return JvmWork(cpu_s, count, count * timer.getSnapshot().getMean() / 1000)
 
 
 def jvm_alive(spark: SparkSession) -> bool:
@@ -289,6 +320,7 @@ def run_rate(spark: SparkSession, root: Path, rate: int, plan: Plan) -> RateRun:
         )
         delta = DeltaCommits()
         supervisor: Supervisor | None = None
+        work = jvm_work(spark)
         try:
             log(f"{rate:,} events/s: producer started, starting the pipeline ...")
             pipeline.start()
@@ -331,6 +363,7 @@ def run_rate(spark: SparkSession, root: Path, rate: int, plan: Plan) -> RateRun:
             if supervisor is not None:
                 supervisor.stop()
             if run.jvm_alive:
+                run.work = jvm_work(spark).since(work)
                 pipeline.stop()
             kafka.close()
         log(f"  stopped after {time.monotonic() - began:.0f} s (began {began_wall:.0f})")
@@ -446,6 +479,14 @@ def main() -> int:
         + (f"**{highest:,} events/s**." if highest else "**none of the rates tried**.")
         + " Target: 20,000 events/s."
     ]
+    for run in runs:
+        if run.work:
+            notes.append(
+                f"At {run.rate:,} events/s the driver's JVM used {run.work['cpu_s']:,.0f} "
+                f"CPU-s in {plan.seconds:.0f} s ({run.work['cpu_s'] / plan.seconds:.2f} of "
+                f"{os.cpu_count()} cores), and Spark compiled {run.work['compiled']:,} "
+                f"generated classes (about {run.work['compile_s']:,.1f} s of compiling)."
+            )
     not_run = [r for r in plan.rates if r not in {run.rate for run in runs}]
     if not_run:
         notes.append(
@@ -488,6 +529,7 @@ def main() -> int:
             "series_unit": "lag behind Kafka, s",
             "samples": {str(run.rate): run.samples for run in runs},
             "produced": {str(run.rate): run.produced for run in runs},
+            "jvm_work": {str(run.rate): run.work for run in runs},
         },
     )
     return 0
