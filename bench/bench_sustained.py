@@ -55,6 +55,7 @@ from harness import (
     parse_args,
     publish_tables,
 )
+from py4j.protocol import Py4JError
 from pyspark.sql import SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
@@ -363,7 +364,11 @@ def run_rate(spark: SparkSession, root: Path, rate: int, plan: Plan) -> RateRun:
             if supervisor is not None:
                 supervisor.stop()
             if run.jvm_alive:
-                run.work = jvm_work(spark).since(work)
+                try:
+                    run.work = jvm_work(spark).since(work)
+                except (Py4JError, OSError):  # the JVM died since the failure was seen
+                    run.jvm_alive = False
+            if run.jvm_alive:
                 pipeline.stop()
             kafka.close()
         log(f"  stopped after {time.monotonic() - began:.0f} s (began {began_wall:.0f})")
