@@ -247,13 +247,11 @@ class JvmWork:
 
     cpu_s: float
     compiled: int
-    compile_s: float  # estimated: the count times the mean of Spark's sampled timings
 
     def since(self, before: JvmWork) -> dict[str, float]:
         return {
             "cpu_s": round(self.cpu_s - before.cpu_s, 1),
             "compiled": self.compiled - before.compiled,
-            "compile_s": round(max(0.0, self.compile_s - before.compile_s), 1),
         }
 
 
@@ -264,9 +262,10 @@ def jvm_work(spark: SparkSession) -> JvmWork:
     stat = Path(f"/proc/{jvm.java.lang.ProcessHandle.current().pid()}/stat").read_text()
     user, system = stat.rsplit(")", 1)[1].split()[11:13]
     cpu_s = (int(user) + int(system)) / os.sysconf("SC_CLK_TCK")
-    timer = jvm.org.apache.spark.metrics.source.CodegenMetrics.METRIC_COMPILATION_TIME()
-    count = timer.getCount()
-    return JvmWork(cpu_s, count, count * timer.getSnapshot().getMean() / 1000)
+    compiled = (
+        jvm.org.apache.spark.metrics.source.CodegenMetrics.METRIC_COMPILATION_TIME().getCount()
+    )
+    return JvmWork(cpu_s, compiled)
 
 
 def jvm_alive(spark: SparkSession) -> bool:
@@ -366,10 +365,10 @@ def run_rate(spark: SparkSession, root: Path, rate: int, plan: Plan) -> RateRun:
             if run.jvm_alive:
                 try:
                     run.work = jvm_work(spark).since(work)
-                except (Py4JError, OSError):  # the JVM died since the failure was seen
+                    pipeline.stop()
+                except (Py4JError, OSError):  # the JVM died under the load (out of heap, so far)
                     run.jvm_alive = False
-            if run.jvm_alive:
-                pipeline.stop()
+                    run.failure = run.failure or "the driver's JVM died"
             kafka.close()
         log(f"  stopped after {time.monotonic() - began:.0f} s (began {began_wall:.0f})")
     return run
@@ -490,7 +489,7 @@ def main() -> int:
                 f"At {run.rate:,} events/s the driver's JVM used {run.work['cpu_s']:,.0f} "
                 f"CPU-s in {plan.seconds:.0f} s ({run.work['cpu_s'] / plan.seconds:.2f} of "
                 f"{os.cpu_count()} cores), and Spark compiled {run.work['compiled']:,} "
-                f"generated classes (about {run.work['compile_s']:,.1f} s of compiling)."
+                "generated classes."
             )
     not_run = [r for r in plan.rates if r not in {run.rate for run in runs}]
     if not_run:
