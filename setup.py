@@ -46,6 +46,8 @@ setup(
         # The serving store's documents and the real-time folder's fact messages are
         # JSON on the hot path: orjson decodes and encodes them several times faster.
         "orjson==3.13.0",
+        # /metrics: pipeline health in Prometheus' text format.
+        "prometheus-client==0.26.0",
     ],
     extras_require={
         "dev": [

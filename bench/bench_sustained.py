@@ -30,7 +30,6 @@ run. The chart shows each stage's lag (seconds) over time, one panel per rate.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -60,6 +59,8 @@ from pyspark.sql import SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
 from retailstream.config import Settings
+from retailstream.health.lag import delta_lag
+from retailstream.health.progress import source_read
 from retailstream.jobs import build_views, ingest_events, init_world, refine_events, serving_views
 from retailstream.jobs.demo import Pipeline
 from retailstream.kafka.clients import consumer
@@ -80,7 +81,6 @@ STAGES = {
     "refine": refine_events.QUERY_NAME,
     "gold": build_views.QUERY_NAME,
 }
-DELTA_SOURCE = re.compile(r"DeltaSource\[(?:file:)?([^\]]+)\]")
 
 
 @dataclass(frozen=True)
@@ -129,32 +129,6 @@ class KafkaEnds:
         self.reader.close()
 
 
-class DeltaCommits:
-    """Rows and commit times of each version of a Delta table, read from its JSON log
-    (each commit file read once)."""
-
-    def __init__(self) -> None:
-        self.known: dict[str, dict[int, tuple[int, float]]] = {}
-
-    def commits(self, table: str) -> dict[int, tuple[int, float]]:
-        seen = self.known.setdefault(table, {})
-        log_dir = Path(table) / "_delta_log"
-        for path in log_dir.glob("*.json") if log_dir.is_dir() else ():
-            version = int(path.stem)
-            if version in seen:
-                continue
-            rows, when = 0, path.stat().st_mtime
-            for line in path.read_text().splitlines():
-                action = json.loads(line)
-                add = action.get("add")
-                if add and add.get("dataChange", True) and add.get("stats"):
-                    rows += int(json.loads(add["stats"]).get("numRecords", 0))
-                if "commitInfo" in action:
-                    when = action["commitInfo"].get("timestamp", when * 1000) / 1000
-            seen[version] = (rows, when)
-        return seen
-
-
 @dataclass
 class Lag:
     records: int = 0
@@ -196,7 +170,6 @@ def stage_lag(
     query: StreamingQuery,
     ends: dict[tuple[str, int], int],
     kafka: KafkaEnds,
-    delta: DeltaCommits,
     now: float,
     wall: float,
 ) -> Lag | None:
@@ -206,23 +179,18 @@ def stage_lag(
         return None
     lag = Lag()
     for source in progress["sources"]:
-        end = source.get("endOffset")
-        if isinstance(end, str):
-            end = json.loads(end)
-        described = source.get("description", "")
-        if described.startswith("Kafka"):
-            reached = {(t, int(p)): int(o) for t, parts in end.items() for p, o in parts.items()}
+        read = source_read(source)
+        if read is None:
+            continue
+        if read.kind == "kafka":
+            reached = {
+                (t, int(p)): o for t, parts in read.next_offsets.items() for p, o in parts.items()
+            }
             behind = _lag_behind(reached, ends, kafka, now)
-            lag.records += behind.records
-            lag.seconds = max(lag.seconds, behind.seconds)
-        elif match := DELTA_SOURCE.search(described):
-            # Next to read: `reservoirVersion` from its first file (index -1), or past
-            # file `index` of it (the rest of that version counted as read).
-            first = 0 if not end else int(end["reservoirVersion"]) + (end["index"] != -1)
-            later = [(r, w) for v, (r, w) in delta.commits(match.group(1)).items() if v >= first]
-            lag.records += sum(r for r, _ in later)
-            if later:
-                lag.seconds = max(lag.seconds, wall - min(w for _, w in later))
+        else:
+            behind = delta_lag(Path(str(read.table)), read.next_version, wall)
+        lag.records += behind.records
+        lag.seconds = max(lag.seconds, behind.seconds)
     return lag
 
 
@@ -318,7 +286,6 @@ def run_rate(spark: SparkSession, root: Path, rate: int, plan: Plan) -> RateRun:
         kafka = KafkaEnds(
             settings.kafka.bootstrap, {t: s.partitions for t, s in settings.kafka.topics.items()}
         )
-        delta = DeltaCommits()
         supervisor: Supervisor | None = None
         work = jvm_work(spark)
         try:
@@ -340,7 +307,7 @@ def run_rate(spark: SparkSession, root: Path, rate: int, plan: Plan) -> RateRun:
                     if stage == SERVING:
                         lag = store_lag(store, settings.views.views, ends, kafka, now)
                     else:
-                        lag = stage_lag(by_name[name], ends, kafka, delta, now, wall)
+                        lag = stage_lag(by_name[name], ends, kafka, now, wall)
                     if lag is not None:
                         sample[stage] = {"records": lag.records, "seconds": round(lag.seconds, 1)}
                 run.samples.append(sample)

@@ -107,6 +107,16 @@ def kafka_status(args: argparse.Namespace) -> int:
     return 0 if status.running and status.reachable else 3
 
 
+def pipeline_status(args: argparse.Namespace) -> int:
+    """Each stream's rates, batches and lag, then one line saying what is wrong."""
+    from retailstream.health.report import pipeline_health, render
+
+    stages, kafka_error = pipeline_health(_settings(args))
+    print(render(stages, kafka_error))
+    healthy = kafka_error is None and not any(s.behind or s.silent for s in stages)
+    return 0 if healthy else 3
+
+
 # -- topics -----------------------------------------------------------------
 
 
@@ -406,6 +416,13 @@ def build_parser() -> argparse.ArgumentParser:
         "status",
         "is the broker running and answering? (exit 3 if not)",
         kafka_status,
+    )
+
+    command(
+        commands,
+        "status",
+        "is every stream keeping up? rates, batches and lag behind Kafka (exit 3 if not)",
+        pipeline_status,
     )
 
     topics = commands.add_parser(

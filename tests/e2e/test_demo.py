@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -19,13 +20,17 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from retailstream.config import Settings, load_settings
+from retailstream.health.progress import read_reports
 from retailstream.io.delta import read_table
 from retailstream.io.truth import read_truth
 from retailstream.jobs import ingest_events, serving_views
 from retailstream.kafka.broker import free_port, port_in_use
+from retailstream.kafka.topics import describe_topics
+from retailstream.views.serving import view_topics
 from retailstream.views.store import SqliteStore
 from support import (
     PROJECT_HOME,
+    SERVING_VIEWS,
     assert_bronze_holds_kafka,
     headless_chromium,
     read_until,
@@ -64,6 +69,70 @@ def _dashboard_follows_the_api(browser: Any, url: str) -> None:
     assert len(set(shown)) >= 2, f"the page did not follow the sales: {shown[-5:]}"
     assert shown == sorted(shown), "revenue only grows"
     assert browser.execute_script("return window.__sameDocument") == "yes", "no reload"
+
+
+LAG_LINE = re.compile(
+    r'^retailstream_stream_lag_records\{partition="(\d*)",source="([^"]+)",stream="([^"]+)"\} (\S+)$'
+)
+
+
+def _read_through(lake: Path) -> dict[tuple[str, str, int], int]:
+    """(stream, topic, partition) -> the next offset ingest (its report) and the serving
+    views (their store positions) will read: what the lag is measured from."""
+    found = {}
+    for report in read_reports(lake / "_health"):
+        if report.name == ingest_events.QUERY_NAME:
+            for source in report.sources:
+                for topic, parts in source.next_offsets.items():
+                    for p, offset in parts.items():
+                        found[(report.name, topic, int(p))] = offset
+    store = SqliteStore(lake / "_serving" / "views.db")
+    for view in SERVING_VIEWS:
+        for topic in view_topics(view):
+            for p, offset in store.positions(view, topic).items():
+                key = ("serving_views", topic, p)
+                found[key] = min(found.get(key, offset + 1), offset + 1)
+    return found
+
+
+def _metrics_agree_with_kafka(url: str, lake: Path, bootstrap: str) -> None:
+    """Each lag `/metrics` gives for ingest and the serving views lies between what
+    Kafka's own end offsets and the streams' positions, read before and after the
+    scrape, allow: ends and positions only grow while the demo runs."""
+
+    def kafka_ends() -> dict[tuple[str, int], int]:
+        return {
+            (info.name, part.partition): part.latest
+            for info in describe_topics(bootstrap)
+            for part in info.partitions
+        }
+
+    deadline = time.monotonic() + 180
+    while not any(k[0] == "ingest_events" for k in _read_through(lake)):
+        assert time.monotonic() < deadline, "ingest reported no batch within 180 s"
+        time.sleep(1)
+    ends_before, read_before = kafka_ends(), _read_through(lake)
+    with urllib.request.urlopen(f"{url}/metrics", timeout=60) as answer:
+        text = answer.read().decode()
+    ends_after, read_after = kafka_ends(), _read_through(lake)
+    checked = set()
+    for line in text.splitlines():
+        match = LAG_LINE.match(line)
+        if not match or match.group(3) not in {"ingest_events", "serving_views"}:
+            continue
+        partition, topic, stream, value = match.groups()
+        key, place = (stream, topic, int(partition)), (topic, int(partition))
+        low = ends_before[place] - read_after.get(key, read_before[key])
+        high = ends_after[place] - read_before[key]
+        assert max(0, low) <= float(value) <= high, (line, low, high)
+        checked.add(key)
+    streams = {stream for stream, _, _ in checked}
+    assert streams == {"ingest_events", "serving_views"}, text
+    ingested = {(t, p) for s, t, p in read_before if s == "ingest_events"}
+    assert {(t, p) for s, t, p in checked if s == "ingest_events"} == ingested, text
+    events = {place for place in ends_before if not place[0].startswith(("serving.", "_"))}
+    assert ingested == events, "every partition of the event topics"
+    assert len({topic for topic, _ in events}) == 6, events
 
 
 def _where_counts_differ(
@@ -138,6 +207,7 @@ def test_demo_serves_live_views_and_stops_cleanly_on_ctrl_c(
         else:
             raise AssertionError("sales did not grow while events flowed")
         assert _get(f"{url}/v1/health")["status"] in {"ok", "degraded"}
+        _metrics_agree_with_kafka(url, tmp_path / "lake", f"127.0.0.1:{port}")
         with headless_chromium(tmp_path / "chromium", monkeypatch) as browser:
             _dashboard_follows_the_api(browser, url)
     finally:

@@ -26,6 +26,7 @@ from pyspark.sql.streaming import StreamingQuery
 
 from retailstream.config import Settings, load_settings
 from retailstream.errors import UserError
+from retailstream.health.progress import Reporter
 from retailstream.io.delta import StreamTrigger, has_commits
 from retailstream.jars import classpath
 from retailstream.jobs import (
@@ -211,6 +212,7 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
     producer_thread: threading.Thread | None = None
     server = None
     pipeline: Pipeline | None = None
+    reporter: Reporter | None = None
     try:
         started = time.monotonic()
         # The API first, before Spark (which takes 10-20 s on a laptop): the
@@ -228,6 +230,7 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
         # written: nothing before the producer needs it.
         broker_start.start()
         spark = build_spark(settings)
+        reporter = Reporter(spark, settings).start()  # what /metrics and `status` read
         pipeline = Pipeline(spark, settings)
         # The queries check and join against the world in memory: the lake's copy
         # of it (seconds of Delta commits) is written while events already flow. The
@@ -296,6 +299,8 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
             producer_thread.join(timeout=60)
         if pipeline is not None:
             pipeline.stop()
+        if reporter is not None:
+            reporter.stop()
         if server is not None:
             server.stop()
         if broker_start.is_alive():

@@ -139,10 +139,13 @@ def with_session(
     args: argparse.Namespace,
 ) -> int | None:
     """Load config from the common flags in `args`, build the session, call `run`."""
+    from retailstream.health.progress import reporting
     from retailstream.session import build_spark
 
     settings = load_settings(args.env, args.overrides)
-    return run(build_spark(settings), settings, args)
+    spark = build_spark(settings)
+    with reporting(spark, settings):  # what `retailstream status` and /metrics read
+        return run(spark, settings, args)
 
 
 def iso_time(text: str) -> datetime:

@@ -23,6 +23,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 
 from retailstream.config import Settings
+from retailstream.health.metrics import CONTENT_TYPE
 from retailstream.serve import queries
 from retailstream.serve.commands import Published, PublishError, RateItem, RatingPublisher
 from retailstream.serve.consistency import (
@@ -31,7 +32,7 @@ from retailstream.serve.consistency import (
     wait_until_included,
 )
 from retailstream.serve.errors import ApiError, ErrorBody, install_error_handlers
-from retailstream.serve.health import BrokerProbe, health
+from retailstream.serve.health import BrokerProbe, PipelineProbe, health
 from retailstream.serve.models import (
     Accepted,
     Alerts,
@@ -68,6 +69,7 @@ class AppState:
     store: ServingStore
     publisher: Publisher
     probe: BrokerProbe
+    pipeline: PipelineProbe
 
 
 def _state(request: Request) -> AppState:
@@ -347,6 +349,23 @@ async def get_health(state: State) -> JSONResponse:
     return JSONResponse({**document, "version": VERSION}, status_code=status)
 
 
+@service.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE: {}}}},
+    summary="Pipeline health for Prometheus",
+)
+async def get_metrics(state: State) -> Response:
+    """Each stream's lag behind its sources (records and seconds, per topic partition
+    or Delta table), rates, batch duration against its trigger, state and late rows,
+    in Prometheus' text format. Measured at most every few seconds.
+
+    Open even when queries are protected, as `/v1/health` is: it carries no data of
+    the views."""
+    text = await asyncio.to_thread(state.pipeline.metrics)
+    return Response(text, media_type=CONTENT_TYPE)
+
+
 @service.get("/", include_in_schema=False)
 def dashboard() -> FileResponse:
     return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
@@ -366,6 +385,7 @@ def create_app(
         store=store if store is not None else open_store(settings.views.store_path),
         publisher=publisher or RatingPublisher(settings.kafka.bootstrap),
         probe=BrokerProbe(settings.kafka.bootstrap),
+        pipeline=PipelineProbe(settings),
     )
 
     @asynccontextmanager

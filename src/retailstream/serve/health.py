@@ -13,6 +13,9 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from retailstream.config import Settings
+from retailstream.health.metrics import exposition
+from retailstream.health.report import pipeline_health
 from retailstream.kafka.broker import broker_reachable
 from retailstream.views.store import ServingStore
 
@@ -41,6 +44,26 @@ class BrokerProbe:
                 self._reachable = broker_reachable(self.bootstrap, timeout_s=self.timeout_s)
                 self._checked_at = now = time.monotonic()
             return self._reachable, now - self._checked_at
+
+
+class PipelineProbe:
+    """The pipeline's health as Prometheus text, measured at most every `cache_s`
+    seconds: each measure asks Kafka for end offsets and first unread records, so
+    scrapers and dashboards polling together must not multiply it."""
+
+    def __init__(self, settings: Settings, cache_s: float = BROKER_CACHE_S) -> None:
+        self.settings = settings
+        self.cache_s = cache_s
+        self._lock = threading.Lock()
+        self._measured_at = float("-inf")
+        self._text = b""
+
+    def metrics(self) -> bytes:
+        with self._lock:  # one measure at a time; concurrent scrapes share it
+            if time.monotonic() - self._measured_at >= self.cache_s:
+                self._text = exposition(*pipeline_health(self.settings))
+                self._measured_at = time.monotonic()
+            return self._text
 
 
 def view_positions(
