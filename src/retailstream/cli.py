@@ -109,12 +109,11 @@ def kafka_status(args: argparse.Namespace) -> int:
 
 def pipeline_status(args: argparse.Namespace) -> int:
     """Each stream's rates, batches and lag, then one line saying what is wrong."""
-    from retailstream.health.report import pipeline_health, render
+    from retailstream.health.report import document, pipeline_health, render
 
     stages, kafka_error = pipeline_health(_settings(args))
     print(render(stages, kafka_error))
-    healthy = kafka_error is None and not any(s.behind or s.silent for s in stages)
-    return 0 if healthy else 3
+    return 0 if document(stages, kafka_error)["healthy"] else 3
 
 
 # -- topics -----------------------------------------------------------------

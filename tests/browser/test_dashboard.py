@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,8 +23,12 @@ import pytest
 from selenium import webdriver
 from selenium.webdriver.support.ui import WebDriverWait
 
-from retailstream.config import load_settings
+from retailstream.config import TopicSettings, load_settings
+from retailstream.health.progress import QueryReport, SourceRead, write_report
 from retailstream.jobs.score_shipments import summary
+from retailstream.kafka.broker import LocalBroker
+from retailstream.kafka.clients import flush_or_fail, producer
+from retailstream.kafka.topics import create_topics
 from retailstream.serve.server import BackgroundServer, start_background
 from retailstream.views.store import SqliteStore
 from support import PROJECT_HOME, headless_chromium
@@ -365,3 +371,60 @@ def test_the_dashboard_follows_the_views_live_and_agrees_with_the_api(
     assert shown["status"] == "ok"
     errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
     assert not errors, errors
+
+
+PIPELINE_JS = """
+return {
+  verdict: document.querySelector('[data-testid="pipeline-verdict"]').textContent,
+  healthy: document.querySelector('[data-testid="pipeline-verdict"]').dataset.healthy,
+  streams: [...document.querySelectorAll('[data-testid="pipeline-stream"]')].map(
+    (tr) => [tr.dataset.name, Number(tr.dataset.lagRecords), tr.className]),
+};
+"""
+
+
+def test_the_pipeline_panel_shows_what_is_behind_as_the_api_says(
+    browser: webdriver.Chrome, tmp_path: Path, kafka_broker: LocalBroker
+) -> None:
+    topic = f"panel.{uuid.uuid4().hex[:8]}"
+    create_topics(kafka_broker.bootstrap, {topic: TopicSettings(partitions=2)})
+    ten_minutes_ago = int(time.time() * 1000) - 600_000
+    client = producer(kafka_broker.bootstrap)
+    for _ in range(30):
+        client.produce(topic, b"{}", partition=0, timestamp=ten_minutes_ago)
+    flush_or_fail(client)
+    # The driver's report of an ingest query that has read nothing of the topic yet.
+    lake = tmp_path / "lake"
+    report = QueryReport(
+        name="ingest_events", batch_id=3, at_ms=ten_minutes_ago, batch_ms=1500,
+        trigger_ms=2000, input_rows_per_s=0.0, processed_rows_per_s=0.0, input_rows=0,
+        state_rows=0, late_rows=0,
+        sources=(SourceRead("kafka", next_offsets={topic: {"0": 0, "1": 0}}),),
+        written_ms=int(time.time() * 1000),
+    )  # fmt: skip
+    write_report(lake / "_health", report)
+    settings = load_settings(
+        "test",
+        [f"lake.root={lake}", f"kafka.bootstrap_servers={kafka_broker.bootstrap}"],
+        home=PROJECT_HOME,
+    )
+    running, base_url = start_background(settings, store=SqliteStore(tmp_path / "views.db"))
+    try:
+        browser.get(f"{base_url}/?refresh_ms={REFRESH_MS}")
+        api = httpx.get(f"{base_url}/v1/pipeline", timeout=30).json()
+        found: dict[str, Any] = {}
+
+        def shown(driver: webdriver.Chrome) -> bool:
+            found.update(driver.execute_script(PIPELINE_JS))
+            return bool(found["streams"])
+
+        WebDriverWait(browser, WAIT_S, poll_frequency=0.1).until(shown)
+    finally:
+        running.stop()
+    assert api["verdict"] == (
+        f"ingest_events is 10 min behind {topic}[0]: its batches take 2 s against a 2 s trigger"
+    )
+    assert not api["healthy"]
+    assert found["verdict"] == api["verdict"] and found["healthy"] == "false"
+    assert found["streams"] == [["ingest_events", 30, "wrong"]]
+    assert [s["lag_records"] for s in api["streams"]] == [30]

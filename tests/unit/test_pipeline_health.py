@@ -15,6 +15,7 @@ from retailstream.health.progress import (
     write_report,
 )
 from retailstream.health.report import StageHealth, duration, render, verdict
+from retailstream.jobs.refine_events import BatchCounts
 
 NOW_MS = 1_800_000_000_000
 
@@ -191,3 +192,41 @@ def test_metrics_carry_each_lag_and_rate_in_prometheus_text() -> None:
     assert 'retailstream_stream_late_rows{stream="refine_events"} 3.0' in text
     assert "retailstream_kafka_up 1.0" in text
     assert "retailstream_kafka_up 0.0" in exposition([], "down").decode()
+
+
+def test_quarantine_shares_and_reasons_in_status_and_metrics() -> None:
+    tally = {
+        "orders": {"rows": 2000, "quarantined": 30, "unknown_sku": 20, "invalid_json": 12},
+        "ratings": {"rows": 500, "quarantined": 0},
+    }
+    stages = [_stage("refine_events", [], tally=tally)]
+    text = render(stages, None)
+    assert "  quarantined orders: 30 of 2,000 rows (1.5 %): unknown_sku 20, invalid_json 12" in text
+    assert "ratings" not in text
+    metrics = exposition(stages, None).decode()
+    assert 'retailstream_refined_rows_total{table="orders"} 2000.0' in metrics
+    assert 'retailstream_quarantined_rows_total{table="ratings"} 0.0' in metrics
+    assert (
+        'retailstream_quarantine_reasons_total{reason="unknown_sku",table="orders"} 20.0' in metrics
+    )
+
+
+def test_refine_counts_each_batch_once_into_its_totals() -> None:
+    counts = BatchCounts()
+    batch = {"orders": {"rows": 10, "valid": 8, "quarantined": 2, "by_reason": {"unknown_sku": 2}}}
+    counts.put(0, batch)
+    counts.put(0, batch)  # the same batch again
+    counts.put(
+        1,
+        {
+            "orders": {
+                "rows": 5,
+                "valid": 4,
+                "quarantined": 1,
+                "by_reason": {"unknown_sku": 1, "invalid_json": 1},
+            }
+        },
+    )
+    assert counts.totals() == {
+        "orders": {"rows": 15, "quarantined": 3, "unknown_sku": 3, "invalid_json": 1}
+    }

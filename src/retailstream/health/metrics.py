@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from retailstream.health.progress import QUARANTINED, ROWS
 from retailstream.health.report import StageHealth
 
 PREFIX = "retailstream_stream"
@@ -70,6 +71,35 @@ class _Snapshot(Collector):
             if stage.silent_s is not None:
                 silent.add_metric([stage.name], stage.silent_s)
         yield silent
+        yield from _quarantine(self.stages)
+
+
+def _quarantine(stages: Sequence[StageHealth]) -> Iterator[Metric]:
+    """Refine's rows checked and quarantined since its job started: counters, so that
+    Prometheus' rate() gives the quarantine rate (a row may have several reasons)."""
+    checked = CounterMetricFamily(
+        "retailstream_refined_rows", "Rows refine checked since its job started", labels=["table"]
+    )
+    quarantined = CounterMetricFamily(
+        "retailstream_quarantined_rows",
+        "Rows refine quarantined since its job started",
+        labels=["table"],
+    )
+    reasons = CounterMetricFamily(
+        "retailstream_quarantine_reasons",
+        "Quarantined rows with each reason since refine's job started (a row may have several)",
+        labels=["table", "reason"],
+    )
+    for stage in stages:
+        for table, counts in (stage.report.tally if stage.report else {}).items():
+            checked.add_metric([table], counts.get(ROWS, 0))
+            quarantined.add_metric([table], counts.get(QUARANTINED, 0))
+            for reason, count in sorted(counts.items()):
+                if reason not in (ROWS, QUARANTINED):
+                    reasons.add_metric([table, reason], count)
+    yield checked
+    yield quarantined
+    yield reasons
 
 
 def exposition(stages: Sequence[StageHealth], kafka_error: str | None) -> bytes:

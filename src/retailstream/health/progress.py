@@ -19,7 +19,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -37,6 +37,21 @@ HEALTH_DIR = "_health"
 # 15 s sees a batch at most this much late, for a Py4J call per query.
 REPORT_EVERY_S = 2.0
 DELTA_SOURCE = re.compile(r"DeltaSource\[(?:file:)?([^\]]+)\]")
+
+
+# Per table: rows refined, rows quarantined, and rows quarantined by each reason
+# ({"orders": {"rows": 9000, "quarantined": 40, "unknown_sku": 25, ...}}), since the
+# job started.
+Tally = dict[str, dict[str, int]]
+ROWS, QUARANTINED = "rows", "quarantined"
+# What a job counts beside its query's progress, by query name. Process-wide because
+# the launcher starts the reporter before the job builds its query (`publish_tally`).
+_TALLIES: dict[str, Callable[[], Tally]] = {}
+
+
+def publish_tally(query_name: str, provider: Callable[[], Tally]) -> None:
+    """Have the reporter include `provider()` in `query_name`'s reports."""
+    _TALLIES[query_name] = provider
 
 
 @dataclass(frozen=True)
@@ -66,6 +81,7 @@ class QueryReport:
     late_rows: int
     sources: tuple[SourceRead, ...]
     written_ms: int = 0  # when the reporter wrote it
+    tally: Tally = field(default_factory=dict)  # refine's rows and quarantine, when it has one
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -224,7 +240,10 @@ class Reporter:
             key = (str(progress.get("runId")), report.batch_id)
             if self._written.get(report.name) == key:
                 continue
-            stamped = dataclasses.replace(report, written_ms=int(time.time() * 1000))
+            tally = _TALLIES.get(report.name)
+            stamped = dataclasses.replace(
+                report, written_ms=int(time.time() * 1000), tally=tally() if tally else {}
+            )
             try:
                 write_report(self.directory, stamped)
             except OSError as exc:

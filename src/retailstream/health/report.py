@@ -11,14 +11,15 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from confluent_kafka import KafkaException
 
 from retailstream.config import Settings
 from retailstream.health.lag import KafkaPositions, Lag, Partition, delta_lag, kafka_lags
-from retailstream.health.progress import QueryReport, health_dir, read_reports
+from retailstream.health.progress import QUARANTINED, ROWS, QueryReport, health_dir, read_reports
 
 # A stream is behind when its oldest unread record is older than this many
 # trigger intervals (or batch durations, when its batches overrun the trigger)...
@@ -235,6 +236,65 @@ def render(stages: Sequence[StageHealth], kafka_error: str | None) -> str:
         lines.append(
             f"{s.name:<24}{cells}{s.lag_records:>12,}{duration(s.lag_seconds):>9}{reported:>10}"
         )
+    lines += quarantine_lines(stages)
     lines.append("")
     lines.append(verdict(stages, kafka_error))
     return "\n".join(lines)
+
+
+def quarantine_lines(stages: Sequence[StageHealth], reasons: int = 3) -> list[str]:
+    """A line per table with quarantined rows since refine started: its share and its
+    commonest reasons (pure)."""
+    lines = []
+    for stage in stages:
+        for table, counts in sorted((stage.report.tally if stage.report else {}).items()):
+            bad, rows = counts.get(QUARANTINED, 0), counts.get(ROWS, 0)
+            if not bad:
+                continue
+            top = sorted(
+                ((n, r) for r, n in counts.items() if r not in (ROWS, QUARANTINED)), reverse=True
+            )[:reasons]
+            why = ", ".join(f"{r} {n:,}" for n, r in top)
+            lines.append(
+                f"  quarantined {table}: {bad:,} of {rows:,} rows ({100 * bad / rows:.1f} %): {why}"
+            )
+    return lines
+
+
+def document(stages: Sequence[StageHealth], kafka_error: str | None) -> dict[str, Any]:
+    """The health as JSON for the API and the dashboard (pure)."""
+    streams = []
+    for s in stages:
+        worst = s.worst
+        report = None
+        if s.report is not None:
+            r = s.report
+            report = {
+                "batch_id": r.batch_id,
+                "batch_ms": r.batch_ms,
+                "trigger_ms": r.trigger_ms,
+                "input_rows_per_s": r.input_rows_per_s,
+                "processed_rows_per_s": r.processed_rows_per_s,
+                "state_rows": r.state_rows,
+                "late_rows": r.late_rows,
+                "reported_s_ago": s.silent_s,
+                "quarantine": r.tally,
+            }
+        streams.append(
+            {
+                "name": s.name,
+                "lag_records": s.lag_records,
+                "lag_seconds": s.lag_seconds,
+                "behind": s.behind,
+                "silent": s.silent,
+                "worst": None if worst is None else asdict(worst),
+                "report": report,
+            }
+        )
+    healthy = kafka_error is None and not any(s.behind or s.silent for s in stages)
+    return {
+        "verdict": verdict(stages, kafka_error),
+        "healthy": healthy,
+        "kafka_error": kafka_error,
+        "streams": streams,
+    }

@@ -37,6 +37,7 @@ from pyspark.sql.streaming import StreamingQuery
 
 from retailstream.config import Settings
 from retailstream.errors import UserError
+from retailstream.health.progress import QUARANTINED, ROWS, Tally, publish_tally
 from retailstream.io.delta import (
     StreamTrigger,
     append_once,
@@ -188,10 +189,23 @@ class BatchCounts:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._by_batch: dict[int, dict[str, dict[str, object]]] = {}
+        self._totals: Tally = {}
 
-    def put(self, batch_id: int, counts: dict[str, dict[str, object]]) -> None:
+    def put(self, batch_id: int, counts: dict[str, dict[str, Any]]) -> None:
         with self._lock:
+            if batch_id not in self._by_batch:  # a batch run again after a failure counts once
+                for table, mine in counts.items():
+                    total = self._totals.setdefault(table, {ROWS: 0, QUARANTINED: 0})
+                    total[ROWS] += int(mine["rows"])
+                    total[QUARANTINED] += int(mine["quarantined"])
+                    for reason, count in mine["by_reason"].items():
+                        total[reason] = total.get(reason, 0) + int(count)
             self._by_batch[batch_id] = counts
+
+    def totals(self) -> Tally:
+        """Rows and quarantined rows per table (and per reason) since the job started."""
+        with self._lock:
+            return {table: dict(counts) for table, counts in self._totals.items()}
 
     def pop(self, batch_id: int) -> dict[str, dict[str, object]] | None:
         with self._lock:
@@ -432,6 +446,7 @@ class RefineRun:
             references = load_references(spark, settings)
         self.known = known_values(spark, references, self.suites)
         self.counts = BatchCounts()
+        publish_tally(QUERY_NAME, self.counts.totals)  # the quarantine rate health reports
 
     def create_silver_tables(self) -> None:
         """Create each silver table and the quarantine (empty) that is not there yet:

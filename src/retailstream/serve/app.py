@@ -39,6 +39,7 @@ from retailstream.serve.models import (
     Health,
     Inventory,
     ItemRatings,
+    PipelineHealth,
     RatingsOverview,
     Recommendations,
     SalesByRegion,
@@ -364,6 +365,13 @@ async def get_metrics(state: State) -> Response:
     the views."""
     text = await asyncio.to_thread(state.pipeline.metrics)
     return Response(text, media_type=CONTENT_TYPE)
+
+
+@service.get("/v1/pipeline", response_model=PipelineHealth, summary="Is every stream keeping up?")
+async def get_pipeline(state: State) -> dict[str, Any]:
+    """Each stream's lag behind its sources, its last batch, and one line saying what
+    is wrong (what `retailstream status` shows). Open, as `/v1/health` is."""
+    return await asyncio.to_thread(state.pipeline.document)
 
 
 @service.get("/", include_in_schema=False)

@@ -15,7 +15,7 @@ from typing import Any
 
 from retailstream.config import Settings
 from retailstream.health.metrics import exposition
-from retailstream.health.report import pipeline_health
+from retailstream.health.report import StageHealth, document, pipeline_health
 from retailstream.kafka.broker import broker_reachable
 from retailstream.views.store import ServingStore
 
@@ -47,23 +47,31 @@ class BrokerProbe:
 
 
 class PipelineProbe:
-    """The pipeline's health as Prometheus text, measured at most every `cache_s`
-    seconds: each measure asks Kafka for end offsets and first unread records, so
-    scrapers and dashboards polling together must not multiply it."""
+    """The pipeline's health, measured at most every `cache_s` seconds: each measure
+    asks Kafka for end offsets and first unread records, so scrapers and dashboards
+    polling together must not multiply it."""
 
     def __init__(self, settings: Settings, cache_s: float = BROKER_CACHE_S) -> None:
         self.settings = settings
         self.cache_s = cache_s
         self._lock = threading.Lock()
         self._measured_at = float("-inf")
-        self._text = b""
+        self._health: tuple[list[StageHealth], str | None] = ([], None)
+
+    def measure(self) -> tuple[list[StageHealth], str | None]:
+        with self._lock:  # one measure at a time; concurrent callers share it
+            if time.monotonic() - self._measured_at >= self.cache_s:
+                self._health = pipeline_health(self.settings)
+                self._measured_at = time.monotonic()
+            return self._health
 
     def metrics(self) -> bytes:
-        with self._lock:  # one measure at a time; concurrent scrapes share it
-            if time.monotonic() - self._measured_at >= self.cache_s:
-                self._text = exposition(*pipeline_health(self.settings))
-                self._measured_at = time.monotonic()
-            return self._text
+        """Prometheus' text format."""
+        return exposition(*self.measure())
+
+    def document(self) -> dict[str, Any]:
+        """JSON for the dashboard's pipeline panel."""
+        return document(*self.measure())
 
 
 def view_positions(

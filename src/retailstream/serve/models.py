@@ -178,3 +178,22 @@ class Health(_Open):
     positions: dict[str, dict[str, dict[str, int]]] = Field(
         description="{view: {topic: {partition: highest offset included}}}"
     )
+
+
+class StreamHealth(_Open):
+    name: str = Field(description="the streaming query (serving_views: the serving store)")
+    lag_records: int = Field(description="records not read yet, over every source")
+    lag_seconds: float = Field(description="age of the oldest record not read yet")
+    behind: bool = Field(description="lagging more than a few triggers (and 30 s)")
+    silent: bool = Field(description="the driver has not reported it for a while")
+    worst: dict[str, Any] | None = Field(description="the source partition furthest behind")
+    report: dict[str, Any] | None = Field(
+        description="its last batch: rates, batch and trigger ms, state and late rows, quarantine"
+    )
+
+
+class PipelineHealth(_Open):
+    verdict: str = Field(description="one line: what is wrong, or that nothing is")
+    healthy: bool
+    kafka_error: str | None
+    streams: list[StreamHealth]

@@ -269,19 +269,57 @@
     }));
   }
 
+  function seconds(value) {
+    if (value === null || value === undefined) return "–";
+    if (value === 0) return "0 s";
+    if (value < 1) return `${Math.round(value * 1000)} ms`;
+    if (value < 120) return `${Math.round(value)} s`;
+    if (value < 7200) return `${Math.round(value / 60)} min`;
+    return `${(value / 3600).toFixed(1)} h`;
+  }
+
+  // Each stream's lag behind its sources and its last batch, and the one-line verdict.
+  function renderPipeline(payload) {
+    const verdict = $("pipeline-verdict");
+    verdict.textContent = payload.verdict || "";
+    verdict.dataset.healthy = String(Boolean(payload.healthy));
+    verdict.className = payload.healthy ? "verdict ok" : "verdict wrong";
+    $("pipeline-streams").replaceChildren(...(payload.streams || []).map((stream) => {
+      const report = stream.report || {};
+      const tr = html("tr", {
+        "data-testid": "pipeline-stream", "data-name": stream.name,
+        "data-lag-records": stream.lag_records, "data-lag-seconds": stream.lag_seconds,
+        class: stream.behind || stream.silent ? "wrong" : "",
+      });
+      const pace = report.batch_ms === undefined ? "–"
+        : `${seconds(report.batch_ms / 1000)} / ${seconds((report.trigger_ms || 0) / 1000)}`;
+      tr.append(
+        html("td", {}, stream.name),
+        html("td", { class: "num" }, count.format(stream.lag_records)),
+        html("td", { class: "num" }, seconds(stream.lag_seconds)),
+        html("td", { class: "num" }, pace),
+        html("td", { class: "num" }, report.processed_rows_per_s === undefined ? "–"
+          : count.format(Math.round(report.processed_rows_per_s))),
+      );
+      return tr;
+    }));
+  }
+
   // --- the loop ---------------------------------------------------------------------------
 
   let refreshes = 0;
 
   async function refresh() {
-    const [regions, stores, trending, ratings, lowStock, disruptions] = await Promise.allSettled([
-      getJSON("/v1/sales/regions?windows=30"),
-      getJSON("/v1/sales/stores"),
-      getJSON("/v1/trending?limit=5"),
-      getJSON("/v1/ratings?limit=5"),
-      getJSON("/v1/alerts/low-stock?limit=25"),
-      getJSON("/v1/alerts/disruptions"),
-    ]);
+    const [regions, stores, trending, ratings, lowStock, disruptions, pipeline] =
+      await Promise.allSettled([
+        getJSON("/v1/sales/regions?windows=30"),
+        getJSON("/v1/sales/stores"),
+        getJSON("/v1/trending?limit=5"),
+        getJSON("/v1/ratings?limit=5"),
+        getJSON("/v1/alerts/low-stock?limit=25"),
+        getJSON("/v1/alerts/disruptions"),
+        getJSON("/v1/pipeline"),
+      ]);
     const failures = [];
     const apply = (result, render) => {
       if (result.status !== "fulfilled") return failures.push(result.reason.message);
@@ -300,12 +338,13 @@
     apply(ratings, renderRatings);
     apply(lowStock, renderLowStock);
     apply(disruptions, renderDisruptions);
+    apply(pipeline, renderPipeline);
 
     const status = $("status");
     status.dataset.state = failures.length ? "error" : "ok";
     status.textContent = failures.length ? "API error" : "live";
     status.title = failures.join("\n");
-    const results = [regions, stores, trending, ratings, lowStock, disruptions];
+    const results = [regions, stores, trending, ratings, lowStock, disruptions, pipeline];
     if (results.some((result) => result.status === "fulfilled")) {
       const now = new Date();
       const updated = $("last-updated");
