@@ -54,6 +54,8 @@ setup(
             "pytest==9.2.0",
             "pytest-timeout==2.4.0",
             "httpx>=0.27,<1",
+            # The API's answers checked against its OpenAPI schema with generated requests.
+            "schemathesis==4.32.5",
             # Drives Debian's chromium (with its chromedriver) in the browser tests.
             "selenium==4.51.0",  # 4.52 needs a certifi newer than PyPI mirrors here hold
             # Pinned: `make lint` checks formatting, which changes between ruff releases.

@@ -8,6 +8,7 @@ must answer from the store; a consistency token must make a query wait for
 from __future__ import annotations
 
 import json
+import logging
 import re
 import threading
 import time
@@ -585,7 +586,7 @@ BAD_INPUT = [
     ("GET", f"/v1/items/{SKU}?consistency_token=", None, 400, "invalid_consistency_token"),
     ("GET", f"/v1/items/{SKU}?consistency_token=bm90LWEtdG9rZW4", None, 400, "invalid_consistency_token"),
     ("GET", f"/v1/items/{SKU}?consistency_token={_OTHER_TOPIC}", None, 400, "invalid_consistency_token"),
-    ("GET", f"/v1/items/{SKU}?consistency_token={'A' * 5000}", None, 400, "invalid_consistency_token"),
+    ("GET", f"/v1/items/{SKU}?consistency_token={'A' * 1000}", None, 400, "invalid_consistency_token"),
     ("GET", f"/v1/items/{SKU}?wait=-1", None, 422, "invalid_request"),
     ("GET", f"/v1/items/{SKU}?wait=soon", None, 422, "invalid_request"),
     ("GET", f"/v1/items/{SKU}?wait=nan", None, 422, "invalid_request"),
@@ -599,7 +600,27 @@ BAD_INPUT = [
     ("GET", "/static/missing.js", None, 404, "not_found"),
     ("DELETE", f"/v1/items/{SKU}", None, 405, "method_not_allowed"),
     ("PUT", f"/v1/items/{SKU}/ratings", _VALID, 405, "method_not_allowed"),
+    ("GET", "/v1/trending?limt=5", None, 400, "invalid_query"),  # a typo is not ignored
+    ("GET", "/v1/trending?limit=1&limit=2", None, 400, "invalid_query"),
+    ("GET", f"/v1/items/{SKU}?consistency_token=a&consistency_token=b", None, 400, "invalid_query"),
+    ("POST", f"/v1/items/{SKU}/ratings?admin=1", _VALID, 400, "invalid_query"),
+    ("GET", "/v1/sales/stores?" + "x=1&" * 2000, None, 400, "query_too_long"),
+    ("POST", f"/v1/items/{SKU}/ratings", {**_VALID, "pad": "x" * 20_000}, 413, "content_too_large"),
 ]  # fmt: skip
+
+
+def test_a_chunked_body_over_the_limit_is_refused_as_it_arrives(http: httpx.Client) -> None:
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the server counts what arrives
+        yield b'{"customer_id": "C-0000042", "stars": 4, "pad": "'
+        for _ in range(100):
+            yield b"x" * 1000
+        yield b'"}'
+
+    answer = http.post(
+        f"/v1/items/{SKU}/ratings", content=chunks(),
+        headers={**AUTH, "Content-Type": "application/json"},
+    )  # fmt: skip
+    assert (answer.status_code, answer.json()["error"]) == (413, "content_too_large")
 
 
 def test_bad_input_is_a_4xx_with_a_json_reason_never_a_500(http: httpx.Client) -> None:
@@ -629,3 +650,38 @@ def test_validation_errors_name_the_field(http: httpx.Client) -> None:
     )
     fields = {tuple(problem["loc"]) for problem in answer.json()["detail"]}
     assert fields == {("body", "customer_id"), ("body", "stars")}
+
+
+def test_the_api_token_never_reaches_the_logs_or_metrics(
+    api_settings: Settings,
+    store: SqliteStore,
+    publisher: RatingPublisher,
+    capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    running, base_url = start_background(api_settings, store=store, publisher=publisher)
+    try:
+        with httpx.Client(base_url=base_url, timeout=30) as client:
+            assert (
+                client.post(f"/v1/items/{SKU}/ratings", json=_VALID, headers=AUTH).status_code
+                == 202
+            )
+            wrong = {"Authorization": f"Bearer {TOKEN}-not"}  # refused, and its text not logged
+            assert (
+                client.post(f"/v1/items/{SKU}/ratings", json=_VALID, headers=wrong).status_code
+                == 403
+            )
+            assert client.get(f"/v1/items/{SKU}", headers=AUTH).status_code == 200
+            metrics = client.get("/metrics").text
+    finally:
+        running.stop()
+    out, err = capfd.readouterr()
+    assert "retailstream_kafka_up" in metrics
+    for where, text in {
+        "metrics": metrics,
+        "stdout": out,
+        "stderr": err,
+        "log": caplog.text,
+    }.items():
+        assert TOKEN not in text, where

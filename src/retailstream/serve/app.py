@@ -10,14 +10,17 @@ settings; the store and publisher may be passed in (tests, other stores).
 
 import asyncio
 import hmac
-from collections.abc import AsyncIterator
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Protocol
 
 from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Response
+from fastapi.dependencies.models import Dependant
 from fastapi.responses import FileResponse, JSONResponse
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
@@ -27,12 +30,14 @@ from retailstream.health.metrics import CONTENT_TYPE
 from retailstream.serve import queries
 from retailstream.serve.commands import Published, PublishError, RateItem, RatingPublisher
 from retailstream.serve.consistency import (
+    MAX_TOKEN_CHARS,
     ConsistencyToken,
     InvalidTokenError,
     wait_until_included,
 )
 from retailstream.serve.errors import ApiError, ErrorBody, install_error_handlers
 from retailstream.serve.health import BrokerProbe, PipelineProbe, health
+from retailstream.serve.limits import RequestLimits
 from retailstream.serve.models import (
     Accepted,
     Alerts,
@@ -113,12 +118,43 @@ def require_query_token(state: State, credentials: Credentials) -> None:
         _authorize(state.settings.serve.api_token, credentials)
 
 
+def _query_names(dependant: Dependant) -> set[str]:
+    """The query parameters a route takes, its dependencies' included."""
+    names = {param.alias for param in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_names(sub)
+    return names
+
+
+def reject_unknown_query(request: Request) -> None:
+    """400 for a query parameter the route does not take, or one given twice: a typo
+    (`?limt=5`) or a repeat would otherwise be ignored, or the last copy taken, and
+    the client would never know."""
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute):
+        return
+    allowed = _query_names(route.dependant)
+    given = Counter(name for name, _ in request.query_params.multi_items())
+    unknown = sorted(set(given) - allowed)
+    repeated = sorted(name for name, count in given.items() if count > 1 and name in allowed)
+    if unknown or repeated:
+        takes = ", ".join(sorted(allowed)) or "none"
+        names = ", ".join(repr(name[:40]) for name in (unknown or repeated)[:3])
+        what = "unknown query parameter" if unknown else "query parameter given twice"
+        raise ApiError(400, "invalid_query", f"{what}: {names}; this route takes: {takes}")
+
+
 def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    return {status: {"model": ErrorBody} for status in statuses}
+    """The error answers a route declares; every route may answer 400 (an unknown or
+    repeated query parameter, a body that is not UTF-8)."""
+    return {status: {"model": ErrorBody} for status in sorted({400, *statuses})}
 
 
-commands = APIRouter(tags=["commands"], dependencies=[Depends(require_command_token)])
-views = APIRouter(tags=["queries"], dependencies=[Depends(require_query_token)])
+checked_query = Depends(reject_unknown_query)
+commands = APIRouter(
+    tags=["commands"], dependencies=[Depends(require_command_token), checked_query]
+)
+views = APIRouter(tags=["queries"], dependencies=[Depends(require_query_token), checked_query])
 service = APIRouter(tags=["service"])
 
 
@@ -126,7 +162,7 @@ service = APIRouter(tags=["service"])
     "/v1/items/{sku}/ratings",
     status_code=202,
     response_model=Accepted,
-    responses=_errors(401, 403, 404, 422, 503),
+    responses=_errors(401, 403, 404, 413, 422, 503),
     summary="Rate an item (1-5 stars)",
 )
 def rate_item(sku: str, body: RateItem, state: State, response: Response) -> Accepted:
@@ -150,6 +186,15 @@ def rate_item(sku: str, body: RateItem, state: State, response: Response) -> Acc
         partition=published.partition,
         offset=published.offset,
     )
+
+
+# What a consistency token looks like (base64url, no padding), for the schema: the
+# handler checks it and answers 400 with its reason, not FastAPI's 422.
+TOKEN_SCHEMA: dict[str, Any] = {
+    "minLength": 1,
+    "maxLength": MAX_TOKEN_CHARS,
+    "pattern": "^[A-Za-z0-9_-]+$",
+}
 
 
 def _token(text: str, expected_topic: str) -> ConsistencyToken:
@@ -176,10 +221,16 @@ async def get_item(
     sku: str,
     state: State,
     consistency_token: Annotated[
-        str | None, Query(description="From a command's answer: wait until it is in the view")
+        str | None,
+        Query(
+            description="From a command's answer: wait until it is in the view (400 for a"
+            " token this API did not issue)",
+            json_schema_extra=TOKEN_SCHEMA,
+        ),
     ] = None,
     x_consistency_token: Annotated[
-        str | None, Header(description="Same as ?consistency_token=")
+        str | None,
+        Header(description="Same as ?consistency_token=", json_schema_extra=TOKEN_SCHEMA),
     ] = None,
     wait: Annotated[
         float | None,
@@ -414,9 +465,32 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.retailstream = state
+    app.add_middleware(RequestLimits)
+    app.openapi = _schema_as_served(app, settings)  # type: ignore[method-assign]
     install_error_handlers(app)
     app.include_router(commands)
     app.include_router(views)
     app.include_router(service)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app
+
+
+def _schema_as_served(app: FastAPI, settings: Settings) -> Callable[[], dict[str, Any]]:
+    """The OpenAPI document as this server behaves: the query routes ask for the
+    token only when `serve.protect_queries` is set (their dependency always reads
+    it, so FastAPI would declare it either way)."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()  # cached by FastAPI in app.openapi_schema
+            if not settings.serve.protect_queries:
+                for operations in schema["paths"].values():
+                    for operation in operations.values():
+                        if "queries" in operation.get("tags", ()):
+                            operation.pop("security", None)
+                            for status in ("401", "403"):
+                                operation["responses"].pop(status, None)
+        return app.openapi_schema or build()
+
+    return openapi

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from retailstream.kafka.clients import producer
 from retailstream.kafka.publish import delivered_at
@@ -28,6 +28,11 @@ CUSTOMER_ID = re.compile(r"^C-[0-9]{7}$")
 SKU = re.compile(r"^SKU-[0-9]{6}$")
 # How long a command waits for Kafka's acknowledgement before answering 503.
 DEFAULT_PUBLISH_TIMEOUT_S = 5.0
+
+
+def _whole_number(value: object) -> object:
+    """A JSON number with no fraction as an int; anything else as it came."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 class RateItem(BaseModel):
@@ -43,8 +48,13 @@ class RateItem(BaseModel):
             examples=["C-0000001"],
         ),
     ]
-    # strict: "4", 4.0 or true are refused rather than coerced into stars.
-    stars: Annotated[int, Field(strict=True, ge=1, le=5, description="1 to 5", examples=[4])]
+    # strict: "4" or true are refused rather than coerced into stars. 4.0 is 4: JSON
+    # has one number type, and the schema's "integer" admits it.
+    stars: Annotated[
+        int,
+        Field(strict=True, ge=1, le=5, description="1 to 5", examples=[4]),
+        BeforeValidator(_whole_number),
+    ]
 
 
 class PublishError(Exception):
