@@ -349,6 +349,13 @@ def models_rollback(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive(text: str) -> int:
+    """A flag's whole number of at least 1."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"not a whole number of at least 1: {text!r}")
+    return int(text)
+
+
 def serve(args: argparse.Namespace) -> int:
     """Serve the query/command API and the dashboard until interrupted."""
     from retailstream.serve.server import run_server
@@ -359,7 +366,7 @@ def serve(args: argparse.Namespace) -> int:
         f"{args.port if args.port is not None else settings.serve.port}/",
         flush=True,
     )
-    run_server(settings, host=args.host, port=args.port)
+    run_server(settings, host=args.host, port=args.port, workers=args.workers)
     return 0
 
 
@@ -637,6 +644,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve_cmd = command(commands, "serve", "serve the query/command API and the dashboard", serve)
     serve_cmd.add_argument("--host", help="interface to listen on (default: serve.host)")
     serve_cmd.add_argument("--port", type=int, help="port (default: serve.port)")
+    serve_cmd.add_argument(
+        "--workers", type=_positive, default=1,
+        help="processes serving the same port, e.g. one per core (default: 1)",
+    )  # fmt: skip
 
     demo_cmd = command(
         commands,

@@ -243,6 +243,9 @@ class ServeSettings(_Frozen):
     protect_queries: bool = False
     # Read-your-writes: how long a query carrying a consistency token waits at most.
     consistency_wait_s: float = Field(5.0, ge=0)
+    # A log line per request from `retailstream serve`. Off by default: it cost about a
+    # quarter of the requests/s (bench/bench_api.py), and a proxy in front logs them.
+    access_log: bool = False
 
 
 class RecommenderSettings(_Frozen):

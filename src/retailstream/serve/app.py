@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Protocol
 
+import orjson
 from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Response
 from fastapi.dependencies.models import Dependant
 from fastapi.responses import FileResponse, JSONResponse
@@ -78,7 +79,9 @@ class AppState:
     pipeline: PipelineProbe
 
 
-def _state(request: Request) -> AppState:
+# Dependencies are `async def` where they do no I/O: FastAPI runs a plain `def`
+# dependency on its thread pool, a hop that cost more than the look-up it guards.
+async def _state(request: Request) -> AppState:
     return request.app.state.retailstream
 
 
@@ -109,11 +112,11 @@ def _authorize(expected: str, credentials: HTTPAuthorizationCredentials | None) 
         raise ApiError(403, "forbidden", "the API token is not valid")
 
 
-def require_command_token(state: State, credentials: Credentials) -> None:
+async def require_command_token(state: State, credentials: Credentials) -> None:
     _authorize(state.settings.serve.api_token, credentials)
 
 
-def require_query_token(state: State, credentials: Credentials) -> None:
+async def require_query_token(state: State, credentials: Credentials) -> None:
     if state.settings.serve.protect_queries:
         _authorize(state.settings.serve.api_token, credentials)
 
@@ -126,14 +129,27 @@ def _query_names(dependant: Dependant) -> set[str]:
     return names
 
 
-def reject_unknown_query(request: Request) -> None:
+# Per route (by identity: routes are not hashable), worked out once: they live as
+# long as the app.
+_QUERY_NAMES: dict[int, frozenset[str]] = {}
+
+
+def _route_query_names(route: APIRoute) -> frozenset[str]:
+    """`_query_names` of a route."""
+    names = _QUERY_NAMES.get(id(route))
+    if names is None:
+        names = _QUERY_NAMES[id(route)] = frozenset(_query_names(route.dependant))
+    return names
+
+
+async def reject_unknown_query(request: Request) -> None:
     """400 for a query parameter the route does not take, or one given twice: a typo
     (`?limt=5`) or a repeat would otherwise be ignored, or the last copy taken, and
     the client would never know."""
     route = request.scope.get("route")
     if not isinstance(route, APIRoute):
         return
-    allowed = _query_names(route.dependant)
+    allowed = _route_query_names(route)
     given = Counter(name for name, _ in request.query_params.multi_items())
     unknown = sorted(set(given) - allowed)
     repeated = sorted(name for name, count in given.items() if count > 1 and name in allowed)
@@ -197,6 +213,14 @@ TOKEN_SCHEMA: dict[str, Any] = {
 }
 
 
+class _FastJSON(JSONResponse):
+    """JSON written by orjson: the item look-up is the API's hot path, and its
+    documents are plain JSON values (read back from the store)."""
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
 def _token(text: str, expected_topic: str) -> ConsistencyToken:
     try:
         token = ConsistencyToken.decode(text)
@@ -247,11 +271,14 @@ async def get_item(
     """
     raw = consistency_token if consistency_token is not None else x_consistency_token
     token = _token(raw, state.publisher.topic) if raw is not None else None
-    if await asyncio.to_thread(queries.product, state.store, sku) is None:
+    # Two primary-key reads of a WAL store, which never wait for its writer: done on
+    # the event loop, they cost less than the thread hops that would carry them.
+    item = queries.product(state.store, sku)
+    if item is None:
         raise ApiError(404, "unknown_sku", f"no product {sku!r} in the catalogue")
     if token is None:
-        doc = await asyncio.to_thread(queries.item_ratings, state.store, sku)
-        return JSONResponse({**(doc or {}), "consistency": None})
+        doc = queries.ratings_of(state.store, item)
+        return _FastJSON({**doc, "consistency": None})
     limit = state.settings.serve.consistency_wait_s
     report = await wait_until_included(
         lambda: state.store.positions(ITEM_VIEW, token.topic),
@@ -259,9 +286,9 @@ async def get_item(
         limit if wait is None else min(wait, limit),
     )
     # Read after the wait: the view's rows are written before its position moves.
-    doc = await asyncio.to_thread(queries.item_ratings, state.store, sku)
+    doc = queries.ratings_of(state.store, item)
     headers = {} if report.token_satisfied else {"Retry-After": "1"}
-    return JSONResponse({**(doc or {}), "consistency": report.as_dict()}, headers=headers)
+    return _FastJSON({**doc, "consistency": report.as_dict()}, headers=headers)
 
 
 @views.get(

@@ -38,7 +38,13 @@ class RequestLimits:
             detail = f"the query string is over {self.max_query:,} bytes"
             await _refuse(send, 400, "query_too_long", detail)
             return
-        declared = dict(scope.get("headers", ())).get(b"content-length")
+        headers = dict(scope.get("headers", ()))
+        if scope["method"] in ("GET", "HEAD") and b"transfer-encoding" not in headers:
+            declared = headers.get(b"content-length")
+            if declared is None or declared == b"0":  # no body: nothing to count
+                await self.app(scope, receive, send)
+                return
+        declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body:
             await _refuse(
                 send, 413, "content_too_large", f"the body is over {self.max_body:,} bytes"

@@ -59,9 +59,12 @@ def empty_ratings(item: Mapping[str, Any]) -> dict[str, Any]:
 def item_ratings(store: ServingStore, sku: str) -> dict[str, Any] | None:
     """The item's ratings document (a zero one when unrated); None for an unknown sku."""
     item = product(store, sku)
-    if item is None:
-        return None
-    return store.get("item_ratings", sku=sku) or empty_ratings(item)
+    return None if item is None else ratings_of(store, item)
+
+
+def ratings_of(store: ServingStore, item: Mapping[str, Any]) -> dict[str, Any]:
+    """The ratings document of catalogue entry `item` (a zero one when unrated)."""
+    return store.get("item_ratings", sku=item["sku"]) or empty_ratings(item)
 
 
 def ratings_overview(store: ServingStore, limit: int = 5, min_ratings: int = 3) -> dict[str, Any]:

@@ -8,6 +8,7 @@ that returns only once the port is released.
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import threading
 import time
@@ -15,6 +16,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import uvicorn
+from fastapi import FastAPI
+from uvicorn.supervisors import Multiprocess
 
 from retailstream.config import Settings
 from retailstream.errors import UserError
@@ -25,7 +28,9 @@ START_TIMEOUT_S = 15.0
 STOP_TIMEOUT_S = 10.0
 
 
-def _config(app: Any, host: str, port: int, log_level: str) -> uvicorn.Config:
+def _config(
+    app: Any, host: str, port: int, log_level: str, access_log: bool = False
+) -> uvicorn.Config:
     return uvicorn.Config(
         app,
         host=host,
@@ -34,6 +39,7 @@ def _config(app: Any, host: str, port: int, log_level: str) -> uvicorn.Config:
         # Queries waiting for a consistency token hold a connection for a few seconds.
         timeout_keep_alive=10,
         timeout_graceful_shutdown=3,
+        access_log=access_log,
     )
 
 
@@ -54,14 +60,36 @@ class _ForegroundServer(uvicorn.Server):
                 captured.clear()
 
 
-def run_server(settings: Settings, host: str | None = None, port: int | None = None) -> None:
-    """Serve the API and dashboard until Ctrl-C or SIGTERM; returns after a clean shutdown."""
+# How `retailstream serve --workers N` hands its settings to each worker process.
+WORKER_SETTINGS = "RETAILSTREAM_SERVE_SETTINGS"
+
+
+def app_from_environment() -> FastAPI:
+    """A worker's app, from the settings its supervisor left in `WORKER_SETTINGS`."""
+    return create_app(Settings.model_validate_json(os.environ[WORKER_SETTINGS]))
+
+
+def run_server(
+    settings: Settings, host: str | None = None, port: int | None = None, workers: int = 1
+) -> None:
+    """Serve the API and dashboard until Ctrl-C or SIGTERM; returns after a clean shutdown.
+
+    `workers` > 1: as many processes, sharing one listening socket, each with its
+    own store connections and Kafka producer: one Python process holds one core at
+    most (its GIL), and a request's work is mostly Python."""
     host = host or settings.serve.host
     port = settings.serve.port if port is None else port
-    app = create_app(settings)
-    server = _ForegroundServer(_config(app, host, port, "info"))
     try:
-        server.run()
+        if workers > 1:
+            os.environ[WORKER_SETTINGS] = settings.model_dump_json()
+            config = _config(
+                f"{__name__}:app_from_environment", host, port, "info", settings.serve.access_log
+            )
+            config.factory, config.workers = True, workers
+            Multiprocess(config, sockets=[config.bind_socket()]).run()
+        else:
+            app = create_app(settings)
+            _ForegroundServer(_config(app, host, port, "info", settings.serve.access_log)).run()
     except KeyboardInterrupt:  # a second Ctrl-C during shutdown
         return
     except OSError as exc:  # e.g. the port is taken
