@@ -7,12 +7,15 @@ STAMP  := $(VENV)/.installed
 JARS   := .cache/jars/manifest.json
 # The browser tests drive Debian's Chromium through its ChromeDriver.
 CHROMEDRIVER := /usr/bin/chromedriver
+# bench/bench_api.py loads the API with Debian's wrk (a C client: a Python one would
+# take the cores the server needs).
+WRK := /usr/bin/wrk
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 
 .PHONY: setup demo test test-unit lint bench kafka-start kafka-stop clean
 
-setup: $(STAMP) $(JARS) $(CHROMEDRIVER)
+setup: $(STAMP) $(JARS) $(CHROMEDRIVER) $(WRK)
 
 # The virtualenv with the package (editable) and its dev tools.
 $(STAMP): setup.py pyproject.toml src/retailstream/VERSION
@@ -29,6 +32,10 @@ $(JARS): $(STAMP) src/retailstream/jars.py
 $(CHROMEDRIVER):
 	$(SUDO) apt-get install -y --no-install-recommends chromium chromium-driver \
 	  || { $(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends chromium chromium-driver; }
+
+$(WRK):
+	$(SUDO) apt-get install -y --no-install-recommends wrk \
+	  || { $(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends wrk; }
 
 demo: setup
 	$(BIN)/retailstream demo

@@ -685,3 +685,17 @@ def test_the_api_token_never_reaches_the_logs_or_metrics(
         "log": caplog.text,
     }.items():
         assert TOKEN not in text, where
+
+
+def test_a_plain_item_look_up_answers_as_the_routed_one(
+    http: httpx.Client, store: SqliteStore
+) -> None:
+    """A bare `GET /v1/items/{sku}` takes the fast path; with a query string it goes
+    through FastAPI's route: the two must answer alike, rated, unrated and unknown."""
+    store.upsert("item_ratings", [_rated("SKU-000001", [5, 4, 2])])
+    for sku in ("SKU-000001", "SKU-000002", "SKU-999999", "%00%27%22;--"):
+        fast = http.get(f"/v1/items/{sku}")
+        routed = http.get(f"/v1/items/{sku}?wait=0")  # `wait` changes nothing without a token
+        assert (fast.status_code, fast.json()) == (routed.status_code, routed.json()), sku
+        assert fast.headers["content-type"] == routed.headers["content-type"]
+    assert http.get("/v1/items/SKU-000001").json()["ratings_count"] == 3
