@@ -21,6 +21,7 @@ the round with the median rate, with the worst p99 of all rounds.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import random
 import re
 import shutil
@@ -59,10 +60,14 @@ class Plan:
     seconds: float
     warmup_s: float
     repetitions: int
+    demo_rate: float  # events/s of the demo the last part runs beside; 0: no such part
+    demo_clients: int = 32
 
 
-FULL = Plan(levels=(1, 8, 32), workers=(1, 2), seconds=10.0, warmup_s=2.0, repetitions=3)
-QUICK = Plan(levels=(1, 8), workers=(2,), seconds=2.0, warmup_s=1.0, repetitions=1)
+FULL = Plan((1, 8, 32), (1, 2), seconds=10.0, warmup_s=2.0, repetitions=3, demo_rate=1000)
+QUICK = Plan((1, 8), (2,), seconds=2.0, warmup_s=1.0, repetitions=1, demo_rate=0)
+# How long the demo may take to start its queries (Spark, the broker, the world).
+DEMO_START_S = 300
 WRK_SCRIPT = """
 local skus = {%s}
 math.randomseed(%d)
@@ -218,6 +223,8 @@ def summarise(rounds: dict[tuple[int, str], list[dict[str, Any]]]) -> list[dict[
         )
     rows.sort(key=lambda r: (r["clients"], r["path"] != STORE, r["path"]))
     base = {r["clients"]: r["requests_per_s"] for r in rows if r["path"] == STORE}
+    # The store's baseline was measured with the pipeline stopped, also for the rows
+    # measured beside the demo.
     for row in rows:
         row["vs_store"] = (
             "baseline"
@@ -225,6 +232,68 @@ def summarise(rounds: dict[tuple[int, str], list[dict[str, Any]]]) -> list[dict[
             else f"{row['requests_per_s'] / base[row['clients']]:.3g}×"
         )
     return rows
+
+
+@contextmanager
+def running_demo(tmp: Path, rate: float) -> Iterator[tuple[Path, str]]:
+    """`retailstream demo --rate R` with everything under `tmp` (its own broker, lake and
+    API port), once its queries run; yields its serving store and broker address."""
+    broker_port, api_port = _free_port(), _free_port()
+    flags = [
+        "--set", f"lake.root={tmp / 'lake'}",
+        "--set", f"kafka.local_broker.data_dir={tmp / 'kafka'}",
+        "--set", f"kafka.local_broker.port={broker_port}",
+        "--set", f"kafka.local_broker.controller_port={_free_port()}",
+        "--set", f"serve.port={api_port}",
+        "--set", f"spark.driver_log={tmp / 'driver.log'}",
+    ]  # fmt: skip
+    command = [str(Path(sys.executable).parent / "retailstream"), "demo", "--rate", f"{rate:g}"]
+    demo = subprocess.Popen(
+        [*command, *flags], cwd=PROJECT_HOME, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + DEMO_START_S
+        assert demo.stdout is not None
+        for line in demo.stdout:
+            log(f"  demo: {line.rstrip()}")
+            if line.startswith("[5/5]"):
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError("the demo did not start its queries in time")
+        else:
+            raise RuntimeError("the demo stopped while starting")
+        yield tmp / "lake" / "_serving" / "views.db", f"127.0.0.1:{broker_port}"
+    finally:
+        os.killpg(demo.pid, signal.SIGINT)  # Ctrl-C, as in a terminal
+        try:
+            demo.communicate(timeout=180)
+        except subprocess.TimeoutExpired:
+            os.killpg(demo.pid, signal.SIGKILL)
+
+
+def beside_demo(
+    tmp: Path, settings: Settings, plan: Plan, repetitions: int
+) -> list[dict[str, Any]]:
+    """The API with 2 workers, at `plan.demo_clients` clients, while the demo streams."""
+    rounds = []
+    with running_demo(tmp / "demo", plan.demo_rate) as (store_path, bootstrap):
+        skus = [p["sku"] for p in SqliteStore(store_path).rows("products")]
+        script = tmp / "demo-items.lua"
+        script.write_text(WRK_SCRIPT % (", ".join(f'"{s}"' for s in skus), 11))
+        demo_settings = settings.model_copy(
+            update={
+                "views": settings.views.model_copy(update={"sqlite_path": store_path}),
+                "kafka": settings.kafka.model_copy(update={"bootstrap_servers": bootstrap}),
+            }
+        )
+        with api_server(demo_settings, 2, tmp / "serve-demo.log") as url:
+            for rep in range(repetitions):
+                result = wrk_round(url, script, plan.demo_clients, plan)
+                rounds.append(result)
+                log(f"  rep {rep + 1}  beside the demo at {plan.demo_rate:,.0f} events/s "
+                    f"{result['requests_per_s']:>8,.0f} req/s  p99 {result.get('p99_ms', 0):6.2f} ms")  # fmt: skip
+    return rounds
 
 
 def api_path(workers: int) -> str:
@@ -263,10 +332,15 @@ def main() -> int:
                 rounds.setdefault((clients, STORE), []).append(result)
                 log(f"  rep {rep + 1}  {STORE:<28} {clients:>3} clients "
                     f"{result['requests_per_s']:>8,.0f} req/s  p99 {result['p99_ms']:6.2f} ms")  # fmt: skip
+        if plan.demo_rate:
+            log(f"the API beside `retailstream demo --rate {plan.demo_rate:g}` ...")
+            demo_runs = beside_demo(tmp, settings, plan, repetitions)
+            rounds[(plan.demo_clients, f"{api_path(2)}, beside the demo")] = demo_runs
     rows = summarise(rounds)
     table = Table(
-        "`GET /v1/items/{sku}`, closed loop, pipeline stopped: requests/s (median of the "
-        "rounds, and their range), latency of the median round, worst p99 of all rounds",
+        "`GET /v1/items/{sku}`, closed loop, pipeline stopped (but in the row beside the "
+        "demo): requests/s (median of the rounds, and their range), latency of the median "
+        "round, worst p99 of all rounds",
         [
             Column("clients", "clients"),
             Column("path", "path"),

@@ -31,7 +31,7 @@ PRODUCT = {"sku": "SKU-000001", "name": "Shirt", "category": "shirts", "season":
            "brand": "Norda", "price": 39.95}  # fmt: skip
 # Generated requests per operation and mode: enough to find the earlier schema's 14
 # failures (a run of 497 cases), few enough for a test of seconds.
-EXAMPLES = 25
+EXAMPLES = 15
 
 
 def _app(settings: Settings, tmp: Path, broker: LocalBroker, protect_queries: bool) -> FastAPI:
