@@ -217,7 +217,7 @@ def render(stages: Sequence[StageHealth], kafka_error: str | None) -> str:
     """`retailstream status`: a line per stream, then the verdict (pure)."""
     header = (
         f"{'stream':<24}{'batch':>8}{'in/s':>10}{'done/s':>10}{'batch/trigger':>16}"
-        f"{'state':>9}{'late':>6}{'behind':>12}{'oldest':>9}{'reported':>10}"
+        f"{'state':>9}{'late':>6}{'behind':>12}{'oldest':>9}{'reported':>13}"
     )
     lines = [header]
     for s in stages:
@@ -234,7 +234,7 @@ def render(stages: Sequence[StageHealth], kafka_error: str | None) -> str:
             )
             reported = f"{duration(s.silent_s or 0.0)} ago"
         lines.append(
-            f"{s.name:<24}{cells}{s.lag_records:>12,}{duration(s.lag_seconds):>9}{reported:>10}"
+            f"{s.name:<24}{cells}{s.lag_records:>12,}{duration(s.lag_seconds):>9}{reported:>13}"
         )
     lines += quarantine_lines(stages)
     lines.append("")
