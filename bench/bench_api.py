@@ -26,7 +26,6 @@ import random
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -45,6 +44,7 @@ from plots import Plot
 
 from retailstream.config import Settings
 from retailstream.jobs.serving_views import catalogue_of, world_rows
+from retailstream.kafka.broker import free_port
 from retailstream.views.folds import fold_item_ratings
 from retailstream.views.store import SqliteStore
 from retailstream.world import build_world
@@ -104,16 +104,10 @@ def fill_store(settings: Settings) -> list[str]:
     return [p["sku"] for p in rows["products"]]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextmanager
 def api_server(settings: Settings, workers: int, log_path: Path) -> Iterator[str]:
     """`retailstream serve --workers N` on a free port, stopped (SIGINT) on the way out."""
-    port = _free_port()
+    port = free_port()
     command = [
         str(Path(sys.executable).parent / "retailstream"), "--env", settings.env, "serve",
         "--workers", str(workers), "--port", str(port),
@@ -238,12 +232,12 @@ def summarise(rounds: dict[tuple[int, str], list[dict[str, Any]]]) -> list[dict[
 def running_demo(tmp: Path, rate: float) -> Iterator[tuple[Path, str]]:
     """`retailstream demo --rate R` with everything under `tmp` (its own broker, lake and
     API port), once its queries run; yields its serving store and broker address."""
-    broker_port, api_port = _free_port(), _free_port()
+    broker_port, api_port = free_port(), free_port()
     flags = [
         "--set", f"lake.root={tmp / 'lake'}",
         "--set", f"kafka.local_broker.data_dir={tmp / 'kafka'}",
         "--set", f"kafka.local_broker.port={broker_port}",
-        "--set", f"kafka.local_broker.controller_port={_free_port()}",
+        "--set", f"kafka.local_broker.controller_port={free_port()}",
         "--set", f"serve.port={api_port}",
         "--set", f"spark.driver_log={tmp / 'driver.log'}",
     ]  # fmt: skip

@@ -82,16 +82,6 @@ class KafkaPositions:
             for t, p in partitions
         }
 
-    def partitions(self, topics: Iterable[str], timeout_s: float = 5.0) -> list[Partition]:
-        """Every partition of `topics` that exists."""
-        metadata = self._consumer.list_topics(timeout=timeout_s)
-        found = []
-        for topic in topics:
-            info = metadata.topics.get(topic)
-            if info is not None and info.error is None:
-                found += [(topic, p) for p in sorted(info.partitions)]
-        return found
-
     def timestamps_at(
         self, offsets: Mapping[Partition, int], timeout_s: float = FIRST_UNREAD_TIMEOUT_S
     ) -> dict[Partition, int]:

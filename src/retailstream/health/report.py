@@ -174,17 +174,11 @@ def pipeline_health(
     try:
         partitions = sorted({key for positions in wanted.values() for key in positions})
         ends = kafka.ends(partitions, timeout_s=2.0)
-        lagging = {
-            key: offset
-            for positions in wanted.values()
-            for key, offset in positions.items()
-            if ends.get(key, offset) > offset
-        }
-        # The oldest unread record of each partition: the least advanced stream's.
+        # The oldest unread record of each lagging partition: the least advanced stream's.
         first: dict[Partition, int] = {}
         for positions in wanted.values():
             for key, offset in positions.items():
-                if key in lagging:
+                if ends.get(key, offset) > offset:
                     first[key] = min(first.get(key, offset), offset)
         stamps = kafka.timestamps_at(first)
     except KafkaException as exc:

@@ -193,7 +193,8 @@ class BatchCounts:
 
     def put(self, batch_id: int, counts: dict[str, dict[str, Any]]) -> None:
         with self._lock:
-            if batch_id not in self._by_batch:  # a batch run again after a failure counts once
+            # A batch put again before the metrics writer took its counts counts once.
+            if batch_id not in self._by_batch:
                 for table, mine in counts.items():
                     total = self._totals.setdefault(table, {ROWS: 0, QUARANTINED: 0})
                     total[ROWS] += int(mine["rows"])

@@ -39,7 +39,7 @@ from retailstream.serve.consistency import (
 )
 from retailstream.serve.errors import ApiError, ErrorBody, install_error_handlers
 from retailstream.serve.health import BrokerProbe, PipelineProbe, health
-from retailstream.serve.limits import RequestLimits
+from retailstream.serve.limits import RequestLimits, send_json
 from retailstream.serve.models import (
     Accepted,
     Alerts,
@@ -529,12 +529,7 @@ class ItemFastPath:
         ):
             body = self._document(scope)
             if body is not None:
-                headers = [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ]
-                await send({"type": "http.response.start", "status": 200, "headers": headers})
-                await send({"type": "http.response.body", "body": body})
+                await send_json(send, 200, body)
                 return
         await self.app(scope, receive, send)
 

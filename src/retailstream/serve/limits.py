@@ -39,16 +39,14 @@ class RequestLimits:
             await _refuse(send, 400, "query_too_long", detail)
             return
         headers = dict(scope.get("headers", ()))
-        if scope["method"] in ("GET", "HEAD") and b"transfer-encoding" not in headers:
-            declared = headers.get(b"content-length")
-            if declared is None or declared == b"0":  # no body: nothing to count
-                await self.app(scope, receive, send)
-                return
         declared = headers.get(b"content-length")
+        bodiless = scope["method"] in ("GET", "HEAD") and b"transfer-encoding" not in headers
+        if bodiless and declared in (None, b"0"):  # no body: nothing to count
+            await self.app(scope, receive, send)
+            return
+        too_large = f"the body is over {self.max_body:,} bytes"
         if declared is not None and declared.isdigit() and int(declared) > self.max_body:
-            await _refuse(
-                send, 413, "content_too_large", f"the body is over {self.max_body:,} bytes"
-            )
+            await _refuse(send, 413, "content_too_large", too_large)
             return
         received = 0
         started = refused = False
@@ -74,7 +72,6 @@ class RequestLimits:
             started = started or message["type"] == "http.response.start"
             await send(message)
 
-        too_large = f"the body is over {self.max_body:,} bytes"
         try:
             await self.app(scope, counted_receive, tracked_send)
         except Exception:
@@ -83,7 +80,11 @@ class RequestLimits:
 
 
 async def _refuse(send: Any, status: int, error: str, detail: str) -> None:
-    body = orjson.dumps({"error": error, "detail": detail})
+    await send_json(send, status, orjson.dumps({"error": error, "detail": detail}))
+
+
+async def send_json(send: Any, status: int, body: bytes) -> None:
+    """A whole JSON answer through ASGI's `send`, from middleware that answers itself."""
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
