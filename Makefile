@@ -10,12 +10,15 @@ CHROMEDRIVER := /usr/bin/chromedriver
 # bench/bench_api.py loads the API with Debian's wrk (a C client: a Python one would
 # take the cores the server needs).
 WRK := /usr/bin/wrk
+# `retailstream postgres start` runs Debian's PostgreSQL server programs: any major version's
+# initdb, else a path that never exists, so that setup installs the package.
+POSTGRES_INITDB := $(firstword $(wildcard /usr/lib/postgresql/*/bin/initdb) /usr/lib/postgresql/initdb)
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-unit lint bench kafka-start kafka-stop clean
+.PHONY: setup demo test test-unit lint bench kafka-start kafka-stop postgres-start postgres-stop clean
 
-setup: $(STAMP) $(JARS) $(CHROMEDRIVER) $(WRK)
+setup: $(STAMP) $(JARS) $(CHROMEDRIVER) $(WRK) $(POSTGRES_INITDB)
 
 # The virtualenv with the package (editable) and its dev tools.
 $(STAMP): setup.py pyproject.toml src/retailstream/VERSION
@@ -36,6 +39,11 @@ $(CHROMEDRIVER):
 $(WRK):
 	$(SUDO) apt-get install -y --no-install-recommends wrk \
 	  || { $(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends wrk; }
+
+# Debian's postgresql may also start a cluster of its own on 5432; ours is on 5433.
+$(POSTGRES_INITDB):
+	$(SUDO) apt-get install -y --no-install-recommends postgresql \
+	  || { $(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends postgresql; }
 
 demo: setup
 	$(BIN)/retailstream demo
@@ -64,6 +72,12 @@ kafka-start: setup
 
 kafka-stop: setup
 	$(BIN)/retailstream kafka stop
+
+postgres-start: setup
+	$(BIN)/retailstream postgres start
+
+postgres-stop: setup
+	$(BIN)/retailstream postgres stop
 
 clean:
 	rm -rf $(VENV) .cache

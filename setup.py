@@ -36,6 +36,8 @@ setup(
         "numpy>=1.26,<3",
         "pyarrow>=18,<26",
         "confluent-kafka==2.16.1",
+        # The PostgreSQL serving store and `retailstream postgres start` (libpq bundled).
+        "psycopg[binary]>=3.2,<4",
         "fastapi>=0.115,<1",
         # Swagger UI and ReDoc served from the package: /docs works offline.
         "fastapi-offline==1.7.7",

@@ -279,3 +279,41 @@ def assert_bronze_holds_kafka(
     missing = kafka.select(*columns).exceptAll(held).select(*columns[:3]).limit(5).collect()
     extra = held.exceptAll(kafka.select(*columns)).select(*columns[:3]).limit(5).collect()
     assert not missing and not extra, f"not in bronze: {missing}; not in Kafka (or twice): {extra}"
+
+
+def with_postgres(
+    settings: Settings, server: Any, database: str, stores: tuple[str, ...] = ("sqlite", "postgres")
+) -> Settings:
+    """`settings` feeding `stores`, with PostgreSQL's in `database` (created, with the
+    roles' grants, when missing) on the running local server `server` (a `LocalPostgres`,
+    e.g. the run's throwaway one)."""
+    from retailstream.postgres_server import LocalPostgres
+
+    LocalPostgres(server.settings, database).start()
+    postgres = settings.postgres.model_copy(
+        update={"local_server": server.settings, "database": database}
+    )
+    views = settings.views.model_copy(update={"stores": stores})
+    return settings.model_copy(update={"postgres": postgres, "views": views})
+
+
+def fresh_postgres_store(server: Any) -> Any:
+    """The writer's `PostgresStore` on `server` (a `LocalPostgres`), every table emptied."""
+    from retailstream.postgres_server import WRITER_ROLE
+    from retailstream.views.postgres_store import PostgresStore
+    from retailstream.views.store import VIEW_TABLES
+
+    store = PostgresStore(server.conninfo(WRITER_ROLE))
+    with store.batch():
+        pass
+    tables = ", ".join(f'"{t}"' for t in (*VIEW_TABLES, "positions", "seen_events", "batch_watermarks"))
+    store._db().execute(f"TRUNCATE {tables}")
+    return store
+
+
+def postgres_reader(server: Any) -> Any:
+    """The API's read-only `PostgresStore` on `server` (a `LocalPostgres`)."""
+    from retailstream.postgres_server import READER_ROLE
+    from retailstream.views.postgres_store import PostgresStore
+
+    return PostgresStore(server.conninfo(READER_ROLE), writer=False)

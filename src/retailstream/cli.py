@@ -107,6 +107,47 @@ def kafka_status(args: argparse.Namespace) -> int:
     return 0 if status.running and status.reachable else 3
 
 
+# -- postgres ---------------------------------------------------------------
+
+
+def _local_postgres(settings: Settings):  # noqa: ANN202 - LocalPostgres, imported lazily
+    from retailstream.postgres_server import local_postgres
+
+    if settings.postgres.writer_dsn:
+        raise UserError(
+            "postgres.writer_dsn is set: the local PostgreSQL server is not used; "
+            "manage your server with its own tools"
+        )
+    return local_postgres(settings)
+
+
+def postgres_start(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    server = _local_postgres(settings)
+    if not settings.postgres.local_server.enabled:
+        raise UserError("postgres.local_server.enabled is false in config: not starting it")
+    running = server.pid() is not None
+    seconds = server.start()
+    how = "already running" if running else f"started in {seconds:.1f}s"
+    print(
+        f"PostgreSQL running on {server.address}, database {server.database} "
+        f"({how}; roles in {server.roles_file}; log: {server.log_file})"
+    )
+    return 0
+
+
+def postgres_stop(args: argparse.Namespace) -> int:
+    server = _local_postgres(_settings(args))
+    print("PostgreSQL stopped" if server.stop() else "PostgreSQL was not running")
+    return 0
+
+
+def postgres_status(args: argparse.Namespace) -> int:
+    status = _local_postgres(_settings(args)).status()
+    print(f"PostgreSQL {status.describe()}")
+    return 0 if status.running and status.accepting else 3
+
+
 def pipeline_status(args: argparse.Namespace) -> int:
     """Each stream's rates, batches and lag, then one line saying what is wrong."""
     from retailstream.health.report import document, pipeline_health, render
@@ -422,6 +463,26 @@ def build_parser() -> argparse.ArgumentParser:
         "status",
         "is the broker running and answering? (exit 3 if not)",
         kafka_status,
+    )
+
+    postgres = commands.add_parser(
+        "postgres",
+        help="run the local PostgreSQL server (the postgres serving store)",
+        description="Run the local PostgreSQL server (the postgres serving store).",
+    )
+    postgres_commands = postgres.add_subparsers(dest="action", metavar="ACTION", required=True)
+    command(
+        postgres_commands,
+        "start",
+        "start the server (set up once: database, writer and reader roles) and wait for it",
+        postgres_start,
+    )
+    command(postgres_commands, "stop", "stop the server (fast: ends open sessions)", postgres_stop)
+    command(
+        postgres_commands,
+        "status",
+        "is the server running and accepting connections? (exit 3 if not)",
+        postgres_status,
     )
 
     command(

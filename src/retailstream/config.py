@@ -173,6 +173,10 @@ class RefineSettings(_Frozen):
     )  # fmt: skip
 
 
+# The kinds of serving store: an embedded SQLite file, or a PostgreSQL database.
+StoreKind = Literal["sqlite", "postgres"]
+
+
 class ViewsSettings(_Frozen):
     """Silver -> gold: the materialized views and the serving store they are upserted into."""
 
@@ -192,8 +196,18 @@ class ViewsSettings(_Frozen):
     trending_top: int = Field(10, ge=1)
     # inventory_positions: on hand at or below this is low stock.
     low_stock_threshold: int = Field(2, ge=0)
+    # The serving stores the serving path feeds, each with its own offsets (fan-out):
+    # "sqlite" (an embedded file, the default) and/or "postgres" (`postgres:` settings).
+    stores: tuple[StoreKind, ...] = ("sqlite",)
     # The SQLite serving store; default <lake>/_serving/views.db.
     sqlite_path: Path | None = None
+
+    @field_validator("stores")
+    @classmethod
+    def _some_distinct_stores(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value or len(set(value)) != len(value):
+            raise ValueError("must name one or more stores, each once")
+        return value
 
     @property
     def store_path(self) -> Path:
@@ -246,6 +260,31 @@ class ServeSettings(_Frozen):
     # A log line per request from `retailstream serve`. Off by default: it cost about a
     # quarter of the requests/s (bench/bench_api.py), and a proxy in front logs them.
     access_log: bool = False
+    # The store the API reads; default: the first of views.stores.
+    store: StoreKind | None = None
+
+
+class LocalPostgresSettings(_Frozen):
+    """The PostgreSQL server that `retailstream postgres start` runs on this machine."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    # Not 5432: a machine may run a PostgreSQL of its own there.
+    port: int = Field(5433, ge=1, le=65535)
+    data_dir: Path = Path("data/postgres")
+    start_timeout_s: float = Field(60.0, gt=0)
+
+
+class PostgresSettings(_Frozen):
+    """The PostgreSQL serving store (`views.stores` holding "postgres")."""
+
+    # libpq connection strings ("host=... dbname=... user=... password=...") of a server
+    # of your own: the role the serving path writes the views with, and the read-only
+    # role the API reads them with. Empty: the local server and the roles it was given.
+    writer_dsn: str = ""
+    reader_dsn: str = ""
+    database: str = "retailstream"
+    local_server: LocalPostgresSettings = Field(default_factory=LocalPostgresSettings)
 
 
 class RecommenderSettings(_Frozen):
@@ -339,9 +378,15 @@ class Settings(_Frozen):
     views: ViewsSettings = Field(default_factory=ViewsSettings)
     serving: ServingSettings = Field(default_factory=ServingSettings)
     serve: ServeSettings = Field(default_factory=ServeSettings)
+    postgres: PostgresSettings = Field(default_factory=PostgresSettings)
     ml: MlSettings = Field(default_factory=MlSettings)
     world: WorldSettings = Field(default_factory=WorldSettings)
     generator: GeneratorSettings = Field(default_factory=GeneratorSettings)
+
+    @property
+    def api_store(self) -> StoreKind:
+        """The serving store the API reads (`serve.store`, else the first fed one)."""
+        return self.serve.store or self.views.stores[0]
 
 
 # ---------------------------------------------------------------------------
@@ -519,6 +564,7 @@ def _anchor_paths(settings: Settings, home: Path) -> Settings:
     """Make every path setting absolute against the project home (defaults included)."""
     spark = settings.spark
     broker = settings.kafka.local_broker
+    pg_server = settings.postgres.local_server
     refine = settings.refine
     views = settings.views
     lake_root = _absolute(settings.lake.root, home)
@@ -535,6 +581,13 @@ def _anchor_paths(settings: Settings, home: Path) -> Settings:
             ),
             "spark": spark.model_copy(
                 update={"driver_log": spark.driver_log and _absolute(spark.driver_log, home)}
+            ),
+            "postgres": settings.postgres.model_copy(
+                update={
+                    "local_server": pg_server.model_copy(
+                        update={"data_dir": _absolute(pg_server.data_dir, home)}
+                    )
+                }
             ),
             "kafka": settings.kafka.model_copy(
                 update={

@@ -31,9 +31,9 @@ from retailstream.jobs import (
     serving_views,
 )
 from retailstream.kafka.topics import create_topics
-from retailstream.views.store import SqliteStore
+from retailstream.postgres_server import LocalPostgres
 from retailstream.world import DefectRates, EventGenerator, build_world
-from support import own_pipeline, produce_generated
+from support import own_pipeline, produce_generated, with_postgres
 
 AVAILABLE_NOW = argparse.Namespace(available_now=True)
 SEED = 11
@@ -44,17 +44,18 @@ DEFECTS = DefectRates(
 
 
 def serve_available(spark: SparkSession, settings: Settings) -> None:
-    """The serving path over what Kafka holds, then stop."""
-    path = serving_views.ServingPath(spark, settings, SqliteStore(settings.views.sqlite_path))
-    path.prepare_store()
-    path.start(StreamTrigger(available_now=True)).awaitTermination()
+    """The serving path over what Kafka holds, into each store, then stop."""
+    for path in serving_views.serving_paths(spark, settings):
+        path.start(StreamTrigger(available_now=True)).awaitTermination()
 
 
 @pytest.fixture(scope="session")
 def generated_lake(
-    tmp_path_factory: pytest.TempPathFactory, spark: SparkSession
+    tmp_path_factory: pytest.TempPathFactory, spark: SparkSession, postgres_server: LocalPostgres
 ) -> Iterator[Settings]:
-    with own_pipeline(tmp_path_factory.mktemp("generated")) as settings:
+    """The serving path feeds SQLite and PostgreSQL (`test_serving_views` holds them equal)."""
+    with own_pipeline(tmp_path_factory.mktemp("generated")) as lake_settings:
+        settings = with_postgres(lake_settings, postgres_server, "generated")
         create_topics(settings.kafka.bootstrap, settings.kafka.topics)
         init_world.write_world(spark, settings, SEED, "small")
         generator = EventGenerator(

@@ -1,4 +1,5 @@
-"""The HTTP API against real parts: a Kafka broker, a SQLite serving store, a uvicorn server.
+"""The HTTP API against real parts: a Kafka broker, a serving store (SQLite, and PostgreSQL
+read with its read-only role), a uvicorn server.
 
 Commands must land in Kafka exactly as the generator writes ratings; queries
 must answer from the store; a consistency token must make a query wait for
@@ -29,8 +30,9 @@ from retailstream.serve.app import create_app
 from retailstream.serve.commands import RatingPublisher
 from retailstream.serve.consistency import ConsistencyToken, InvalidTokenError
 from retailstream.serve.server import BackgroundServer, start_background
-from retailstream.views.store import SqliteStore
+from retailstream.views.store import ServingStore, SqliteStore, WritableStore
 from retailstream.world.records import TOPIC_RATINGS
+from support import fresh_postgres_store, postgres_reader
 
 TOKEN = "s3cret-test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -55,8 +57,7 @@ def _with_serve(settings: Settings, **serve: Any) -> Settings:
     return settings.model_copy(update={"serve": settings.serve.model_copy(update=serve)})
 
 
-def _catalogue_store(path: Path, kind: type[SqliteStore] = SqliteStore) -> SqliteStore:
-    store = kind(path)
+def _catalogue_store(store: WritableStore) -> WritableStore:
     store.replace("products", PRODUCTS)
     store.replace("stores", STORES)
     return store
@@ -104,16 +105,35 @@ def api_settings(settings: Settings) -> Settings:
     return _with_serve(settings, api_token=TOKEN, protect_queries=False, consistency_wait_s=2.0)
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_kind(request: pytest.FixtureRequest) -> str:
+    """The queries are served from each kind of store."""
+    return str(request.param)
+
+
 @pytest.fixture
-def store(tmp_path: Path) -> SqliteStore:
-    return _catalogue_store(tmp_path / "views.db")
+def store(store_kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> WritableStore:
+    """The store the test writes views to (PostgreSQL: as the serving path's role)."""
+    if store_kind == "sqlite":
+        return _catalogue_store(SqliteStore(tmp_path / "views.db"))
+    return _catalogue_store(fresh_postgres_store(request.getfixturevalue("postgres_server")))
+
+
+@pytest.fixture
+def read_store(
+    store: WritableStore, store_kind: str, request: pytest.FixtureRequest
+) -> ServingStore:
+    """The store the API reads (PostgreSQL: with the read-only role)."""
+    if store_kind == "sqlite":
+        return store
+    return postgres_reader(request.getfixturevalue("postgres_server"))
 
 
 @pytest.fixture
 def server(
-    api_settings: Settings, store: SqliteStore, publisher: RatingPublisher
+    api_settings: Settings, read_store: ServingStore, publisher: RatingPublisher
 ) -> Iterator[tuple[BackgroundServer, str]]:
-    running, base_url = start_background(api_settings, store=store, publisher=publisher)
+    running, base_url = start_background(api_settings, store=read_store, publisher=publisher)
     yield running, base_url
     running.stop()
 
@@ -203,7 +223,7 @@ def test_ratings_of_one_sku_share_a_partition_and_offsets_grow(http: httpx.Clien
 
 
 def test_a_command_fails_with_503_when_kafka_is_unreachable(
-    api_settings: Settings, store: SqliteStore
+    api_settings: Settings, store: WritableStore
 ) -> None:
     dead = RatingPublisher(f"127.0.0.1:{free_port()}", timeout_s=1.0)
     app = create_app(api_settings, store=store, publisher=dead)
@@ -226,7 +246,7 @@ def test_a_command_fails_with_503_when_kafka_is_unreachable(
 
 
 def test_a_query_reports_how_far_behind_the_view_is_after_the_bound(
-    http: httpx.Client, store: SqliteStore
+    http: httpx.Client, store: WritableStore
 ) -> None:
     # Two ratings of one sku share a partition: the second is at offset 1 or more, so
     # the view can be one behind it.
@@ -278,7 +298,7 @@ class _WatchedStore(SqliteStore):
 def test_a_waiting_query_does_not_block_other_requests(
     api_settings: Settings, publisher: RatingPublisher, tmp_path: Path
 ) -> None:
-    store = _catalogue_store(tmp_path / "views.db", _WatchedStore)
+    store = _catalogue_store(_WatchedStore(tmp_path / "views.db"))
     assert isinstance(store, _WatchedStore)
     patient = _with_serve(api_settings, consistency_wait_s=600.0)
     running, base_url = start_background(patient, store=store, publisher=publisher)
@@ -355,7 +375,7 @@ def _rated(sku: str, stars: list[int]) -> dict:
 
 
 def test_the_ratings_overview_ranks_the_best_rated_and_lists_the_newest(
-    http: httpx.Client, store: SqliteStore
+    http: httpx.Client, store: WritableStore
 ) -> None:
     assert http.get("/v1/ratings").json() == {
         "rated_items": 0, "ratings": 0, "best_rated": [], "newest": [],
@@ -377,7 +397,7 @@ def test_the_ratings_overview_ranks_the_best_rated_and_lists_the_newest(
 
 
 def test_sales_trending_inventory_and_alerts_answer_from_the_views(
-    http: httpx.Client, store: SqliteStore
+    http: httpx.Client, store: WritableStore
 ) -> None:
     store.upsert("sales_by_region", [
         _sale("00", "ST-0001", 100.10, 2, 3),
@@ -441,7 +461,7 @@ def test_sales_trending_inventory_and_alerts_answer_from_the_views(
 
 
 def test_health_reports_store_broker_and_positions(
-    http: httpx.Client, store: SqliteStore, kafka_broker: LocalBroker
+    http: httpx.Client, store: WritableStore, kafka_broker: LocalBroker
 ) -> None:
     store.advance("item_ratings", TOPIC_RATINGS, {0: 7, 2: 3})
     answer = http.get("/v1/health")
@@ -456,7 +476,7 @@ def test_health_reports_store_broker_and_positions(
     assert health["positions"] == {"item_ratings": {TOPIC_RATINGS: {"0": 7, "2": 3}}}
 
 
-def test_health_is_degraded_without_a_broker(api_settings: Settings, store: SqliteStore) -> None:
+def test_health_is_degraded_without_a_broker(api_settings: Settings, store: WritableStore) -> None:
     dead = f"127.0.0.1:{free_port()}"
     offline = api_settings.model_copy(
         update={"kafka": api_settings.kafka.model_copy(update={"bootstrap_servers": dead})}
@@ -519,7 +539,7 @@ def test_commands_need_the_api_token(
 
 
 def test_without_a_configured_token_commands_are_refused(
-    api_settings: Settings, store: SqliteStore, publisher: RatingPublisher
+    api_settings: Settings, store: WritableStore, publisher: RatingPublisher
 ) -> None:
     app = create_app(_with_serve(api_settings, api_token=""), store=store, publisher=publisher)
     with TestClient(app) as client:
@@ -534,7 +554,7 @@ def test_without_a_configured_token_commands_are_refused(
 
 
 def test_protected_queries_need_the_token_but_health_and_the_page_do_not(
-    api_settings: Settings, store: SqliteStore, publisher: RatingPublisher
+    api_settings: Settings, store: WritableStore, publisher: RatingPublisher
 ) -> None:
     app = create_app(_with_serve(api_settings, protect_queries=True), store=store,
                      publisher=publisher)  # fmt: skip
@@ -654,7 +674,7 @@ def test_validation_errors_name_the_field(http: httpx.Client) -> None:
 
 def test_the_api_token_never_reaches_the_logs_or_metrics(
     api_settings: Settings,
-    store: SqliteStore,
+    store: WritableStore,
     publisher: RatingPublisher,
     capfd: pytest.CaptureFixture[str],
     caplog: pytest.LogCaptureFixture,
@@ -688,7 +708,7 @@ def test_the_api_token_never_reaches_the_logs_or_metrics(
 
 
 def test_a_plain_item_look_up_answers_as_the_routed_one(
-    http: httpx.Client, store: SqliteStore
+    http: httpx.Client, store: WritableStore
 ) -> None:
     """A bare `GET /v1/items/{sku}` takes the fast path; with a query string it goes
     through FastAPI's route: the two must answer alike, rated, unrated and unknown."""

@@ -17,12 +17,20 @@ from retailstream.config import Settings
 from retailstream.io.delta import StreamTrigger, read_table
 from retailstream.jobs import ingest_events, init_world, serving_views
 from retailstream.jobs.refine_events import silver_table
+from retailstream.postgres_server import reader_dsn
 from retailstream.serve.commands import RatingPublisher
 from retailstream.serve.server import start_background
 from retailstream.views.facts import decode_facts, fact_messages
+from retailstream.views.postgres_store import PostgresStore
 from retailstream.views.serving import view_topics
 from retailstream.views.store import SqliteStore
-from support import SERVING_TABLES, SERVING_VIEWS, check_item_ratings, keyed_rows
+from support import (
+    SERVING_TABLES,
+    SERVING_VIEWS,
+    assert_same_views,
+    check_item_ratings,
+    keyed_rows,
+)
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +60,13 @@ def test_the_live_views_equal_a_rebuild_from_the_event_store(
     served_rows = keyed_rows(live(served), table)
     assert served_rows, f"{table} has rows"
     assert served_rows == keyed_rows(rebuilt, table)
+
+
+def test_postgres_holds_the_same_views_as_sqlite(served: Settings) -> None:
+    """The serving path fed both stores: SQLite folded by the driver, PostgreSQL by the
+    tasks, each slice a transaction of its own. Read back with the API's read-only role."""
+    assert served.views.stores == ("sqlite", "postgres")
+    assert_same_views(PostgresStore(reader_dsn(served), writer=False), live(served))
 
 
 def test_positions_equal_the_rebuilds(served: Settings, rebuilt: SqliteStore) -> None:

@@ -23,6 +23,7 @@ def _all_command_paths(
 def test_every_subcommand_has_help(capsys: pytest.CaptureFixture[str]) -> None:
     paths = _all_command_paths(build_parser())
     assert ("kafka", "start") in paths and ("topics", "describe") in paths
+    assert {("postgres", "start"), ("postgres", "stop"), ("postgres", "status")} <= set(paths)
     for path in paths:
         with pytest.raises(SystemExit) as done:
             main([*path, "--help"])
@@ -60,6 +61,15 @@ def test_unreachable_broker_names_the_fix() -> None:
     assert done.returncode == 2
     assert len(done.stderr.strip().splitlines()) == 1
     assert "no Kafka broker answers" in done.stderr and "retailstream kafka start" in done.stderr
+
+
+def test_postgres_start_refuses_when_a_server_of_your_own_is_configured() -> None:
+    done = run_cli("postgres", "start", "--set", "postgres.writer_dsn=host=db.example")
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "retailstream: error: postgres.writer_dsn is set: the local PostgreSQL server is not "
+        "used; manage your server with its own tools"
+    ]
 
 
 def test_config_show_prints_merged_settings() -> None:

@@ -160,6 +160,7 @@ def trigger_intervals(settings: Settings) -> dict[str, int]:
         refine_events.QUERY_NAME: interval_ms(settings.refine.trigger_interval),
         build_views.QUERY_NAME: interval_ms(settings.views.trigger_interval),
         serving_views.QUERY_NAME: interval_ms(settings.serving.trigger_interval),
+        serving_views.POSTGRES_QUERY_NAME: interval_ms(settings.serving.trigger_interval),
         score_shipments.QUERY_NAME: interval_ms(settings.views.trigger_interval),
     }
 

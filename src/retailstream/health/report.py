@@ -17,7 +17,7 @@ from typing import Any
 
 from confluent_kafka import KafkaException
 
-from retailstream.config import Settings
+from retailstream.config import Settings, StoreKind
 from retailstream.health.lag import KafkaPositions, Lag, Partition, delta_lag, kafka_lags
 from retailstream.health.progress import QUARANTINED, ROWS, QueryReport, health_dir, read_reports
 
@@ -30,8 +30,12 @@ BEHIND_AT_LEAST_S = 30.0
 # that stopped reporting.
 SILENT_TRIGGERS = 10
 SILENT_AT_LEAST_S = 60.0
-SERVING_QUERIES = ("serving_views", "serving_views_realtime")
-SERVING_STAGE = "serving_views"
+# The serving path's stage per store, and the queries that may feed it.
+SERVING_STAGES: dict[str, str] = {"sqlite": "serving_views", "postgres": "serving_views_postgres"}
+SERVING_QUERIES = {
+    "sqlite": ("serving_views", "serving_views_realtime"),
+    "postgres": ("serving_views_postgres",),
+}
 
 
 @dataclass(frozen=True)
@@ -128,22 +132,33 @@ def verdict(stages: Sequence[StageHealth], kafka_error: str | None = None) -> st
     )
 
 
-def _store_positions(settings: Settings) -> dict[Partition, int] | None:
+def _store_positions(settings: Settings, kind: StoreKind) -> dict[Partition, int] | None:
     """The next offset each topic partition's least advanced serving view will read,
-    from the serving store; None when there is no store yet."""
+    from the serving store of `kind`; None when there is no store yet, or it does not
+    answer (then its query's report tells)."""
     from retailstream.views.serving import view_topics
-    from retailstream.views.store import open_store
+    from retailstream.views.store import ServingStore, open_store
+    from retailstream.views.stores import STORE_ERRORS
 
-    path = settings.views.store_path
-    if not Path(path).exists():
-        return None
-    store = open_store(path)
+    store: ServingStore
+    if kind == "sqlite":
+        if not Path(settings.views.store_path).exists():
+            return None
+        store = open_store(settings.views.store_path)
+    else:
+        from retailstream.postgres_server import reader_dsn
+        from retailstream.views.postgres_store import PostgresStore
+
+        store = PostgresStore(reader_dsn(settings), writer=False, connect_timeout_s=2)
     reached: dict[Partition, int] = {}
-    for view in settings.views.views:
-        for topic in view_topics(view):
-            for partition, offset in store.positions(view, topic).items():
-                key = (topic, partition)
-                reached[key] = min(reached.get(key, offset + 1), offset + 1)
+    try:
+        for view in settings.views.views:
+            for topic in view_topics(view):
+                for partition, offset in store.positions(view, topic).items():
+                    key = (topic, partition)
+                    reached[key] = min(reached.get(key, offset + 1), offset + 1)
+    except STORE_ERRORS:
+        return None
     return reached or None
 
 
@@ -163,13 +178,17 @@ def pipeline_health(
     """Every stream's health, and Kafka's error if it did not answer."""
     now_ms = now_ms or int(time.time() * 1000)
     reports = {r.name: r for r in read_reports(health_dir(settings))}
-    serving = next((reports.pop(n) for n in SERVING_QUERIES if n in reports), None)
-    for other in SERVING_QUERIES:
-        reports.pop(other, None)
+    serving: dict[str, QueryReport | None] = {}
+    for kind, names in SERVING_QUERIES.items():
+        serving[SERVING_STAGES[kind]] = next((reports[n] for n in names if n in reports), None)
+        for name in names:
+            reports.pop(name, None)
     wanted: dict[str, dict[Partition, int]] = {name: _kafka_next(r) for name, r in reports.items()}
-    store_next = _store_positions(settings)
-    if store_next is not None:
-        wanted[SERVING_STAGE] = store_next
+    stores: dict[str, dict[Partition, int]] = {}
+    for kind in settings.views.stores:
+        store_next = _store_positions(settings, kind)
+        if store_next is not None:
+            stores[SERVING_STAGES[kind]] = wanted[SERVING_STAGES[kind]] = store_next
     kafka = KafkaPositions(settings.kafka.bootstrap)
     try:
         partitions = sorted({key for positions in wanted.values() for key in positions})
@@ -193,9 +212,9 @@ def pipeline_health(
             if source.kind == "delta" and source.table:
                 lags.append(delta_lag(Path(source.table), source.next_version, now_ms / 1000))
         stages.append(StageHealth(name, report, tuple(lags), now_ms))
-    if store_next is not None:
+    for name, store_next in stores.items():
         lags = kafka_lags(store_next, ends, _stamps_for(store_next, first, stamps), now_ms)
-        stages.append(StageHealth(SERVING_STAGE, serving, tuple(lags), now_ms))
+        stages.append(StageHealth(name, serving[name], tuple(lags), now_ms))
     return stages, None
 
 

@@ -29,6 +29,7 @@ import shutil
 import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
@@ -47,6 +48,7 @@ from retailstream.jobs.ingest_events import BRONZE_TABLE
 from retailstream.jobs.interrupts import await_queries
 from retailstream.jobs.launcher import available_now_flag, launch
 from retailstream.jobs.refine_events import REFERENCE_TABLES, known_values, load_references
+from retailstream.jobs.serving_tasks import SliceFold, SliceReport, StoreOutage, fold_in_tasks
 from retailstream.kafka.clients import require_broker
 from retailstream.kafka.topics import topic_partitions
 from retailstream.quality.expectations import KnownValues
@@ -65,10 +67,14 @@ from retailstream.views.facts import (
     sources_of,
 )
 from retailstream.views.folds import Catalogue
+from retailstream.views.postgres_store import PostgresStore
 from retailstream.views.serving import HANDOVER, apply_facts, seed_inventory, view_topics
-from retailstream.views.store import SqliteStore, open_store
+from retailstream.views.store import WritableStore, open_store
+from retailstream.views.stores import serving_store
 
 QUERY_NAME = "serving_views"
+# The query feeding PostgreSQL, beside SQLite's (`views.stores`: each store its own).
+POSTGRES_QUERY_NAME = "serving_views_postgres"
 # The query's checkpoint. Its first version kept the deduplication state, which
 # Spark will not resume without (a stateful operator removed); a new checkpoint
 # starts where the store's positions say, so nothing is read twice or skipped.
@@ -117,13 +123,13 @@ def catalogue_of(rows: Mapping[str, list[dict]]) -> Catalogue:
     )
 
 
-def publish_catalogue(store: SqliteStore, rows: Mapping[str, list[dict]]) -> None:
+def publish_catalogue(store: WritableStore, rows: Mapping[str, list[dict]]) -> None:
     """Write the catalogue's tables of `rows` (as `catalogue_rows` gives them)."""
     for name in CATALOGUE:
         store.replace(name, rows[name])
 
 
-def prepare_store(store: SqliteStore, rows: Mapping[str, list[dict]], settings: Settings) -> None:
+def prepare_store(store: WritableStore, rows: Mapping[str, list[dict]], settings: Settings) -> None:
     """The catalogue, and every initial stock position (once): `rows` as `world_rows`
     gives them. Idempotent: a store that has started its views keeps them."""
     publish_catalogue(store, rows)
@@ -139,7 +145,7 @@ class ServingPath:
         self,
         spark: SparkSession,
         settings: Settings,
-        store: SqliteStore,
+        store: WritableStore,
         references: Mapping[str, DataFrame] | None = None,
         known: KnownValues | None = None,
     ) -> None:
@@ -166,6 +172,19 @@ class ServingPath:
         # Set by the first fold: records pass through the serving path (the demo
         # starts the lake path's work after it, so that the two do not warm up at once).
         self.folded = threading.Event()
+        # PostgreSQL is written by the tasks that read the records (`serving_tasks`),
+        # SQLite by the driver. Each store has its own query, checkpoint and offsets.
+        self.kind = "postgres" if isinstance(store, PostgresStore) else "sqlite"
+        suffix = "" if self.kind == "sqlite" else f"_{self.kind}"
+        self.query_name = QUERY_NAME if self.kind == "sqlite" else POSTGRES_QUERY_NAME
+        self.checkpoints = (CHECKPOINT + suffix, RT_CHECKPOINT + suffix)
+        self.stopping = threading.Event()
+        self.outage = StoreOutage(
+            self.kind, self.stopping, lambda line: print(line, file=sys.stderr)
+        )
+        self.slice_fold: SliceFold | None = None
+        # The processes whose tasks folded the last micro-batch (PostgreSQL only).
+        self.last_workers: frozenset[str] = frozenset()
 
     def prepare_store(self) -> None:
         """The catalogue, and every initial stock position (once)."""
@@ -219,9 +238,24 @@ class ServingPath:
         return applied
 
     def handle(self, batch: DataFrame, batch_id: int) -> None:
-        """The foreachBatch handler: the batch's facts to the driver in one Spark job,
-        deduplicated and folded in one store transaction."""
-        self.fold(_collected(batch), deduplicate=True)
+        """The foreachBatch handler. SQLite: the batch's facts to the driver in one Spark
+        job, deduplicated and folded in one store transaction. PostgreSQL: each task
+        folds its own slice, and only counts come back; while the store is down, the
+        batch is tried again until it answers (its offsets make a retry a no-op)."""
+        if self.slice_fold is None:
+            self.fold(_collected(batch), deduplicate=True)
+            return
+        store = self.store
+        assert isinstance(store, PostgresStore)
+
+        def fold_batch() -> SliceReport:
+            base = store.batch_watermark(self.query_name, batch_id)
+            return fold_in_tasks(batch, replace(slice_fold, newest_ms=base))
+
+        slice_fold = self.slice_fold
+        report = self.outage.run(fold_batch)
+        self.last_workers = report.workers
+        self.folded.set()
 
     def start(self, trigger: StreamTrigger) -> StreamingQuery:
         """Start the serving query (the caller waits for it or stops it): in
@@ -235,6 +269,14 @@ class ServingPath:
         partitions = topic_partitions(self.settings.kafka.bootstrap, self.topics)
         starts = self.starting_offsets(partitions)
         real_time = self.settings.serving.real_time and not trigger.available_now
+        if real_time and self.kind != "sqlite":
+            # Real-time mode has no foreachBatch: its facts would reach the store
+            # through one consumer on the driver, where the tasks write them here.
+            print(
+                f"serving: micro-batches for the {self.kind} store: its tasks write their own slices",
+                file=sys.stderr,
+            )
+            real_time = False
         if real_time:
             slots, needed = (
                 serving_realtime.task_slots(self.spark),
@@ -250,7 +292,8 @@ class ServingPath:
                 real_time = False
         # A checkpoint of the other mode is stale: the store's positions say where to
         # start (`starting_offsets`), and the stale one would re-read from its offsets.
-        mine, other = (RT_CHECKPOINT, CHECKPOINT) if real_time else (CHECKPOINT, RT_CHECKPOINT)
+        batches, continuous = self.checkpoints
+        mine, other = (continuous, batches) if real_time else (batches, continuous)
         shutil.rmtree(self.settings.lake.checkpoint(other), ignore_errors=True)
         checkpoint = self.settings.lake.checkpoint(mine)
         if real_time:
@@ -268,10 +311,26 @@ class ServingPath:
         # No deduplication here: the store does it in each batch's transaction,
         # so the query has no state to commit, no shuffle, and one Spark stage.
         facts = self.facts(self._reader(kafka, starts), lambda parsed: parsed)
-        # One task reads every partition of the four topics: a batch of a few thousand
-        # records is tens of milliseconds of work, and one task is deserialized once
-        # and needs one free slot where twelve need six rounds of the two a laptop has.
-        return foreach_batch_stream(facts.coalesce(1), self.handle, checkpoint, QUERY_NAME, trigger)
+        if self.kind == "sqlite":
+            # One task reads every partition of the four topics: a batch of a few thousand
+            # records is tens of milliseconds of work, and one task is deserialized once
+            # and needs one free slot where twelve need six rounds of the two a laptop has.
+            facts = facts.coalesce(1)
+        else:
+            # A task per Kafka partition, each folding its own slice (no shuffle: a
+            # slice is exactly one partition's records of the batch).
+            assert isinstance(self.store, PostgresStore)
+            if not (checkpoint / "offsets").exists():
+                self.store.forget_batches(self.query_name)
+            self.slice_fold = SliceFold(
+                self.store.dsn,
+                self.views,
+                self.spark.sparkContext.broadcast(self.catalogue),
+                self.settings.views,
+                interval_ms(self.settings.refine.watermark_delay),
+            )
+        query = foreach_batch_stream(facts, self.handle, checkpoint, self.query_name, trigger)
+        return StoppingServing(query, self.stopping)
 
     def _reader(
         self, kafka: KafkaSettings, starts: Mapping[str, str]
@@ -322,6 +381,19 @@ class ServingPath:
             }
             starts[topic] = starting_after(topic, common, ids)
         return starts
+
+
+class StoppingServing(StreamingQuery):
+    """A serving query whose stop also ends a wait for its store to come back (a
+    foreachBatch handler that waits would otherwise hold the stop until it answers)."""
+
+    def __init__(self, query: StreamingQuery, stopping: threading.Event) -> None:
+        super().__init__(query._jsq)
+        self._stopping = stopping
+
+    def stop(self) -> None:
+        self._stopping.set()
+        super().stop()
 
 
 def first_copies(parsed: DataFrame) -> DataFrame:
@@ -391,13 +463,31 @@ def rebuild_command(spark: SparkSession, settings: Settings, args: argparse.Name
     return 0
 
 
+def serving_paths(spark: SparkSession, settings: Settings) -> list[ServingPath]:
+    """A serving path per store of `views.stores` (fan-out), catalogue and initial stock
+    written; they share the reference tables and suites, and each has its own offsets."""
+    paths: list[ServingPath] = []
+    for kind in settings.views.stores:
+        first = paths[0] if paths else None
+        path = ServingPath(
+            spark,
+            settings,
+            serving_store(settings, kind),
+            first.references if first else None,
+            first.known if first else None,
+        )
+        path.prepare_store()
+        paths.append(path)
+    return paths
+
+
 def run(spark: SparkSession, settings: Settings, args: argparse.Namespace) -> int:
     require_broker(settings.kafka.bootstrap)
-    path = ServingPath(spark, settings, open_store(settings.views.store_path))
-    path.prepare_store()
+    paths = serving_paths(spark, settings)
     trigger = StreamTrigger(args.available_now, settings.serving.trigger_interval)
-    await_queries(path.start(trigger))
-    print(f"serving views up to date: {', '.join(path.views)}", file=sys.stderr)
+    await_queries(*(path.start(trigger) for path in paths))
+    stores = " and ".join(path.kind for path in paths)
+    print(f"serving views up to date in {stores}: {', '.join(paths[0].views)}", file=sys.stderr)
     return 0
 
 

@@ -10,7 +10,6 @@ settings; the store and publisher may be passed in (tests, other stores).
 
 import asyncio
 import hmac
-import sqlite3
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -53,7 +52,8 @@ from retailstream.serve.models import (
     SalesByStore,
     Trending,
 )
-from retailstream.views.store import ServingStore, open_store
+from retailstream.views.store import ServingStore
+from retailstream.views.stores import STORE_ERRORS, api_store
 from retailstream.world.records import TOPIC_RATINGS
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -469,7 +469,7 @@ def create_app(
     owned = publisher is None
     state = AppState(
         settings=settings,
-        store=store if store is not None else open_store(settings.views.store_path),
+        store=store if store is not None else api_store(settings),
         publisher=publisher or RatingPublisher(settings.kafka.bootstrap),
         probe=BrokerProbe(settings.kafka.bootstrap),
         pipeline=PipelineProbe(settings),
@@ -546,7 +546,7 @@ class ItemFastPath:
             if item is None:
                 return None
             return orjson.dumps({**queries.ratings_of(self.state.store, item), "consistency": None})
-        except sqlite3.Error:
+        except STORE_ERRORS:
             return None
 
 

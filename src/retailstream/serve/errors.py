@@ -9,7 +9,6 @@ client knows to retry).
 from __future__ import annotations
 
 import logging
-import sqlite3
 from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
@@ -19,6 +18,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from retailstream.views.stores import STORE_ERRORS
 
 log = logging.getLogger("retailstream.serve")
 
@@ -103,5 +104,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(sqlite3.Error, _store_unavailable)
+    for error in STORE_ERRORS:
+        app.add_exception_handler(error, _store_unavailable)
     app.add_exception_handler(Exception, _unexpected)

@@ -7,7 +7,6 @@ polled every second must not become load on the broker, nor hang.
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
 from collections.abc import Iterable
@@ -18,6 +17,7 @@ from retailstream.health.metrics import exposition
 from retailstream.health.report import StageHealth, document, pipeline_health
 from retailstream.kafka.broker import broker_reachable
 from retailstream.views.store import ServingStore
+from retailstream.views.stores import STORE_ERRORS
 
 BROKER_CACHE_S = 5.0
 BROKER_TIMEOUT_S = 1.0
@@ -97,7 +97,7 @@ def health(
     try:
         positions = view_positions(store, views, topics)
         store_state: dict[str, Any] = {"reachable": True}
-    except sqlite3.Error as exc:
+    except STORE_ERRORS as exc:
         positions = {}
         store_state = {"reachable": False, "error": str(exc)}
     if not store_state["reachable"]:

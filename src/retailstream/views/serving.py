@@ -40,7 +40,13 @@ from retailstream.views.folds import (
     rank_item_totals,
     trending_window,
 )
-from retailstream.views.store import SeenRecord, SqliteStore, StoreBatch
+from retailstream.views.store import (
+    IN_TRANSACTION,
+    SeenRecord,
+    StoreTransaction,
+    WatermarkBase,
+    WritableStore,
+)
 
 # The positions of the facts topic's messages the real-time path's folder has
 # folded (kept beside the views' own, in the same store transactions).
@@ -71,7 +77,9 @@ def view_topics(view: str) -> tuple[str, ...]:
     return tuple(CONTRACTS_BY_TABLE[t].topic for t in VIEW_SOURCES[view])
 
 
-def _fold_keyed(tx: StoreBatch, spec: KeyedFold, facts: Sequence[Fact], fold_args: tuple) -> None:
+def _fold_keyed(
+    tx: StoreTransaction, spec: KeyedFold, facts: Sequence[Fact], fold_args: tuple
+) -> None:
     by_key: dict[tuple[Any, ...], list[Fact]] = defaultdict(list)
     for fact in facts:
         by_key[tuple(fact[k] for k in spec.key)].append(fact)
@@ -82,7 +90,7 @@ def _fold_keyed(tx: StoreBatch, spec: KeyedFold, facts: Sequence[Fact], fold_arg
     )
 
 
-def _rerank_trending(tx: StoreBatch, catalogue: Catalogue, settings: ViewsSettings) -> None:
+def _rerank_trending(tx: StoreTransaction, catalogue: Catalogue, settings: ViewsSettings) -> None:
     """Cut trending_activity to the window and rank trending_items from it. The
     store sums the window per sku (in SQL, not by decoding each activity row):
     this runs on every fold, and the window holds thousands of rows."""
@@ -96,13 +104,14 @@ def _rerank_trending(tx: StoreBatch, catalogue: Catalogue, settings: ViewsSettin
 
 
 def apply_facts(
-    store: SqliteStore,
+    store: WritableStore,
     facts: Iterable[Fact],
     views: Sequence[str],
     catalogue: Catalogue,
     settings: ViewsSettings,
     dedup_delay_ms: int | None = None,
     handed_over: tuple[str, Mapping[int, int]] | None = None,
+    newest_ms: WatermarkBase = IN_TRANSACTION,
 ) -> dict[str, int]:
     """Fold `facts` (rows of `views.facts`, `_seen` ones included) into `views`, in
     one transaction; return how many facts each view applied (replays: 0).
@@ -112,7 +121,9 @@ def apply_facts(
     facts are of distinct events already (a rebuild deduplicates in Spark).
     `handed_over`: (topic, offsets by partition) of the facts topic messages
     these facts came in, recorded as `HANDOVER`'s positions in the same
-    transaction (the real-time path's folder resumes after them)."""
+    transaction (the real-time path's folder resumes after them).
+    `newest_ms`: the deduplication watermark's base, when the facts are a slice of a
+    batch (`StoreTransaction.first_records`)."""
     by_view: dict[str, list[Fact]] = defaultdict(list)
     seen: dict[str, dict[int, int]] = defaultdict(dict)
     records: list[Fact] = []
@@ -128,7 +139,7 @@ def apply_facts(
     applied: dict[str, int] = {}
     with store.batch() as tx:
         if dedup_delay_ms is not None:
-            skipped = tx.first_records(_in_kafka_order(records), dedup_delay_ms)
+            skipped = tx.first_records(_in_kafka_order(records), dedup_delay_ms, newest_ms)
             if skipped:
                 for view, view_facts in by_view.items():
                     by_view[view] = [f for f in view_facts if _place(f) not in skipped]
@@ -167,7 +178,7 @@ def _in_kafka_order(records: Iterable[Fact]) -> list[SeenRecord]:
 
 
 def seed_inventory(
-    store: SqliteStore,
+    store: WritableStore,
     initial_stock: Iterable[Mapping[str, Any]],
     catalogue: Catalogue,
     settings: ViewsSettings,

@@ -86,6 +86,16 @@ class SeenRecord:
         return (self.topic, self.partition, self.offset)
 
 
+class InTransaction:
+    """A watermark's base read in the fold's own transaction (`first_records`)."""
+
+
+IN_TRANSACTION = InTransaction()
+# The newest Kafka time of the batches before a fold's: known (None when there was
+# none), or read in the fold's transaction.
+WatermarkBase = int | None | InTransaction
+
+
 class ServingStore(Protocol):
     """What the gold job writes and the API reads."""
 
@@ -102,6 +112,43 @@ class ServingStore(Protocol):
     def advance(self, view: str, topic: str, offsets: Mapping[int, int]) -> None: ...
 
     def positions(self, view: str, topic: str) -> dict[int, int]: ...
+
+
+class StoreTransaction(Protocol):
+    """The reads and writes of one store transaction: what the serving path folds a
+    batch with (`views.serving.apply_facts`). SQLite's `StoreBatch` documents each."""
+
+    def get_many(
+        self, view: str, keys: Iterable[tuple[Any, ...]]
+    ) -> dict[tuple[Any, ...], dict]: ...
+
+    def put(self, view: str, rows: Iterable[Mapping[str, Any]]) -> int: ...
+
+    def replace(self, view: str, rows: Iterable[Mapping[str, Any]]) -> int: ...
+
+    def delete_before(self, view: str, column: str, value: Any) -> None: ...
+
+    def largest(self, view: str, column: str) -> Any: ...
+
+    def sums(
+        self, view: str, group_by: str, fields: tuple[str, ...]
+    ) -> dict[Any, tuple[int, ...]]: ...
+
+    def count(self, view: str) -> int: ...
+
+    def positions(self, view: str, topic: str) -> dict[int, int]: ...
+
+    def advance(self, view: str, topic: str, offsets: Mapping[int, int]) -> None: ...
+
+    def first_records(
+        self, records: Sequence[SeenRecord], delay_ms: int, newest_ms: WatermarkBase = ...
+    ) -> set[Coordinates]: ...
+
+
+class WritableStore(ServingStore, Protocol):
+    """A serving store the serving path can fold into, a transaction at a time."""
+
+    def batch(self) -> contextlib.AbstractContextManager[StoreTransaction]: ...
 
 
 def _json_default(value: object) -> object:
@@ -131,7 +178,7 @@ def from_json(doc: str | bytes) -> Any:
         return json.loads(doc)
 
 
-def _key_value(value: object) -> object:
+def key_value(value: object) -> object:
     """A key column value as SQLite stores it (timestamps as ISO text, like the doc)."""
     if isinstance(value, datetime | date):
         return value.isoformat()
@@ -140,7 +187,62 @@ def _key_value(value: object) -> object:
     return value
 
 
-class SqliteStore:
+def view_table(view: str) -> ViewTable:
+    """The store table of `view`; a KeyError naming the views for an unknown one."""
+    try:
+        return VIEW_TABLES[view]
+    except KeyError:
+        raise KeyError(f"unknown view {view!r}; views: {', '.join(VIEW_TABLES)}") from None
+
+
+def checked_filter(
+    view: str, where: Mapping[str, Any] | None, order_by: Sequence[str]
+) -> tuple[ViewTable, dict[str, Any]]:
+    """`view`'s table and `where` as a dict, both checked: only key and indexed columns
+    may filter or order (they are the ones with columns; the rest is in the doc)."""
+    table = view_table(view)
+    allowed = set(table.key + table.indexed)
+    where = dict(where or {})
+    unknown = sorted((set(where) | set(order_by)) - allowed)
+    if unknown:
+        raise KeyError(f"{view} can only be filtered or ordered by {sorted(allowed)}")
+    return table, where
+
+
+class WholeViewWrites:
+    """`upsert`, `replace` and `get` of a store, from its `_transaction`, `_insert` and
+    `rows` (the same for every database)."""
+
+    def _transaction(self) -> contextlib.AbstractContextManager[Any]:
+        raise NotImplementedError
+
+    def _insert(self, db: Any, table: ViewTable, rows: Iterable[Mapping]) -> int:
+        raise NotImplementedError
+
+    def rows(
+        self, view: str, where: Mapping[str, Any] | None = None, order_by: Sequence[str] = ()
+    ) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    def upsert(self, view: str, rows: Iterable[Mapping[str, Any]]) -> int:
+        """Insert or replace `rows` by the view's key; returns how many were written."""
+        table = view_table(view)
+        with self._transaction() as db:
+            return self._insert(db, table, rows)
+
+    def replace(self, view: str, rows: Iterable[Mapping[str, Any]]) -> int:
+        """Make `rows` the whole view, atomically (readers see the old or the new one)."""
+        table = view_table(view)
+        with self._transaction() as db:
+            db.execute(f'DELETE FROM "{table.name}"')
+            return self._insert(db, table, rows)
+
+    def get(self, view: str, **key: Any) -> dict[str, Any] | None:
+        found = self.rows(view, where=key)
+        return found[0] if found else None
+
+
+class SqliteStore(WholeViewWrites):
     """`ServingStore` on one SQLite file (WAL). Safe to share between threads."""
 
     def __init__(self, path: Path, timeout_s: float = 30.0) -> None:
@@ -187,54 +289,25 @@ class SqliteStore:
     def _transaction(self) -> _Transaction:
         return _Transaction(self._db())
 
-    @staticmethod
-    def _table(view: str) -> ViewTable:
-        try:
-            return VIEW_TABLES[view]
-        except KeyError:
-            raise KeyError(f"unknown view {view!r}; views: {', '.join(VIEW_TABLES)}") from None
-
     def _insert(self, db: sqlite3.Connection, table: ViewTable, rows: Iterable[Mapping]) -> int:
         columns = table.key + table.indexed
         names = ", ".join(f'"{c}"' for c in (*columns, "doc"))
         marks = ", ".join("?" for _ in range(len(columns) + 1))
-        values = [(*(_key_value(row[c]) for c in columns), to_json(dict(row))) for row in rows]
+        values = [(*(key_value(row[c]) for c in columns), to_json(dict(row))) for row in rows]
         db.executemany(f'INSERT OR REPLACE INTO "{table.name}" ({names}) VALUES ({marks})', values)
         return len(values)
-
-    def upsert(self, view: str, rows: Iterable[Mapping[str, Any]]) -> int:
-        """Insert or replace `rows` by the view's key; returns how many were written."""
-        table = self._table(view)
-        with self._transaction() as db:
-            return self._insert(db, table, rows)
-
-    def replace(self, view: str, rows: Iterable[Mapping[str, Any]]) -> int:
-        """Make `rows` the whole view, atomically (readers see the old or the new one)."""
-        table = self._table(view)
-        with self._transaction() as db:
-            db.execute(f'DELETE FROM "{table.name}"')
-            return self._insert(db, table, rows)
-
-    def get(self, view: str, **key: Any) -> dict[str, Any] | None:
-        found = self.rows(view, where=key)
-        return found[0] if found else None
 
     def rows(
         self, view: str, where: Mapping[str, Any] | None = None, order_by: Sequence[str] = ()
     ) -> list[dict[str, Any]]:
         """The docs of the rows whose key/indexed columns equal `where`, in `order_by` order."""
-        table = self._table(view)
-        allowed = set(table.key + table.indexed)
-        where = dict(where or {})
-        unknown = sorted((set(where) | set(order_by)) - allowed)
-        if unknown:
-            raise KeyError(f"{view} can only be filtered or ordered by {sorted(allowed)}")
+        table, where = checked_filter(view, where, order_by)
         sql = f'SELECT doc FROM "{table.name}"'
         if where:
             sql += " WHERE " + " AND ".join(f'"{c}" = ?' for c in where)
         if order_by:
             sql += " ORDER BY " + ", ".join(f'"{c}"' for c in order_by)
-        cursor = self._db().execute(sql, [_key_value(v) for v in where.values()])
+        cursor = self._db().execute(sql, [key_value(v) for v in where.values()])
         return [from_json(doc) for (doc,) in cursor.fetchall()]
 
     def advance(self, view: str, topic: str, offsets: Mapping[int, int]) -> None:
@@ -267,7 +340,31 @@ class SqliteStore:
             yield StoreBatch(self, db)
 
 
-class StoreBatch:
+class TransactionWrites:
+    """`put`, `replace` and the key check of a store transaction over `db`, a
+    connection inside it (the same for every database)."""
+
+    def __init__(self, store: WholeViewWrites, db: Any) -> None:
+        self._store = store
+        self._db = db
+
+    def _keyed_by(self, view: str, column: str) -> ViewTable:
+        """The view's table, which must have `column` among its key columns."""
+        table = view_table(view)
+        if column not in table.key:
+            raise KeyError(f"{view} has no key column {column!r}")
+        return table
+
+    def put(self, view: str, rows: Iterable[Mapping[str, Any]]) -> int:
+        return self._store._insert(self._db, view_table(view), rows)
+
+    def replace(self, view: str, rows: Iterable[Mapping[str, Any]]) -> int:
+        table = view_table(view)
+        self._db.execute(f'DELETE FROM "{table.name}"')
+        return self._store._insert(self._db, table, rows)
+
+
+class StoreBatch(TransactionWrites):
     """The reads and writes of one serving-store transaction (`SqliteStore.batch`).
 
     The serving path folds a micro-batch into the rows it touches and moves
@@ -275,36 +372,17 @@ class StoreBatch:
     include commit together or not at all.
     """
 
-    def __init__(self, store: SqliteStore, db: sqlite3.Connection) -> None:
-        self._store = store
-        self._db = db
-
-    def _keyed_by(self, view: str, column: str) -> ViewTable:
-        """The view's table, which must have `column` among its key columns."""
-        table = self._store._table(view)
-        if column not in table.key:
-            raise KeyError(f"{view} has no key column {column!r}")
-        return table
-
     def get_many(self, view: str, keys: Iterable[tuple[Any, ...]]) -> dict[tuple[Any, ...], dict]:
         """The docs of the rows with these keys (by key tuple); absent keys are left out."""
-        table = self._store._table(view)
-        wanted = [tuple(_key_value(v) for v in key) for key in keys]
+        table = view_table(view)
+        wanted = [tuple(key_value(v) for v in key) for key in keys]
         rows = _rows_by_keys(self._db, table.name, table.key, ("doc",), wanted)
         return {tuple(key): from_json(doc) for *key, doc in rows}
-
-    def put(self, view: str, rows: Iterable[Mapping[str, Any]]) -> int:
-        return self._store._insert(self._db, self._store._table(view), rows)
-
-    def replace(self, view: str, rows: Iterable[Mapping[str, Any]]) -> int:
-        table = self._store._table(view)
-        self._db.execute(f'DELETE FROM "{table.name}"')
-        return self._store._insert(self._db, table, rows)
 
     def delete_before(self, view: str, column: str, value: Any) -> None:
         """Delete the rows whose key column `column` is below `value`."""
         table = self._keyed_by(view, column)
-        self._db.execute(f'DELETE FROM "{table.name}" WHERE "{column}" < ?', (_key_value(value),))
+        self._db.execute(f'DELETE FROM "{table.name}" WHERE "{column}" < ?', (key_value(value),))
 
     def largest(self, view: str, column: str) -> Any:
         """The largest value of key column `column` (None when the view is empty)."""
@@ -323,16 +401,25 @@ class StoreBatch:
         return {group: tuple(int(total) for total in totals) for group, *totals in cursor}
 
     def count(self, view: str) -> int:
-        table = self._store._table(view)
+        table = view_table(view)
         return int(self._db.execute(f'SELECT count(*) FROM "{table.name}"').fetchone()[0])
 
     def positions(self, view: str, topic: str) -> dict[int, int]:
-        return self._store._positions(self._db, view, topic)
+        return SqliteStore._positions(self._db, view, topic)
 
     def advance(self, view: str, topic: str, offsets: Mapping[int, int]) -> None:
-        self._store._advance(self._db, view, topic, offsets)
+        SqliteStore._advance(self._db, view, topic, offsets)
 
-    def first_records(self, records: Sequence[SeenRecord], delay_ms: int) -> set[Coordinates]:
+    def newest_seen_ms(self) -> int | None:
+        """The newest Kafka time among the event ids remembered (None: none)."""
+        return self._db.execute("SELECT max(kafka_ms) FROM seen_events").fetchone()[0]
+
+    def first_records(
+        self,
+        records: Sequence[SeenRecord],
+        delay_ms: int,
+        newest_ms: WatermarkBase = IN_TRANSACTION,
+    ) -> set[Coordinates]:
         """Deduplicate `records` (in Kafka order) against the event ids seen before;
         return the coordinates of those to skip: repeats of an id already kept, and
         records that arrived later than the watermark.
@@ -343,22 +430,20 @@ class StoreBatch:
         `delay_ms`; an id is remembered until the watermark passes its time by
         `delay_ms`. A record kept once stays kept when its batch is replayed
         (its id is stored with its coordinates), so a replay changes nothing.
+
+        `newest_ms`: that newest Kafka time, when the caller knows it (a batch
+        folded in slices: every slice takes the batch's watermark, whatever the
+        slices before it committed); by default it is read here.
         """
-        newest = self._db.execute("SELECT max(kafka_ms) FROM seen_events").fetchone()[0]
+        newest = self.newest_seen_ms() if isinstance(newest_ms, InTransaction) else newest_ms
         watermark = None if newest is None else newest - delay_ms
-        first: dict[tuple[str, str], Coordinates] = {}
-        skipped: set[Coordinates] = set()
-        for record in records:
-            if watermark is not None and record.kafka_ms < watermark:
-                skipped.add(record.place)
-            elif first.setdefault(record.topic_key, record.place) != record.place:
-                skipped.add(record.place)
+        first, skipped = first_within_batch(records, watermark)
         stored = _rows_by_keys(
             self._db, "seen_events", ("topic", "dedup_key"), ("partition", "offset"), list(first)
         )
         for topic, key, partition, offset in stored:
-            if (topic, partition, offset) != first[topic, key]:
-                skipped.add(first[topic, key])
+            if (topic, partition, offset) != first[topic, key].place:
+                skipped.add(first[topic, key].place)
         self._db.executemany(
             "INSERT OR IGNORE INTO seen_events VALUES (?, ?, ?, ?, ?)",
             [
@@ -370,6 +455,21 @@ class StoreBatch:
         if watermark is not None:
             self._db.execute("DELETE FROM seen_events WHERE kafka_ms < ?", (watermark - delay_ms,))
         return skipped
+
+
+def first_within_batch(
+    records: Sequence[SeenRecord], watermark: int | None
+) -> tuple[dict[tuple[str, str], SeenRecord], set[Coordinates]]:
+    """The first record of each event id among `records` (by (topic, id)), and the
+    places of those to skip: later copies, and records behind `watermark`."""
+    first: dict[tuple[str, str], SeenRecord] = {}
+    skipped: set[Coordinates] = set()
+    for record in records:
+        if watermark is not None and record.kafka_ms < watermark:
+            skipped.add(record.place)
+        elif first.setdefault(record.topic_key, record).place != record.place:
+            skipped.add(record.place)
+    return first, skipped
 
 
 def _rows_by_keys(
