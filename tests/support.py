@@ -306,7 +306,9 @@ def fresh_postgres_store(server: Any) -> Any:
     store = PostgresStore(server.conninfo(WRITER_ROLE))
     with store.batch():
         pass
-    tables = ", ".join(f'"{t}"' for t in (*VIEW_TABLES, "positions", "seen_events", "batch_watermarks"))
+    tables = ", ".join(
+        f'"{t}"' for t in (*VIEW_TABLES, "positions", "seen_events", "batch_watermarks")
+    )
     store._db().execute(f"TRUNCATE {tables}")
     return store
 
