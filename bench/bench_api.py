@@ -2,8 +2,10 @@
 
 `GET /v1/items/{sku}` on random known skus of a serving store holding every
 product's ratings document (10 newest ratings each, folded with the serving
-path's own fold), with the pipeline stopped. Per level of closed-loop clients
-(1, 8, 32 connections, each sending its next request when the answer arrives):
+path's own fold), with the pipeline stopped, for each store: SQLite, and
+PostgreSQL (a server of its own on the same 2 cores, read with the API's
+read-only role). Per store and level of closed-loop clients (1, 8, 32
+connections, each sending its next request when the answer arrives):
 
 - store in-process, the baseline: the route's store look-ups (product, then
   ratings document) from as many threads of one process, no HTTP;
@@ -42,11 +44,13 @@ from bench_serving import STORE, closed_loop
 from harness import PROJECT_HOME, Column, Table, parse_args, publish_tables, workspace
 from plots import Plot
 
-from retailstream.config import Settings
+from retailstream.config import Settings, StoreKind
 from retailstream.jobs.serving_views import catalogue_of, world_rows
 from retailstream.kafka.broker import free_port
+from retailstream.postgres_server import reader_dsn, throwaway_server
 from retailstream.views.folds import fold_item_ratings
 from retailstream.views.store import SqliteStore
+from retailstream.views.stores import serving_store
 from retailstream.world import build_world
 
 SCALE = "small"
@@ -62,9 +66,10 @@ class Plan:
     repetitions: int
     demo_rate: float  # events/s of the demo the last part runs beside; 0: no such part
     demo_clients: int = 32
+    stores: tuple[StoreKind, ...] = ("sqlite", "postgres")
 
 
-FULL = Plan((1, 8, 32), (1, 2), seconds=10.0, warmup_s=2.0, repetitions=3, demo_rate=1000)
+FULL = Plan((1, 8, 32), (2, 3), seconds=10.0, warmup_s=2.0, repetitions=3, demo_rate=1000)
 QUICK = Plan((1, 8), (2,), seconds=2.0, warmup_s=1.0, repetitions=1, demo_rate=0)
 # How long the demo may take to start its queries (Spark, the broker, the world).
 DEMO_START_S = 300
@@ -81,10 +86,10 @@ def log(message: str) -> None:
     print(message, flush=True)
 
 
-def fill_store(settings: Settings) -> list[str]:
+def fill_store(settings: Settings, kind: StoreKind) -> list[str]:
     """The world's catalogue and a ratings document per product; return the skus."""
     rows = world_rows(build_world(settings.world.seed, SCALE).tables())
-    store = SqliteStore(settings.views.store_path)
+    store = serving_store(settings, kind)
     store.replace("products", rows["products"])
     catalogue = catalogue_of(rows)
     rng = random.Random(7)
@@ -105,14 +110,22 @@ def fill_store(settings: Settings) -> list[str]:
 
 
 @contextmanager
-def api_server(settings: Settings, workers: int, log_path: Path) -> Iterator[str]:
-    """`retailstream serve --workers N` on a free port, stopped (SIGINT) on the way out."""
+def api_server(
+    settings: Settings, workers: int, log_path: Path, kind: StoreKind = "sqlite"
+) -> Iterator[str]:
+    """`retailstream serve --workers N` reading the `kind` store, on a free port, stopped
+    (SIGINT) on the way out."""
     port = free_port()
+    server = settings.postgres.local_server
     command = [
         str(Path(sys.executable).parent / "retailstream"), "--env", settings.env, "serve",
         "--workers", str(workers), "--port", str(port),
         "--set", f"views.sqlite_path={settings.views.store_path}",
         "--set", f"kafka.bootstrap_servers={settings.kafka.bootstrap}",
+        "--set", f"serve.store={kind}",
+        "--set", f"postgres.database={settings.postgres.database}",
+        "--set", f"postgres.local_server.port={server.port}",
+        "--set", f"postgres.local_server.data_dir={server.data_dir}",
     ]  # fmt: skip
     with log_path.open("ab") as out:
         process = subprocess.Popen(command, cwd=PROJECT_HOME, stdout=out, stderr=subprocess.STDOUT)
@@ -179,10 +192,11 @@ def wrk_round(url: str, script: Path, clients: int, plan: Plan) -> dict[str, Any
 
 
 def store_round(
-    pool: ProcessPoolExecutor, store: Path, skus: list[str], clients: int, plan: Plan
+    pool: ProcessPoolExecutor, store: str, skus: list[str], clients: int, plan: Plan
 ) -> dict[str, Any]:
+    """The baseline's round: `store` is the SQLite file, or PostgreSQL's reader DSN."""
     run = pool.submit(
-        closed_loop, STORE, str(store), skus, clients, plan.seconds, plan.warmup_s
+        closed_loop, STORE, store, skus, clients, plan.seconds, plan.warmup_s
     ).result()
     ms = sorted(1000 * x for x in run["latencies"])
 
@@ -196,14 +210,15 @@ def store_round(
     }  # fmt: skip
 
 
-def summarise(rounds: dict[tuple[int, str], list[dict[str, Any]]]) -> list[dict[str, Any]]:
+def summarise(rounds: dict[tuple[int, str, str], list[dict[str, Any]]]) -> list[dict[str, Any]]:
     rows = []
-    for (clients, path), runs in rounds.items():
+    for (clients, store, path), runs in rounds.items():
         rates = [r["requests_per_s"] for r in runs]
         middle = sorted(runs, key=lambda r: r["requests_per_s"])[len(runs) // 2]
         rows.append(
             {
                 "clients": clients,
+                "store": store,
                 "path": path,
                 "requests_per_s": statistics.median(rates),
                 "range": f"{min(rates):,.0f}–{max(rates):,.0f}",
@@ -215,15 +230,15 @@ def summarise(rounds: dict[tuple[int, str], list[dict[str, Any]]]) -> list[dict[
                 "errors": sum(r["non_2xx"] + r["socket_errors"] for r in runs),
             }
         )
-    rows.sort(key=lambda r: (r["clients"], r["path"] != STORE, r["path"]))
-    base = {r["clients"]: r["requests_per_s"] for r in rows if r["path"] == STORE}
+    rows.sort(key=lambda r: (r["clients"], r["store"], r["path"] != STORE, r["path"]))
+    base = {(r["clients"], r["store"]): r["requests_per_s"] for r in rows if r["path"] == STORE}
     # The store's baseline was measured with the pipeline stopped, also for the rows
     # measured beside the demo.
     for row in rows:
         row["vs_store"] = (
             "baseline"
             if row["path"] == STORE
-            else f"{row['requests_per_s'] / base[row['clients']]:.3g}×"
+            else f"{row['requests_per_s'] / base[row['clients'], row['store']]:.3g}×"
         )
     return rows
 
@@ -303,7 +318,18 @@ def main() -> int:
     began = time.perf_counter()
     with ExitStack() as stack:
         tmp, settings = stack.enter_context(workspace("api"))
-        skus = fill_store(settings)
+        if "postgres" in plan.stores:
+            server = stack.enter_context(throwaway_server("bench"))
+            postgres = settings.postgres.model_copy(
+                update={"local_server": server.settings, "database": server.database}
+            )
+            settings = settings.model_copy(update={"postgres": postgres})
+        for kind in plan.stores:
+            skus = fill_store(settings, kind)
+        targets = {
+            "sqlite": str(settings.views.store_path),
+            "postgres": "postgres" in plan.stores and reader_dsn(settings),
+        }
         script = tmp / "items.lua"
         quoted = ", ".join(f'"{s}"' for s in skus)
         script.write_text(WRK_SCRIPT % (quoted, 7))
@@ -312,24 +338,26 @@ def main() -> int:
         pool = stack.enter_context(
             ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
         )
-        rounds: dict[tuple[int, str], list[dict[str, Any]]] = {}
+        rounds: dict[tuple[int, str, str], list[dict[str, Any]]] = {}
         for rep in range(repetitions):
-            for workers in plan.workers if rep % 2 == 0 else plan.workers[::-1]:
-                with api_server(settings, workers, tmp / "serve.log") as url:
-                    for clients in plan.levels:
-                        result = wrk_round(url, script, clients, plan)
-                        rounds.setdefault((clients, api_path(workers)), []).append(result)
-                        log(f"  rep {rep + 1}  {api_path(workers):<28} {clients:>3} clients "
-                            f"{result['requests_per_s']:>8,.0f} req/s  p99 {result.get('p99_ms', 0):6.2f} ms")  # fmt: skip
-            for clients in plan.levels:
-                result = store_round(pool, settings.views.store_path, skus, clients, plan)
-                rounds.setdefault((clients, STORE), []).append(result)
-                log(f"  rep {rep + 1}  {STORE:<28} {clients:>3} clients "
-                    f"{result['requests_per_s']:>8,.0f} req/s  p99 {result['p99_ms']:6.2f} ms")  # fmt: skip
+            for kind in plan.stores if rep % 2 == 0 else plan.stores[::-1]:
+                for workers in plan.workers if rep % 2 == 0 else plan.workers[::-1]:
+                    with api_server(settings, workers, tmp / "serve.log", kind) as url:
+                        for clients in plan.levels:
+                            result = wrk_round(url, script, clients, plan)
+                            path = api_path(workers)
+                            rounds.setdefault((clients, kind, path), []).append(result)
+                            log(f"  rep {rep + 1}  {kind:<8} {path:<28} {clients:>3} clients "
+                                f"{result['requests_per_s']:>8,.0f} req/s  p99 {result.get('p99_ms', 0):6.2f} ms")  # fmt: skip
+                for clients in plan.levels:
+                    result = store_round(pool, str(targets[kind]), skus, clients, plan)
+                    rounds.setdefault((clients, kind, STORE), []).append(result)
+                    log(f"  rep {rep + 1}  {kind:<8} {STORE:<28} {clients:>3} clients "
+                        f"{result['requests_per_s']:>8,.0f} req/s  p99 {result['p99_ms']:6.2f} ms")  # fmt: skip
         if plan.demo_rate:
             log(f"the API beside `retailstream demo --rate {plan.demo_rate:g}` ...")
             demo_runs = beside_demo(tmp, settings, plan, repetitions)
-            rounds[(plan.demo_clients, f"{api_path(2)}, beside the demo")] = demo_runs
+            rounds[(plan.demo_clients, "sqlite", f"{api_path(2)}, beside the demo")] = demo_runs
     rows = summarise(rounds)
     table = Table(
         "`GET /v1/items/{sku}`, closed loop, pipeline stopped (but in the row beside the "
@@ -337,6 +365,7 @@ def main() -> int:
         "round, worst p99 of all rounds",
         [
             Column("clients", "clients"),
+            Column("store", "store"),
             Column("path", "path"),
             Column("requests_per_s", "requests/s", ",.0f"),
             Column("range", "range"),
@@ -348,7 +377,9 @@ def main() -> int:
             Column("vs_store", "vs store"),
         ],
         rows,
-        Plot(("clients", "path"), ("requests_per_s",), "requests per second (log)", log=True),
+        Plot(
+            ("clients", "store", "path"), ("requests_per_s",), "requests per second (log)", log=True
+        ),
     )
     elapsed = time.perf_counter() - began
     publish_tables(
@@ -361,6 +392,7 @@ def main() -> int:
         {
             "levels": plan.levels,
             "workers": plan.workers,
+            "stores": plan.stores,
             "seconds": plan.seconds,
             "repetitions": repetitions,
             "skus": len(skus),

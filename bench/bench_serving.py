@@ -108,7 +108,7 @@ from retailstream.kafka.topics import create_topics
 from retailstream.serve import queries
 from retailstream.serve.server import start_background
 from retailstream.session import build_spark
-from retailstream.views.store import SqliteStore
+from retailstream.views.store import ServingStore, SqliteStore
 from retailstream.world.records import TOPIC_RATINGS
 
 SCALE = "small"
@@ -481,24 +481,33 @@ def summarise_probes(rate: float, mode: str, probes: Sequence[Probe]) -> list[di
 # Part 2: closed-loop clients, in a separate process
 
 
+def _open_store(target: str) -> ServingStore:
+    """The SQLite file `target`, or PostgreSQL at the connection string `target`."""
+    if target.startswith("host="):
+        from retailstream.views.postgres_store import PostgresStore
+
+        return PostgresStore(target, writer=False)
+    return SqliteStore(Path(target))
+
+
 def closed_loop(
     kind: str, target: str, skus: list[str], clients: int, seconds: float, warmup_s: float
 ) -> dict[str, Any]:
     """`clients` threads, each looking items up back to back for `warmup_s + seconds`.
 
     `kind` HTTP: GET `target`/v1/items/{sku}, one keep-alive client per thread;
-    STORE: the endpoint's store look-ups on the SQLite file `target`.
+    STORE: the endpoint's store look-ups on the store `target` (`_open_store`).
     Only requests sent after the warm-up are kept. Runs in a worker process.
     """
     barrier = threading.Barrier(clients)
     latencies: list[list[float]] = [[] for _ in range(clients)]
     statuses: list[Counter[int]] = [Counter() for _ in range(clients)]
-    store = SqliteStore(Path(target)) if kind == STORE else None
+    store = _open_store(target) if kind == STORE else None
 
     def store_lookup(sku: str) -> int:
         assert store is not None
-        found = queries.product(store, sku) is not None and queries.item_ratings(store, sku)
-        return 200 if found else 404
+        item, _ = queries.item_and_ratings(store, sku)
+        return 200 if item is not None else 404
 
     def worker(i: int) -> None:
         rng = random.Random(i)

@@ -7,8 +7,6 @@ browser/), so `pytest -m unit` selects a tier without decorating every test.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from retailstream.config import LocalPostgresSettings, PostgresSettings, Settings, load_settings
+from retailstream.config import Settings, load_settings
 from retailstream.jars import classpath
-from retailstream.kafka.broker import LocalBroker, free_port
-from retailstream.postgres_server import LocalPostgres
+from retailstream.kafka.broker import LocalBroker
+from retailstream.postgres_server import LocalPostgres, throwaway_server
 from support import PROJECT_HOME, broker_settings
 
 TIERS = ("unit", "streaming", "e2e", "browser")
@@ -71,29 +69,8 @@ def settings(kafka_broker: LocalBroker, lake_root: Path) -> Settings:
 def postgres_server() -> Iterator[LocalPostgres]:
     """The test run's real PostgreSQL server (loopback, a free port), started only for
     the tests that ask for it; its database and roles are those of `postgres start`."""
-    # Not pytest's tmp_path: /tmp/pytest-of-root is mode 700, and run by root the
-    # server runs as the `postgres` user, which must be able to enter its data dir.
-    root = Path(tempfile.mkdtemp(prefix="retailstream-postgres-", dir="/tmp"))
-    root.chmod(0o755)
-    server = LocalPostgres(
-        LocalPostgresSettings(port=free_port(), data_dir=root / "postgres"),
-        PostgresSettings().database,
-    )
-    try:
-        server.start()
+    with throwaway_server() as server:
         yield server
-    finally:
-        server.stop()
-        shutil.rmtree(root, ignore_errors=True)
-
-
-@pytest.fixture(scope="session")
-def postgres_settings(settings: Settings, postgres_server: LocalPostgres) -> Settings:
-    """The run's `settings` with the PostgreSQL serving store on the test server."""
-    postgres = settings.postgres.model_copy(
-        update={"local_server": postgres_server.settings, "database": postgres_server.database}
-    )
-    return settings.model_copy(update={"postgres": postgres})
 
 
 @pytest.fixture(scope="session")

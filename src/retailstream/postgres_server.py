@@ -29,14 +29,16 @@ import shlex
 import shutil
 import stat
 import subprocess
+import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from retailstream.config import LocalPostgresSettings, Settings
 from retailstream.errors import UserError
-from retailstream.kafka.broker import port_in_use
+from retailstream.kafka.broker import free_port, port_in_use
 
 SUPERUSER = "postgres"
 WRITER_ROLE = "retailstream_writer"
@@ -448,6 +450,25 @@ class LocalPostgres:
                     return line.strip()[:300]
             return _last_line("\n".join(lines[-20:]))
         return "no log"
+
+
+@contextlib.contextmanager
+def throwaway_server(database: str = "retailstream") -> Iterator[LocalPostgres]:
+    """A server of its own on a free port (tests, benchmarks), stopped and removed on
+    the way out. Its data is not under a mode-700 folder such as pytest's or
+    `TemporaryDirectory`'s: run by root, the server runs as `postgres`, which must be
+    able to enter it."""
+    root = Path(tempfile.mkdtemp(prefix="retailstream-postgres-", dir="/tmp"))
+    root.chmod(0o755)
+    server = LocalPostgres(
+        LocalPostgresSettings(port=free_port(), data_dir=root / "postgres"), database
+    )
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def local_postgres(settings: Settings) -> LocalPostgres:

@@ -272,13 +272,13 @@ async def get_item(
     """
     raw = consistency_token if consistency_token is not None else x_consistency_token
     token = _token(raw, state.publisher.topic) if raw is not None else None
-    # Two primary-key reads of a WAL store, which never wait for its writer: done on
-    # the event loop, they cost less than the thread hops that would carry them.
-    item = queries.product(state.store, sku)
-    if item is None:
+    # Two primary-key reads (one round trip to a network store) that never wait for
+    # the store's writer: done on the event loop, they cost less than the thread hops
+    # that would carry them.
+    item, doc = queries.item_and_ratings(state.store, sku)
+    if item is None or doc is None:
         raise ApiError(404, "unknown_sku", f"no product {sku!r} in the catalogue")
     if token is None:
-        doc = queries.ratings_of(state.store, item)
         return _FastJSON({**doc, "consistency": None})
     limit = state.settings.serve.consistency_wait_s
     report = await wait_until_included(
@@ -542,10 +542,10 @@ class ItemFastPath:
         ):
             return None
         try:
-            item = queries.product(self.state.store, sku)
-            if item is None:
+            item, doc = queries.item_and_ratings(self.state.store, sku)
+            if doc is None:
                 return None
-            return orjson.dumps({**queries.ratings_of(self.state.store, item), "consistency": None})
+            return orjson.dumps({**doc, "consistency": None})
         except STORE_ERRORS:
             return None
 

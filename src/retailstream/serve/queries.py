@@ -62,6 +62,17 @@ def item_ratings(store: ServingStore, sku: str) -> dict[str, Any] | None:
     return None if item is None else ratings_of(store, item)
 
 
+def item_and_ratings(
+    store: ServingStore, sku: str
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """The catalogue entry of `sku` (None: unknown) and its ratings document (a zero one
+    when unrated), from one call to the store (a network store: one round trip)."""
+    item, doc = store.get_each([("products", {"sku": sku}), ("item_ratings", {"sku": sku})])
+    if item is None:
+        return None, None
+    return item, doc or empty_ratings(item)
+
+
 def ratings_of(store: ServingStore, item: Mapping[str, Any]) -> dict[str, Any]:
     """The ratings document of catalogue entry `item` (a zero one when unrated)."""
     return store.get("item_ratings", sku=item["sku"]) or empty_ratings(item)

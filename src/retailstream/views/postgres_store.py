@@ -169,6 +169,23 @@ class PostgresStore(WholeViewWrites):
         found = self._read(lambda db: db.execute(sql, params).fetchall())
         return [from_json(doc) for (doc,) in found]
 
+    def get_each(
+        self, lookups: Sequence[tuple[str, Mapping[str, Any]]]
+    ) -> list[dict[str, Any] | None]:
+        """The row of each (view, key) look-up (None where there is none), in one round
+        trip: a scalar subquery per look-up (the API's item look-up is two of them)."""
+        parts, params = [], []
+        for view, key in lookups:
+            table, where = checked_filter(view, key, ())
+            if any(isinstance(v, str) and "\x00" in v for v in where.values()):
+                parts.append("NULL::text")  # no stored key holds NUL (see `rows`)
+                continue
+            matches = "".join(f' AND "{c}" = %s' for c in where)
+            parts.append(f'(SELECT doc::text FROM "{table.name}" WHERE doc IS NOT NULL{matches})')
+            params += [key_value(v) for v in where.values()]
+        row = self._read(lambda db: db.execute(f"SELECT {', '.join(parts)}", params).fetchone())
+        return [None if doc is None else from_json(doc) for doc in (row or [None] * len(parts))]
+
     def advance(self, view: str, topic: str, offsets: Mapping[int, int]) -> None:
         """Record that `view` includes `topic` up to these offsets (never moves back)."""
         with self._transaction() as db:

@@ -105,6 +105,10 @@ class ServingStore(Protocol):
 
     def get(self, view: str, **key: Any) -> dict[str, Any] | None: ...
 
+    def get_each(
+        self, lookups: Sequence[tuple[str, Mapping[str, Any]]]
+    ) -> list[dict[str, Any] | None]: ...
+
     def rows(
         self, view: str, where: Mapping[str, Any] | None = None, order_by: Sequence[str] = ()
     ) -> list[dict[str, Any]]: ...
@@ -240,6 +244,13 @@ class WholeViewWrites:
     def get(self, view: str, **key: Any) -> dict[str, Any] | None:
         found = self.rows(view, where=key)
         return found[0] if found else None
+
+    def get_each(
+        self, lookups: Sequence[tuple[str, Mapping[str, Any]]]
+    ) -> list[dict[str, Any] | None]:
+        """The row of each (view, key) look-up (None where there is none); a store over
+        a network answers them in one round trip."""
+        return [self.get(view, **key) for view, key in lookups]
 
 
 class SqliteStore(WholeViewWrites):
