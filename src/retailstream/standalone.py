@@ -1,8 +1,8 @@
-"""A Spark standalone cluster (one master, one worker) from the installed PySpark.
+"""A Spark standalone cluster (one master, one or more workers) from the installed PySpark.
 
 For trying the jobs on a real cluster manager on one machine: executors run
-in the worker's JVMs, not in the driver, exactly as on a multi-host cluster.
-State (pids, logs, the worker's scratch space) lives under `state_dir`.
+in the workers' JVMs, not in the driver, exactly as on a multi-host cluster.
+State (pids, logs, each worker's scratch space) lives under `state_dir`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from retailstream.errors import UserError
-from retailstream.kafka.broker import _pid_alive, _reap, port_in_use
+from retailstream.kafka.broker import _pid_alive, _reap, free_port, port_in_use
 
 
 def _spark_class() -> str:
@@ -38,10 +38,21 @@ class StandaloneCluster:
     worker_ui_port: int = 8081
     worker_cores: int = 1
     worker_memory: str = "1g"
+    # Worker processes, each with `worker_cores` and `worker_memory` to give executors.
+    workers: int = 1
+
+    def __post_init__(self) -> None:
+        if self.workers < 1:
+            raise UserError(f"a standalone cluster needs a worker at least, not {self.workers}")
 
     @property
     def master_url(self) -> str:
         return f"spark://{self.host}:{self.master_port}"
+
+    def _worker_suffixes(self) -> list[str]:
+        """What tells the workers' state apart: worker.pid and work/ of the first,
+        worker-2.pid and work-2/ of the second..."""
+        return ["", *(f"-{n}" for n in range(2, self.workers + 1))]
 
     def _start(self, name: str, *args: str) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -64,7 +75,9 @@ class StandaloneCluster:
             return json.loads(answer.read())
 
     def start(self, timeout_s: float = 90.0) -> None:
-        """Start the master and one worker; return once the worker has registered."""
+        """Start the master and the workers; return once every worker has registered.
+
+        The first worker's UI listens on `worker_ui_port`, the others' on free ports."""
         for port in (self.master_port, self.master_ui_port, self.worker_ui_port):
             if port_in_use(self.host, port):
                 raise UserError(
@@ -77,21 +90,23 @@ class StandaloneCluster:
             "--port", str(self.master_port),
             "--webui-port", str(self.master_ui_port),
         )  # fmt: skip
-        self._start(
-            "worker",
-            "org.apache.spark.deploy.worker.Worker",
-            self.master_url,
-            "--host", self.host,
-            "--cores", str(self.worker_cores),
-            "--memory", self.worker_memory,
-            "--webui-port", str(self.worker_ui_port),
-            "--work-dir", str(self.state_dir / "work"),
-        )  # fmt: skip
+        for suffix in self._worker_suffixes():
+            ui_port = free_port(self.host) if suffix else self.worker_ui_port
+            self._start(
+                f"worker{suffix}",
+                "org.apache.spark.deploy.worker.Worker",
+                self.master_url,
+                "--host", self.host,
+                "--cores", str(self.worker_cores),
+                "--memory", self.worker_memory,
+                "--webui-port", str(ui_port),
+                "--work-dir", str(self.state_dir / f"work{suffix}"),
+            )  # fmt: skip
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             try:
-                workers = self.master_state().get("aliveworkers", 0)
-                if isinstance(workers, int) and workers >= 1:
+                alive = self.master_state().get("aliveworkers", 0)
+                if isinstance(alive, int) and alive >= self.workers:
                     return
             except OSError:
                 pass
@@ -102,7 +117,7 @@ class StandaloneCluster:
         )
 
     def stop(self) -> None:
-        for name in ("worker", "master"):
+        for name in (*(f"worker{s}" for s in self._worker_suffixes()), "master"):
             pid_file = self.state_dir / f"{name}.pid"
             try:
                 pid = int(pid_file.read_text())

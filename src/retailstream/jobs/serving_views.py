@@ -3,11 +3,17 @@
 Reads: the topics the serving views are folded from (shop.ratings,
 shop.orders, shop.clickstream, logistics.shipments), straight from Kafka; the
 reference tables of `world init`; the expectation suites.
-Writes: the serving store (`views.sqlite_path`): per micro-batch, in one
-transaction, the rows of item_ratings, sales_by_region, trending_items and
-inventory_positions that the batch touched, and the Kafka offsets each view
-has applied. Checkpoint `<lake>/_checkpoints/serving_views_v2` (the Kafka offsets
-of each batch).
+Writes: each serving store of `views.stores`, with a query, checkpoint and
+offsets of its own (fan-out: a store that was down catches up from its own
+offsets while the others go on):
+- SQLite (`views.sqlite_path`): per micro-batch, in one transaction folded by
+  the driver, the rows of item_ratings, sales_by_region, trending_items and
+  inventory_positions that the batch touched, and the Kafka offsets each view
+  has applied. Checkpoint `<lake>/_checkpoints/serving_views_v2`.
+- PostgreSQL: the same rows and offsets, but each task commits its own Kafka
+  partition's slice of the batch, so the writes grow with the executors and
+  never pass through the driver (`serving_tasks`). While the server is down,
+  the batch is tried again until it answers. Checkpoint `serving_views_v2_postgres`.
 
 Each record is parsed and checked against its suite with the code refine
 uses (`transforms.parse`, `quality.verdicts`), so an event that refine
@@ -25,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import os
 import shutil
 import sys
 import threading
@@ -488,6 +495,17 @@ def run(spark: SparkSession, settings: Settings, args: argparse.Namespace) -> in
     await_queries(*(path.start(trigger) for path in paths))
     stores = " and ".join(path.kind for path in paths)
     print(f"serving views up to date in {stores}: {', '.join(paths[0].views)}", file=sys.stderr)
+    for path in paths:
+        if path.kind == "postgres":
+            # Where PostgreSQL's writes came from: the tasks' processes (on a cluster,
+            # the executors' Python workers), never the driver.
+            workers = sorted(path.last_workers)
+            hosts = {worker.rsplit(":", 1)[0] for worker in workers}
+            print(
+                f"serving: postgres slices folded by {len(workers)} task processes on"
+                f" {len(hosts)} hosts (driver pid {os.getpid()}): {', '.join(workers) or 'none'}",
+                file=sys.stderr,
+            )
     return 0
 
 
