@@ -37,6 +37,10 @@ SEED = 31
 EVENTS = 500
 # What a store's deduplication must withstand, and records that refine quarantines.
 DEFECTS = DefectRates(duplicate=0.03, out_of_order=0.03, wrong_type=0.005)
+# Short-lived JVMs (the submitted job's driver and executors) compile with C1 only: C2's
+# work does not pay back within a run of a minute (on two cores, the serving job took
+# 70-90 s so, 120 s and more with C2).
+QUICK_JVM = "-XX:TieredStopAtLevel=1"
 FOLDED_BY = re.compile(
     r"serving: postgres slices folded by (\d+) task processes on \d+ hosts"
     r" \(driver pid (\d+)\): (.*)"
@@ -59,11 +63,16 @@ def _spark_submit(
     cluster: StandaloneCluster, job: str, overrides: list[str], conf: dict[str, str]
 ) -> subprocess.CompletedProcess[str]:
     """`jobs/<job>.py --env cluster --set <override>... --available-now` under spark-submit
-    on `cluster`, with the resolved jars and `--conf` of `conf`."""
+    on `cluster`, with the resolved jars and `--conf` of `conf`. The driver's prints reach
+    spark-submit's stdout (Python's stderr too), Spark's logs its stderr."""
+    # The session sets spark.executor.extraJavaOptions (`session_conf`) over any --conf
+    # of it, so the executors get theirs from the environment.
+    conf = {"spark.executorEnv.JAVA_TOOL_OPTIONS": QUICK_JVM, **conf}
     command = [
         str(Path(sys.executable).parent / "spark-submit"),
         "--master", cluster.master_url,
         "--jars", ",".join(str(p) for p in classpath(PROJECT_HOME, "spark")),
+        "--driver-java-options", QUICK_JVM,
         *(arg for key, value in conf.items() for arg in ("--conf", f"{key}={value}")),
         str(PROJECT_HOME / "jobs" / f"{job}.py"),
         "--env", "cluster",
@@ -79,6 +88,11 @@ def _spark_submit(
         env={**os.environ, "PYSPARK_PYTHON": sys.executable},
         check=False,
     )
+
+
+def _tails(done: subprocess.CompletedProcess[str]) -> str:
+    """What a failed run said: the driver's lines (stdout), then Spark's logs (stderr)."""
+    return f"{done.stdout[-1500:]}\n{done.stderr[-1500:]}"
 
 
 def test_ingest_job_runs_on_a_standalone_cluster(
@@ -104,7 +118,7 @@ def test_ingest_job_runs_on_a_standalone_cluster(
             [f"lake.root={lake}", f"kafka.bootstrap_servers={kafka_broker.bootstrap}"],
             {"spark.executor.memory": "768m"},
         )
-        assert done.returncode == 0, done.stderr[-3000:]
+        assert done.returncode == 0, _tails(done)
         state = cluster.master_state()
         finished = [app["name"] for app in state["completedapps"]]  # type: ignore[index]
         assert "retailstream" in finished, "the job must have run on the cluster's executors"
@@ -114,6 +128,12 @@ def test_ingest_job_runs_on_a_standalone_cluster(
     bronze = spark.read.format("delta").load(str(lake / "bronze_events"))
     assert bronze.count() == in_kafka
     assert_bronze_holds_kafka(spark, bronze, kafka_broker.bootstrap, settings.kafka.topics)
+
+
+def _serve_locally(spark: SparkSession, settings: Settings) -> None:
+    """The serving path over what Kafka holds, into each store of `settings`, then stop."""
+    for path in serving_views.serving_paths(spark, settings):
+        path.start(StreamTrigger(available_now=True)).awaitTermination()
 
 
 def test_postgres_slices_are_folded_by_the_executors_of_two_workers(
@@ -148,7 +168,8 @@ def test_postgres_slices_are_folded_by_the_executors_of_two_workers(
                 {
                     "spark.executor.memory": "768m",
                     # An executor on each worker, both registered before the first batch:
-                    # its tasks (one per Kafka partition) then spread over the two.
+                    # its tasks (one per Kafka partition) then spread over the two. (The
+                    # ratio counts cores of spark.cores.max: without it, none are awaited.)
                     "spark.cores.max": "2",
                     "spark.scheduler.minRegisteredResourcesRatio": "1.0",
                     "spark.scheduler.maxRegisteredResourcesWaitingTime": "60s",
@@ -156,19 +177,17 @@ def test_postgres_slices_are_folded_by_the_executors_of_two_workers(
             )
         finally:
             cluster.stop()
-        assert done.returncode == 0, done.stderr[-3000:]
-        folded_by = FOLDED_BY.search(done.stderr)
-        assert folded_by, done.stderr[-3000:]
+        assert done.returncode == 0, _tails(done)
+        folded_by = FOLDED_BY.search(done.stdout)
+        assert folded_by, _tails(done)
         count, driver_pid, listed = folded_by.groups()
         workers = listed.split(", ")
         assert int(count) == len(workers) >= 2, folded_by.group(0)
         assert not any(w.endswith(f":{driver_pid}") for w in workers), folded_by.group(0)
 
         # The same records folded by the driver into SQLite, locally.
-        views = settings.views.model_copy(update={"stores": ("sqlite",)})
-        local = settings.model_copy(update={"views": views})
-        for path in serving_views.serving_paths(spark, local):
-            path.start(StreamTrigger(available_now=True)).awaitTermination()
-        assert_same_views(
-            PostgresStore(reader_dsn(settings), writer=False), open_store(views.store_path)
-        )
+        sqlite_views = settings.views.model_copy(update={"stores": ("sqlite",)})
+        _serve_locally(spark, settings.model_copy(update={"views": sqlite_views}))
+    assert_same_views(
+        PostgresStore(reader_dsn(settings), writer=False), open_store(sqlite_views.store_path)
+    )
