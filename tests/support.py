@@ -303,9 +303,7 @@ def fresh_postgres_store(server: Any) -> Any:
     from retailstream.views.postgres_store import PostgresStore
     from retailstream.views.store import VIEW_TABLES
 
-    store = PostgresStore(server.conninfo(WRITER_ROLE))
-    with store.batch():
-        pass
+    store = PostgresStore(server.conninfo(WRITER_ROLE))  # creates the tables
     tables = ", ".join(
         f'"{t}"' for t in (*VIEW_TABLES, "positions", "seen_events", "batch_watermarks")
     )

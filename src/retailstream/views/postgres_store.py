@@ -69,6 +69,12 @@ def _columns_of(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
     return [[row[i] for row in rows] for i in range(width)]
 
 
+def _holds_nul(where: Mapping[str, Any]) -> bool:
+    """Whether a key value holds NUL, which PostgreSQL text cannot store: such a key
+    matches no row (and PostgreSQL would refuse the query rather than say so)."""
+    return any(isinstance(v, str) and "\x00" in v for v in where.values())
+
+
 def schema_statements() -> list[str]:
     """The tables and indexes of the store (idempotent)."""
     statements = []
@@ -158,8 +164,8 @@ class PostgresStore(WholeViewWrites):
     ) -> list[dict[str, Any]]:
         """The docs of the rows whose key/indexed columns equal `where`, in `order_by` order."""
         table, where = checked_filter(view, where, order_by)
-        if any(isinstance(v, str) and "\x00" in v for v in where.values()):
-            return []  # PostgreSQL text cannot hold NUL: no stored key has one
+        if _holds_nul(where):
+            return []
         sql = f'SELECT doc::text FROM "{table.name}" WHERE doc IS NOT NULL'
         for column in where:
             sql += f' AND "{column}" = %s'
@@ -177,8 +183,8 @@ class PostgresStore(WholeViewWrites):
         parts, params = [], []
         for view, key in lookups:
             table, where = checked_filter(view, key, ())
-            if any(isinstance(v, str) and "\x00" in v for v in where.values()):
-                parts.append("NULL::text")  # no stored key holds NUL (see `rows`)
+            if _holds_nul(where):
+                parts.append("NULL::text")
                 continue
             matches = "".join(f' AND "{c}" = %s' for c in where)
             parts.append(f'(SELECT doc::text FROM "{table.name}" WHERE doc IS NOT NULL{matches})')
