@@ -38,6 +38,7 @@ from retailstream.serve.consistency import (
 )
 from retailstream.serve.errors import ApiError, ErrorBody, install_error_handlers
 from retailstream.serve.health import BrokerProbe, PipelineProbe, health
+from retailstream.serve.item_lookups import ItemLookups
 from retailstream.serve.limits import RequestLimits, send_json
 from retailstream.serve.models import (
     Accepted,
@@ -75,6 +76,7 @@ class Publisher(Protocol):
 class AppState:
     settings: Settings
     store: ServingStore
+    items: ItemLookups
     publisher: Publisher
     probe: BrokerProbe
     pipeline: PipelineProbe
@@ -272,10 +274,7 @@ async def get_item(
     """
     raw = consistency_token if consistency_token is not None else x_consistency_token
     token = _token(raw, state.publisher.topic) if raw is not None else None
-    # Two primary-key reads (one round trip to a network store) that never wait for
-    # the store's writer: done on the event loop, they cost less than the thread hops
-    # that would carry them.
-    item, doc = queries.item_and_ratings(state.store, sku)
+    item, doc = await state.items.item_and_ratings(sku)
     if item is None or doc is None:
         raise ApiError(404, "unknown_sku", f"no product {sku!r} in the catalogue")
     if token is None:
@@ -467,9 +466,11 @@ def create_app(
     one passed in belongs to the caller.
     """
     owned = publisher is None
+    store = store if store is not None else api_store(settings)
     state = AppState(
         settings=settings,
-        store=store if store is not None else api_store(settings),
+        store=store,
+        items=ItemLookups(store),
         publisher=publisher or RatingPublisher(settings.kafka.bootstrap),
         probe=BrokerProbe(settings.kafka.bootstrap),
         pipeline=PipelineProbe(settings),
@@ -478,6 +479,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
+        await state.items.aclose()
         if owned:
             await asyncio.to_thread(state.publisher.close)
 
@@ -527,13 +529,13 @@ class ItemFastPath:
             and scope["path"].startswith(ITEM_PREFIX)
             and not self.state.settings.serve.protect_queries
         ):
-            body = self._document(scope)
+            body = await self._document(scope)
             if body is not None:
                 await send_json(send, 200, body)
                 return
         await self.app(scope, receive, send)
 
-    def _document(self, scope: dict[str, Any]) -> bytes | None:
+    async def _document(self, scope: dict[str, Any]) -> bytes | None:
         sku = scope["path"][len(ITEM_PREFIX) :]
         if (
             not sku
@@ -542,7 +544,7 @@ class ItemFastPath:
         ):
             return None
         try:
-            item, doc = queries.item_and_ratings(self.state.store, sku)
+            item, doc = await self.state.items.item_and_ratings(sku)
             if doc is None:
                 return None
             return orjson.dumps({**doc, "consistency": None})

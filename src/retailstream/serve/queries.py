@@ -68,6 +68,14 @@ def item_and_ratings(
     """The catalogue entry of `sku` (None: unknown) and its ratings document (a zero one
     when unrated), from one call to the store (a network store: one round trip)."""
     item, doc = store.get_each([("products", {"sku": sku}), ("item_ratings", {"sku": sku})])
+    return with_ratings(item, doc)
+
+
+def with_ratings(
+    item: dict[str, Any] | None, doc: dict[str, Any] | None
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """(catalogue entry, ratings document) as the API answers them from the two rows
+    read: none for an unknown sku, a zero document for an unrated one."""
     if item is None:
         return None, None
     return item, doc or empty_ratings(item)
