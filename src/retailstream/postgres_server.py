@@ -27,6 +27,7 @@ import re
 import secrets
 import shlex
 import shutil
+import signal
 import stat
 import subprocess
 import tempfile
@@ -39,6 +40,7 @@ from typing import Any
 from retailstream.config import LocalPostgresSettings, Settings
 from retailstream.errors import UserError
 from retailstream.kafka.broker import free_port, port_in_use
+from retailstream.tether import tether
 
 SUPERUSER = "postgres"
 WRITER_ROLE = "retailstream_writer"
@@ -463,11 +465,17 @@ def throwaway_server(database: str = "retailstream") -> Iterator[LocalPostgres]:
     server = LocalPostgres(
         LocalPostgresSettings(port=free_port(), data_dir=root / "postgres"), database
     )
+    held = None
     try:
         server.start()
+        pid = server.pid()
+        # Never outlives this process (a killed test run): SIGINT is the fast shutdown.
+        held = tether(pid, signal.SIGINT) if pid is not None else None
         yield server
     finally:
         server.stop()
+        if held is not None:
+            held.release()
         shutil.rmtree(root, ignore_errors=True)
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -13,6 +16,7 @@ from retailstream.jars import classpath
 from retailstream.kafka.broker import LocalBroker, port_in_use
 from retailstream.kafka.clients import consumer, flush_or_fail, producer
 from retailstream.kafka.topics import create_topics, describe_topics, list_topics
+from retailstream.tether import start_ticks
 from support import broker_settings
 
 
@@ -125,3 +129,42 @@ def test_a_broker_that_fails_to_start_leaves_nothing_running(
         broker.start()
     assert broker.pid() is None
     assert not port_in_use("127.0.0.1", bad.port)
+
+
+# A command that starts its own broker (as the demo does), says the broker's pid, waits.
+BROKER_OWNER = """
+import sys
+from pathlib import Path
+from retailstream.config import LocalBrokerSettings
+from retailstream.jars import classpath
+from retailstream.kafka.broker import LocalBroker
+port, controller, data, home = sys.argv[1:]
+settings = LocalBrokerSettings(
+    port=int(port), controller_port=int(controller), data_dir=Path(data), heap="384m"
+)
+broker = LocalBroker(settings, classpath(Path(home), "kafka-broker"))
+broker.start(tethered=True)
+print(broker.pid(), flush=True)
+sys.stdin.read()
+"""
+
+
+def test_a_broker_started_for_a_command_ends_with_it_even_when_it_is_killed(
+    tmp_path: Path, project_home: Path
+) -> None:
+    settings = broker_settings(tmp_path / "kafka")
+    owner = subprocess.Popen(
+        [sys.executable, "-c", BROKER_OWNER, str(settings.port), str(settings.controller_port),
+         str(settings.data_dir), str(project_home)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert owner.stdout is not None
+    broker_pid = int(owner.stdout.readline())
+    assert start_ticks(broker_pid) is not None and port_in_use(settings.host, settings.port)
+    owner.kill()  # SIGKILL, as an out-of-memory killer or `kill -9` would
+    owner.wait()
+    deadline = time.monotonic() + 60
+    while start_ticks(broker_pid) is not None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert start_ticks(broker_pid) is None, "the broker outlived the command that started it"
+    assert not port_in_use(settings.host, settings.port)

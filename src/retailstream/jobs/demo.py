@@ -55,7 +55,7 @@ def _start_local_broker(settings: Settings) -> LocalBroker | None:
     if local.pid() is not None:
         print(f"[2/5] Kafka broker already running on {local.bootstrap}")
         return None
-    seconds = local.start()
+    seconds = local.start(tethered=True)  # the demo's own: it never outlives the demo
     print(f"[2/5] Kafka broker started on {local.bootstrap} in {seconds:.1f}s")
     return local
 

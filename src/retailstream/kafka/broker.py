@@ -29,6 +29,7 @@ from retailstream.config import LocalBrokerSettings
 from retailstream.errors import UserError
 from retailstream.jars import classpath
 from retailstream.javacheck import java_executable
+from retailstream.tether import Tether, tether
 
 NODE_ID = 1
 STOP_TIMEOUT_S = 30.0
@@ -134,6 +135,7 @@ class LocalBroker:
         self.properties_file = self.data_dir / "server.properties"
         self.log4j_file = self.data_dir / "log4j2.properties"
         self.segments_dir = self.data_dir / "log-segments"
+        self._tether: Tether | None = None
 
     @property
     def bootstrap(self) -> str:
@@ -192,11 +194,13 @@ class LocalBroker:
             last = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
             raise UserError(f"formatting Kafka storage in {self.segments_dir} failed: {last[0]}")
 
-    def start(self) -> float:
+    def start(self, tethered: bool = False) -> float:
         """Start the broker and wait until it accepts clients; return seconds taken.
 
         Refuses, without starting anything, when it already runs or a port is
-        taken. On failure the half-started process is killed.
+        taken. On failure the half-started process is killed. `tethered`: the
+        broker is this process's own and stops when it ends, killed or not
+        (`retailstream.tether`); otherwise it runs until stopped.
         """
         started = time.monotonic()
         if not self.classpath:
@@ -227,10 +231,15 @@ class LocalBroker:
                 start_new_session=True,
             )
         self.pid_file.write_text(f"{process.pid}\n")
+        if tethered:
+            self._tether = tether(process.pid)
         deadline = started + self.settings.start_timeout_s
         while time.monotonic() < deadline:
             if process.poll() is not None:
                 self.pid_file.unlink(missing_ok=True)
+                if self._tether is not None:
+                    self._tether.release()
+                    self._tether = None
                 raise UserError(
                     f"the Kafka broker exited during start-up (code {process.returncode}): "
                     f"{self._last_error_line()} (log: {self.log_file})"
@@ -270,6 +279,9 @@ class LocalBroker:
                 time.sleep(0.05)
         _reap(pid)
         self.pid_file.unlink(missing_ok=True)
+        if self._tether is not None:
+            self._tether.release()
+            self._tether = None
 
     def _last_error_line(self) -> str:
         try:
@@ -324,7 +336,7 @@ def throwaway_broker(data_dir: Path, home: Path, heap: str = "512m") -> Iterator
         ),
         classpath(home, "kafka-broker"),
     )
-    broker.start()
+    broker.start(tethered=True)
     try:
         yield broker
     finally:
