@@ -61,7 +61,8 @@ BENCH_ARGS ?=
 bench: setup
 	$(BIN)/retailstream bench $(BENCH) $(BENCH_ARGS)
 
-# Style, formatting and the package's types; CI runs it before the tests.
+# Style, formatting and the types of the package, its tests and benchmarks; CI runs it
+# before the tests.
 lint: setup
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench

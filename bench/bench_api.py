@@ -51,9 +51,9 @@ from retailstream.postgres_server import reader_dsn, throwaway_server
 from retailstream.views.folds import fold_item_ratings
 from retailstream.views.store import SqliteStore
 from retailstream.views.stores import serving_store
-from retailstream.world import build_world
+from retailstream.world import Scale, build_world
 
-SCALE = "small"
+SCALE: Scale = "small"
 RATINGS_PER_ITEM = 10
 
 

@@ -155,7 +155,7 @@ def main() -> int:
             times = timed_batches(store, held, repetitions, rng)
             held += repetitions * BATCH_EVENTS
             counts = row_counts(store)
-            counts["store_mb"] = round(store_path.stat().st_size / 2**20, 1)
+            store_mb = round(store_path.stat().st_size / 2**20, 1)
             rows.append(
                 history_row(
                     f"{size:,} events stored",
@@ -165,7 +165,7 @@ def main() -> int:
                     sales_rows=counts.get("sales_by_region"),
                     inventory_rows=counts.get("inventory_positions"),
                     seen_ids=counts.get("seen_ids"),
-                    store_mb=counts.get("store_mb"),
+                    store_mb=store_mb,
                 )  # fmt: skip
             )
             print(f"  batch of {BATCH_EVENTS:,} events: median {median(times) * 1000:.1f} ms")

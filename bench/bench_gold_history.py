@@ -147,6 +147,7 @@ class GoldLake:
     def shape(self) -> dict[str, int]:
         sales = build_views.gold_table(self.settings, "sales_by_region")
         detail = DeltaTable.forPath(self.spark, str(sales)).detail().first()
+        assert detail is not None
         return {
             "sales_rows": self.spark.read.format("delta").load(str(sales)).count(),
             "sales_files": int(detail["numFiles"]),

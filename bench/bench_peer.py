@@ -170,9 +170,12 @@ def partition_sums(bootstrap: str, partitions: Sequence[int], fast_json: bool) -
             for message in messages:
                 if message.error():
                     raise RuntimeError(f"consumer: {message.error()}")
-                values.append(message.value())
-                if message.offset() + 1 >= ends[message.partition()]:
-                    remaining.discard(message.partition())
+                value, offset, partition = message.value(), message.offset(), message.partition()
+                # A record read without error has all three.
+                assert value is not None and offset is not None and partition is not None
+                values.append(value)
+                if offset + 1 >= ends[partition]:
+                    remaining.discard(partition)
             polled = time.perf_counter()
             phases["consume"] += polled - started
             if not values:

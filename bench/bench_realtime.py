@@ -92,7 +92,8 @@ def start(case: str, frame: DataFrame, checkpoint: Path, seen: Path) -> Streamin
         return (
             writer.outputMode("update")
             .foreach(FileSink(str(seen)))
-            .trigger(realTime="500 milliseconds")
+            # pyspark's overloads of `trigger` do not list `realTime` yet (4.2.0).
+            .trigger(realTime="500 milliseconds")  # type: ignore[call-overload]
             .start()
         )
 

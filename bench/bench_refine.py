@@ -66,13 +66,13 @@ from retailstream.quality.expectations import KnownValues
 from retailstream.quality.suites import Suite, load_suites
 from retailstream.schemas import CONTRACTS_BY_TABLE, event_fields
 from retailstream.session import build_spark
-from retailstream.world import EventGenerator, build_world
+from retailstream.world import EventGenerator, Scale, build_world
 
 WITHOUT = "refine without expectations"
 WITH = "refine with expectations"
 PLAIN = "parse and append only"
 START = datetime(2026, 5, 4, tzinfo=UTC)
-SCALE = "small"
+SCALE: Scale = "small"
 SHARED = (ingest_events.BRONZE_TABLE, init_world.REFERENCE)
 
 
@@ -132,7 +132,7 @@ class StepTimer:
     """
 
     def __init__(self) -> None:
-        self.current: Counter[str] = Counter()
+        self.current: defaultdict[str, float] = defaultdict(float)
 
     def step(self, app_id: str) -> str:
         if app_id.endswith("_quarantine"):
@@ -215,7 +215,7 @@ class Runs:
     def case(self, label: str, suites: dict[str, Suite], skip_line_skus: bool) -> Callable[[], int]:
         def run() -> int:
             settings = self.current
-            self.timer.current = Counter()
+            self.timer.current = defaultdict(float)
             with self.timer.installed(skip_line_skus):
                 run = self.refine_all(settings, suites)
             self.details[label].append({"steps": dict(self.timer.current), **run})
@@ -263,7 +263,8 @@ class Runs:
         tables: dict[str, Counter[str]] = defaultdict(Counter)
         for p in progress:
             phases.update(p["durationMs"])
-            for table, counted in (counts.pop(int(p["batchId"])) or {}).items():
+            counted_tables: dict[str, dict[str, Any]] = counts.pop(int(p["batchId"])) or {}
+            for table, counted in counted_tables.items():
                 tables[table].update(
                     valid=int(counted["valid"]), quarantined=int(counted["quarantined"])
                 )

@@ -272,8 +272,10 @@ class TransportWatch:
             if message is None or message.error() is not None:
                 continue
             arrived = time.perf_counter()
+            partition, offset = message.partition(), message.offset()
+            assert partition is not None and offset is not None  # a record, not an error
             with self._lock:
-                self.arrived[(message.partition(), message.offset())] = arrived
+                self.arrived[(partition, offset)] = arrived
 
     def arrival(self, partition: int, offset: int) -> float | None:
         with self._lock:
@@ -453,7 +455,7 @@ def summarise_probes(rate: float, mode: str, probes: Sequence[Probe]) -> list[di
     """Rows of the freshness table for one rate and serving mode (warm-up probes left
     out, unseen counted)."""
     measured = [p for p in probes if not p.warmup]
-    paths = {
+    paths: dict[str, list[float | None]] = {
         PIPELINE: [p.visible_s for p in measured],
         TRANSPORT: [p.consumed_s for p in measured],
         ACKED: [p.acked_s for p in measured],
@@ -712,7 +714,7 @@ def measure_freshness(
         supervisor.check()
         traffic.check()
 
-    store = SqliteStore(settings.views.sqlite_path)
+    store = SqliteStore(settings.views.store_path)
     result = Freshness()
     result.first_view_s = wait_for_first_view(store, health)
     log(f"first {ITEM_VIEW} batch in the store after {time.perf_counter() - started:.0f} s")

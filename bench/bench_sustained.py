@@ -59,6 +59,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
 from retailstream.config import Settings
+from retailstream.health.lag import Lag as SourceLag
 from retailstream.health.lag import delta_lag
 from retailstream.health.progress import source_read
 from retailstream.jobs import build_views, ingest_events, init_world, refine_events, serving_views
@@ -182,6 +183,7 @@ def stage_lag(
         read = source_read(source)
         if read is None:
             continue
+        behind: Lag | SourceLag
         if read.kind == "kafka":
             reached = {
                 (t, int(p)): o for t, parts in read.next_offsets.items() for p, o in parts.items()
@@ -295,7 +297,7 @@ def run_rate(spark: SparkSession, root: Path, rate: int, plan: Plan) -> RateRun:
             supervisor.start()
             log(f"  {len(pipeline.queries)} queries after {time.monotonic() - began:.0f} s")
             by_name = {q.name: q for q in pipeline.queries}
-            store = SqliteStore(settings.views.sqlite_path)
+            store = SqliteStore(settings.views.store_path)
             for now in _ticks(began, plan.seconds):
                 supervisor.check()
                 if producer.poll() not in (None, 0):

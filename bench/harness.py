@@ -599,7 +599,7 @@ def publish_tables(
             {
                 "caption": t.caption,
                 "rows": list(t.rows),
-                **({"plot": asdict(t.plot_with_legend())} if t.plot else {}),
+                **_plot_entry(t),
             }
             for t in tables
         ],
@@ -608,6 +608,12 @@ def publish_tables(
     }
     _save_and_show(payload, lines, when, info, quick)
     return payload
+
+
+def _plot_entry(table: Table) -> dict[str, Any]:
+    """`{"plot": ...}` of a charted table for its JSON; nothing for the others."""
+    plot = table.plot_with_legend()
+    return {"plot": asdict(plot)} if plot is not None else {}
 
 
 # ---------------------------------------------------------------------------

@@ -36,7 +36,7 @@ from support import PROJECT_HOME, headless_chromium
 REFRESH_MS = 500  # the page polls every 2 s by default; faster here to keep the test short
 WAIT_S = 20
 
-PRODUCTS = [
+PRODUCTS: list[dict[str, Any]] = [
     {"sku": f"SKU-00000{i}", "name": name, "category": category, "season": "all",
      "brand": "Norda", "price": 20.0 + i}
     for i, (name, category) in enumerate(
@@ -45,7 +45,7 @@ PRODUCTS = [
         start=1,
     )
 ]  # fmt: skip
-STORES = [
+STORES: list[dict[str, Any]] = [
     {"store_id": "ST-0001", "city": "Madrid", "region": "iberia", "country": "ES",
      "lat": 40.4168, "lon": -3.7038},
     {"store_id": "ST-0002", "city": "Lisbon", "region": "iberia", "country": "PT",

@@ -89,8 +89,8 @@ def _read_through(lake: Path) -> dict[tuple[str, str, int], int]:
     store = SqliteStore(lake / "_serving" / "views.db")
     for view in SERVING_VIEWS:
         for topic in view_topics(view):
-            for p, offset in store.positions(view, topic).items():
-                key = ("serving_views", topic, p)
+            for partition, offset in store.positions(view, topic).items():
+                key = ("serving_views", topic, partition)
                 found[key] = min(found.get(key, offset + 1), offset + 1)
     return found
 
@@ -256,12 +256,14 @@ def test_demo_serves_live_views_and_stops_cleanly_on_ctrl_c(
 def _inventory_equals_the_worlds_stock(spark: SparkSession, settings: Settings) -> None:
     truth = read_truth(spark, settings.lake.root, "stock")
     assert truth is not None, "the producer wrote its stock"
-    newest = truth.agg(F.max("records_emitted")).first()[0]
+    newest_row = truth.agg(F.max("records_emitted")).first()
+    assert newest_row is not None
+    newest = newest_row[0]
     stock = {
         (r.store_id, r.sku): r.on_hand
         for r in truth.where(F.col("records_emitted") == newest).collect()
     }
-    positions = SqliteStore(settings.views.sqlite_path).rows("inventory_positions")
+    positions = SqliteStore(settings.views.store_path).rows("inventory_positions")
     shown = {(p["store_id"], p["sku"]): p["on_hand"] for p in positions}
     assert shown == stock
     assert min(shown.values()) >= 0

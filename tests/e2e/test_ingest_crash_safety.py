@@ -104,7 +104,8 @@ class Producing(threading.Thread):
 
     def __init__(self, **kwargs: object) -> None:
         super().__init__(daemon=True)
-        self.kwargs, self.error = kwargs, None
+        self.kwargs = kwargs
+        self.error: Exception | None = None
 
     def run(self) -> None:
         try:
@@ -203,11 +204,11 @@ def test_bronze_and_the_serving_views_hold_every_record_once_after_kills_and_a_b
 
         # The real-time path folded the records it read while it ran (the drain below
         # uses micro-batches, which would fold them all otherwise).
-        handed_over = SqliteStore(settings.views.sqlite_path).positions(
+        handed_over = SqliteStore(settings.views.store_path).positions(
             HANDOVER, settings.serving.facts_topic
         )
         assert handed_over and handed_over[0] > 1000, handed_over
-        store = SqliteStore(settings.views.sqlite_path)
+        store = SqliteStore(settings.views.store_path)
         before_drain = {
             (v, t): store.positions(v, t) for v in SERVING_VIEWS for t in view_topics(v)
         }
@@ -264,7 +265,7 @@ def test_bronze_and_the_serving_views_hold_every_record_once_after_kills_and_a_b
 
     # The serving views, killed mid-batch three times, have applied every record of
     # their topics, and equal a fold of bronze made afresh.
-    live = SqliteStore(settings.views.sqlite_path)
+    live = SqliteStore(settings.views.store_path)
     for view in SERVING_VIEWS:
         for topic in view_topics(view):
             ends = {p: high for (t, p), (_, high) in in_kafka.items() if t == topic and high}

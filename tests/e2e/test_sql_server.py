@@ -47,10 +47,12 @@ def test_beeline_queries_a_gold_view_over_jdbc(spark: SparkSession, tmp_path: Pa
     )  # fmt: skip
     lines: list[str] = []
     try:
+        stdout, stderr = server.stdout, server.stderr
+        assert stdout is not None and stderr is not None  # both piped
         lines = read_until(server, lambda line: "Ctrl-C stops" in line)
         url = f"jdbc:hive2://127.0.0.1:{port}/default"
-        assert any(url in line for line in lines), "".join(lines) + server.stderr.read()
-        follower = threading.Thread(target=lambda: lines.extend(server.stdout), daemon=True)
+        assert any(url in line for line in lines), "".join(lines) + stderr.read()
+        follower = threading.Thread(target=lambda: lines.extend(stdout), daemon=True)
         follower.start()
 
         rows = _beeline(url, "SELECT sku, average, `count` FROM gold.item_ratings")

@@ -120,7 +120,9 @@ def test_ingest_job_runs_on_a_standalone_cluster(
         )
         assert done.returncode == 0, _tails(done)
         state = cluster.master_state()
-        finished = [app["name"] for app in state["completedapps"]]  # type: ignore[index]
+        completed = state["completedapps"]
+        assert isinstance(completed, list)
+        finished = [app["name"] for app in completed]
         assert "retailstream" in finished, "the job must have run on the cluster's executors"
     finally:
         cluster.stop()

@@ -55,7 +55,9 @@ def test_duplicates_in_the_stream_are_not_counted_twice(
     ratings = bronze.where(F.col("topic") == "shop.ratings")
     distinct_ids = ratings.select(F.get_json_object(F.col("value").cast("string"), "$.event_id"))
     assert ratings.count() > distinct_ids.distinct().count(), "the input has duplicates"
-    total = gold(spark, streamed, "item_ratings").agg(F.sum("ratings_count")).first()[0]
+    total_row = gold(spark, streamed, "item_ratings").agg(F.sum("ratings_count")).first()
+    assert total_row is not None
+    total = total_row[0]
     assert total == read_table(spark, silver_table(streamed, "ratings")).count()
 
 
@@ -84,6 +86,7 @@ def test_sales_windows_add_up_to_the_orders(streamed: Settings, spark: SparkSess
     sales = gold(spark, streamed, "sales_by_region")
     orders = read_table(spark, silver_table(streamed, "orders")).count()
     totals = sales.agg(F.sum("orders"), F.sum("late_orders")).first()
+    assert totals is not None
     assert totals[0] + totals[1] == orders
     assert sales.where(F.col("region").isNull()).isEmpty()
 
@@ -105,7 +108,9 @@ def test_a_batch_counts_once_even_when_replayed(
     ).persist()
 
     def ratings_counted() -> int:
-        return gold(spark, lake, "item_ratings").agg(F.sum("ratings_count")).first()[0]
+        row = gold(spark, lake, "item_ratings").agg(F.sum("ratings_count")).first()
+        assert row is not None
+        return row[0]
 
     counted = ratings_counted()
     handler(batch, last + 1)  # a new batch (the same rows, as if they were new) counts once
@@ -120,7 +125,11 @@ def test_rebuild_as_of_a_time_leaves_later_events_out(
     streamed: Settings, spark: SparkSession
 ) -> None:
     ratings = read_table(spark, silver_table(streamed, "ratings"))
-    middle = ratings.agg(F.percentile_approx("event_time", 0.5)).first()[0]
+    middle_row = ratings.agg(F.percentile_approx("event_time", 0.5)).first()
+    assert middle_row is not None
+    middle = middle_row[0]
     rebuilt = build_views.rebuild(spark, streamed, "item_ratings", as_of=middle)
     expected = ratings.where(F.col("event_time") <= F.lit(middle)).count()
-    assert rebuilt.agg(F.sum("ratings_count")).first()[0] == expected
+    rebuilt_total = rebuilt.agg(F.sum("ratings_count")).first()
+    assert rebuilt_total is not None
+    assert rebuilt_total[0] == expected

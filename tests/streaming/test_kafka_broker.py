@@ -37,9 +37,12 @@ def _read_all(bootstrap: str, topic: str, expected: int) -> list[tuple[int, int,
         for _ in range(200):
             for msg in reader.consume(num_messages=1000, timeout=0.5):
                 assert msg.error() is None, msg.error()
-                records.append(
-                    (msg.partition(), msg.offset(), msg.key().decode(), msg.value().decode())
-                )
+                partition, offset = msg.partition(), msg.offset()
+                key, value = msg.key(), msg.value()
+                # A record (not an error), with the key and value every record here has.
+                assert partition is not None and offset is not None
+                assert key is not None and value is not None
+                records.append((partition, offset, key.decode(), value.decode()))
             if len(records) >= expected:
                 break
     finally:

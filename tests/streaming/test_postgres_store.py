@@ -59,8 +59,11 @@ def _slices(partitions: int, batches: int, per_batch: int) -> list[list[list[dic
 
 
 def _fold(store: WritableStore, facts: list[dict], newest_ms: int | None = None) -> dict:
-    kwargs = {} if isinstance(store, SqliteStore) else {"newest_ms": newest_ms}
-    return apply_facts(store, facts, ("item_ratings",), CATALOGUE, SETTINGS, HOUR_MS, **kwargs)
+    if isinstance(store, SqliteStore):
+        return apply_facts(store, facts, ("item_ratings",), CATALOGUE, SETTINGS, HOUR_MS)
+    return apply_facts(
+        store, facts, ("item_ratings",), CATALOGUE, SETTINGS, HOUR_MS, newest_ms=newest_ms
+    )
 
 
 @pytest.fixture

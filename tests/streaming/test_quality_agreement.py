@@ -79,6 +79,7 @@ def _violate(row: dict[str, Any], expectation: Expectation, schema: StructType) 
         if kwargs.min_value is not None:
             row[column] = kwargs.min_value if kwargs.strict_min else kwargs.min_value - 1
         else:
+            assert kwargs.max_value is not None  # a between has one bound at least
             row[column] = kwargs.max_value + 1
         if isinstance(schema[column].dataType, DoubleType):
             row[column] = float(row[column])
@@ -88,7 +89,12 @@ def _violate(row: dict[str, Any], expectation: Expectation, schema: StructType) 
         row[column] = unknown if unknown != row[column] else f"{unknown}-x"
     elif isinstance(kwargs, InSetKwargs):
         values = kwargs.value_set or ()
-        row[column] = max(values) + 1 if isinstance(values[0], int) else "not-a-value"
+        if isinstance(values[0], int):
+            top = max(values)
+            assert isinstance(top, int | float)  # a set of numbers
+            row[column] = top + 1
+        else:
+            row[column] = "not-a-value"
     elif isinstance(kwargs, MatchRegexKwargs):
         # Java's $ would accept this; Python's (and so GX's) must not.
         row[column] = f"{row[column]}\r"
@@ -138,7 +144,7 @@ def test_spark_predicates_and_gx_fail_the_same_rows(
         df = fill_unknown_line_skus(df, known.listed[PRODUCT_SKUS.key])
     checked = failed_expectations(df, suite, known).orderBy("offset").cache()
 
-    spark_failures = {name: set() for name in suite.names}
+    spark_failures: dict[str, set[int]] = {name: set() for name in suite.names}
     for row in checked.select("offset", FAILED_EXPECTATIONS).collect():
         for name in row[FAILED_EXPECTATIONS]:
             spark_failures[name].add(row["offset"])
@@ -180,10 +186,13 @@ def test_validate_tables_reads_silver_delta_tables_and_skips_missing_ones(
     assert by_table["weather"].success
     ratings_summary = by_table["ratings"]
     assert ratings_summary.rows == 10 and ratings_summary.table_rows == ratings.count()
+    assert ratings_summary.result_path is not None
     assert json.loads(ratings_summary.result_path.read_text())["success"] is False
     # Failing rows are named by their bronze address.
     failing = {row for rows in ratings_summary.unexpected_rows().values() for row in rows}
-    assert failing and all(re.fullmatch(r"shop\.ratings/0/[0-9]+", row) for row in failing)
+    assert failing and all(
+        isinstance(row, str) and re.fullmatch(r"shop\.ratings/0/[0-9]+", row) for row in failing
+    )
     assert report.data_docs_index is not None and report.data_docs_index.is_file()
     text = "\n".join(report.lines())
     assert "(a sample of" in text and "orders: no silver table, skipped" in text

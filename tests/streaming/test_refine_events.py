@@ -159,10 +159,11 @@ def test_every_event_lands_once_where_it_should(
         else:
             assert reason in by_key[name], (name, by_key.get(name))
     v2 = ratings.where(F.col("event_id") == "8" * 32).first()
+    assert v2 is not None
     assert (v2.stars, v2.schema_version) == (5, 2)
-    assert json.loads(ratings.where(F.col("event_id") == "7" * 32).first()._rescued) == {
-        "review": "great fit"
-    }
+    rescued = ratings.where(F.col("event_id") == "7" * 32).first()
+    assert rescued is not None
+    assert json.loads(rescued._rescued) == {"review": "great fit"}
 
     # Every record the generator made malformed is in the quarantine, raw, under its topic.
     malformed = {"invalid_json", "truncated", "non_utf8", "empty", "wrong_type", "missing_field"}

@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from functools import partial
 
 import pytest
 from pyspark.sql import SparkSession
@@ -96,7 +97,7 @@ def test_a_store_that_was_down_catches_up_from_its_own_offsets(
         load.set()
         producing.join()
         for path in (sqlite_path, postgres_path):
-            _until(lambda p=path: _caught_up(p.store, settings, views), f"{path.kind} caught up")
+            _until(partial(_caught_up, path.store, settings, views), f"{path.kind} caught up")
     finally:
         load.set()
         for query in queries:

@@ -50,7 +50,7 @@ def rebuilt(
 
 
 def live(settings: Settings) -> SqliteStore:
-    return SqliteStore(settings.views.sqlite_path)
+    return SqliteStore(settings.views.store_path)
 
 
 @pytest.mark.parametrize("table", SERVING_TABLES)
@@ -95,7 +95,9 @@ def test_sales_add_up_to_refines_orders(served: Settings, spark: SparkSession) -
     rows = live(served).rows("sales_by_region")
     assert sum(r["orders"] + r["late_orders"] for r in rows) == orders.count()
     counted = orders.where(F.col("event_lag_seconds") <= served.views.sales_lateness_s)
-    cents = counted.agg(F.sum(F.round(F.col("total") * 100))).first()[0]
+    cents_row = counted.agg(F.sum(F.round(F.col("total") * 100))).first()
+    assert cents_row is not None
+    cents = cents_row[0]
     assert sum(r["revenue_cents"] for r in rows) == cents
     assert all(r["region"] for r in rows)
 

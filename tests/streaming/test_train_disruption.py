@@ -113,20 +113,26 @@ def test_live_departures_are_scored_by_the_champion_with_rerouting(
     assert (alerts["probability"] >= threshold).all() and set(alerts["model_version"]) == {"1"}
     assert alerts["shipment_id"].is_unique
     positions = read_table(spark, shipped.lake.table("gold/inventory_positions")).toPandas()
+    # Column by column, as itertuples reads them (whose fields pandas-stubs types as scalars,
+    # which an array column's values are not).
     spare = {
-        (r.store_id, r.sku): r.on_hand - shipped.views.low_stock_threshold
-        for r in positions.itertuples()
+        (store_id, sku): on_hand - shipped.views.low_stock_threshold
+        for store_id, sku, on_hand in zip(
+            positions["store_id"], positions["sku"], positions["on_hand"], strict=True
+        )
     }
     kinds = set()
-    for alert in alerts.itertuples():
-        assert alert.skus is not None and len(alert.skus) > 0, alert.shipment_id
-        for line in alert.skus:
+    for shipment_id, destination_store_id, skus in zip(
+        alerts["shipment_id"], alerts["destination_store_id"], alerts["skus"], strict=True
+    ):
+        assert skus is not None and len(skus) > 0, shipment_id
+        for line in skus:
             kinds.add(line["source_kind"])
             if line["source_kind"] == "store":  # a store that can spare the whole line
-                assert line["source_id"] != alert.destination_store_id
+                assert line["source_id"] != destination_store_id
                 assert spare[(line["source_id"], line["sku"])] >= line["quantity"]
     assert kinds & {"store", "distribution_centre"}
-    with TestClient(create_app(shipped, store=open_store(shipped.views.sqlite_path))) as api:
+    with TestClient(create_app(shipped, store=open_store(shipped.views.store_path))) as api:
         served = api.get("/v1/alerts/disruptions", params={"limit": 1000}).json()
     assert served["count"] == len(alerts)
     probabilities = [item["probability"] for item in served["items"]]

@@ -121,7 +121,7 @@ def world_ratings(
     write_table(silver, silver_table(settings, "ratings"), mode="overwrite")
     for table, frame in _silver_acts(spark, batch.records).items():
         write_table(frame, silver_table(settings, table), mode="overwrite")
-    store = open_store(settings.views.sqlite_path)
+    store = open_store(settings.views.store_path)
     references = load_references(spark, settings, ["products", "stores", "customers"])
     serving_views.publish_catalogue(store, serving_views.catalogue_rows(references))
     _train(spark, settings)
@@ -154,7 +154,9 @@ def test_first_model_is_judged_against_the_baseline_and_the_truth_and_becomes_ch
     # Lineage: the Delta version of silver ratings that was read.
     inputs = json.loads(Path(client.download_artifacts(run.info.run_id, "inputs.json")).read_text())
     history = spark.sql(f"DESCRIBE HISTORY delta.`{silver_table(settings, 'ratings')}`")
-    assert inputs["ratings"]["delta_version"] == history.agg({"version": "max"}).first()[0]
+    newest = history.agg({"version": "max"}).first()
+    assert newest is not None
+    assert inputs["ratings"]["delta_version"] == newest[0]
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"validation_grid.png", "inputs.json"} <= artifacts
     model_files = {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "model")}
@@ -190,7 +192,7 @@ def test_the_champion_s_lists_are_served_and_strangers_get_their_region_s_favour
     customers = read_table(spark, init_world.reference_table(settings, "customers")).toPandas()
     stranger = customers[~customers["customer_id"].isin(truth["customer_id"])].iloc[0]
     known = gold["customer_id"].iloc[0]
-    with TestClient(create_app(settings, store=open_store(settings.views.sqlite_path))) as api:
+    with TestClient(create_app(settings, store=open_store(settings.views.store_path))) as api:
         mine = api.get(f"/v1/customers/{known}/recommendations")
         assert mine.status_code == 200, mine.text
         body = mine.json()
@@ -334,7 +336,9 @@ def test_implicit_signals_rank_far_better_than_ratings_alone_and_take_over_on_ra
     # about taste than 5.7 ratings a customer: ALS on ratings alone ranks near chance.
     new, old = metrics["vs_champion_new_ndcg_at_10"], metrics["vs_champion_champion_ndcg_at_10"]
     assert new > 2 * old, metrics
-    version = client.get_model_version(name, registry.champion_version(client, name))
+    champion = registry.champion_version(client, name)
+    assert champion is not None
+    version = client.get_model_version(name, champion)
     assert version.tags["signals"] == "implicit" and run.data.tags["promoted"] == "true"
     inputs = json.loads(Path(client.download_artifacts(run.info.run_id, "inputs.json")).read_text())
     assert set(inputs) == {"ratings", "clickstream", "orders"}

@@ -35,7 +35,7 @@ def test_percentiles_interpolate_inside_the_sample() -> None:
     values = [float(v) for v in range(1, 101)]
     cuts = harness.percentiles(values)
     assert cuts["p50"] == pytest.approx(50.5)
-    assert 99.0 <= cuts["p99"] <= 100.0
+    assert cuts["p99"] is not None and 99.0 <= cuts["p99"] <= 100.0
     assert cuts["max"] == 100.0
     assert harness.percentiles([]) == {"p50": None, "p95": None, "p99": None, "max": None}
 
@@ -80,14 +80,15 @@ def test_rates_and_tables_are_drawn_as_png(tmp_path: Path) -> None:
         [{"clients": 1, "p50": 2.0}, {"clients": 8, "p50": 9.5}],
         plots.Plot(("clients",), ("p50",), "ms"),
     )
+    plot = table.plot_with_legend()
+    assert plot is not None
     tables = plots.draw(
-        {"title": "t", "tables": [{"caption": "c", "rows": table.rows,
-                                   "plot": asdict(table.plot_with_legend())}]},
+        {"title": "t", "tables": [{"caption": "c", "rows": table.rows, "plot": asdict(plot)}]},
         tmp_path / "tables.png",
     )  # fmt: skip
     for path in (rates, tables):
         assert path is not None and path.read_bytes()[:8] == PNG_MAGIC
-    assert table.plot_with_legend().legend == ("p50 ms",)
+    assert plot.legend == ("p50 ms",)
     # A result whose tables say nothing about plotting has no chart.
     assert (
         plots.draw({"title": "t", "tables": [{"caption": "c", "rows": [{}]}]}, tmp_path / "n.png")

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import pytest
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
@@ -21,6 +21,13 @@ SETTINGS = ViewsSettings(last_ratings=3, trending_minutes=5)
 TABLES = ("ratings", "orders", "shipments", "clickstream")
 
 
+def _update(merge: GoldMerge, column: str) -> Column:
+    """`merge`'s update of `column`, a SQL expression over `t` and `s`."""
+    update = merge.updates[column]
+    assert isinstance(update, str), "the gold merges update by SQL expressions"
+    return F.expr(update).alias(column)
+
+
 def merged(stored: DataFrame, batch: DataFrame, merge: GoldMerge) -> DataFrame:
     """What Delta's MERGE of `batch` into `stored` by `merge`'s rule leaves, in frames."""
     t, s = stored.alias("t"), batch.alias("s")
@@ -29,10 +36,7 @@ def merged(stored: DataFrame, batch: DataFrame, merge: GoldMerge) -> DataFrame:
     for clause in on[1:]:
         condition = condition & clause
     both = t.join(s, condition, "inner").select(
-        *(
-            F.expr(merge.updates[c]).alias(c) if c in merge.updates else F.col(f"t.{c}")
-            for c in stored.columns
-        )
+        *(_update(merge, c) if c in merge.updates else F.col(f"t.{c}") for c in stored.columns)
     )
     stored_only = t.join(s, condition, "left_anti")
     batch_only = s.join(t, condition, "left_anti")
@@ -92,6 +96,7 @@ def test_two_halves_merged_equal_the_view_of_all_facts(
 ) -> None:
     first, second = halves
     definition = definitions.definitions(SETTINGS)[view]
+    assert definition.key is not None, "a keyed view"
     stored = definition.compute(definition.facts(first), references, SETTINGS, None, None)
     batch_facts = definition.facts(second)
     keys = batch_facts.select(*definition.key).distinct()
@@ -115,7 +120,9 @@ def test_trending_ranked_from_merged_minutes_equals_trending_of_all_facts(
         definitions.minute_activity(definitions.interest_facts(second)),
         trending_activity(),
     )
-    newest = activity.agg(F.max("minute")).first()[0]
+    newest_row = activity.agg(F.max("minute")).first()
+    assert newest_row is not None
+    newest = newest_row[0]
     ranked = definitions.rank_trending(activity, references, SETTINGS, newest)
     assert ranked.count() > 0
     assertDataFrameEqual(ranked, definitions.trending_items(facts, references, SETTINGS))

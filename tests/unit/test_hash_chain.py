@@ -48,7 +48,7 @@ def test_every_field_kafka_gave_is_covered_and_null_is_not_empty() -> None:
         record_digest(*base),
         record_digest("shop.ratings", *base[1:]),
         record_digest(base[0], 2, *base[2:]),
-        record_digest(*base[:2], 6, *base[3:]),
+        record_digest(base[0], base[1], 6, *base[3:]),
         record_digest(*base[:3], 1_700_000_000_001, *base[4:]),
         record_digest(*base[:4], None, b"v"),
         record_digest(*base[:4], b"", b"v"),

@@ -101,7 +101,7 @@ def test_delta_lag_counts_the_rows_of_unread_versions(tmp_path: Path) -> None:
         (1, 10, NOW_MS - 60_000),
         (2, 5, NOW_MS - 1_000),
     ):
-        actions = [{"commitInfo": {"timestamp": at_ms}}]
+        actions: list[dict[str, dict[str, object]]] = [{"commitInfo": {"timestamp": at_ms}}]
         if rows:
             actions.append(
                 {

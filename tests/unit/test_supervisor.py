@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Callable
 
 import pytest
 
@@ -51,7 +52,9 @@ class RunningQuery(ScriptedQuery):
         return not self.stopped
 
 
-def _starter(outcomes: list[Exception | None]):
+def _starter(
+    outcomes: list[Exception | None],
+) -> tuple[Callable[[], ScriptedQuery], list[ScriptedQuery]]:
     started: list[ScriptedQuery] = []
 
     def start() -> ScriptedQuery:

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
+from typing import Protocol
 
 from pyspark.sql.streaming import StreamingQuery
 
@@ -27,6 +28,15 @@ _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 # How often a waiting command asks whether its queries are still running (a cheap
 # Py4J call): also how late it notices that an available-now run has ended.
 POLL_S = 0.1
+
+
+class AwaitableQuery(Protocol):
+    """What `await_query` uses of a StreamingQuery (tests pass stand-ins)."""
+
+    @property
+    def isActive(self) -> bool: ...
+
+    def awaitTermination(self) -> object: ...
 
 
 class StopRequest:
@@ -67,7 +77,7 @@ def stop_requests() -> Iterator[StopRequest]:
 
 
 def await_query(
-    query: StreamingQuery, tick: Callable[[], object] = lambda: None, tick_every_s: float = 5.0
+    query: AwaitableQuery, tick: Callable[[], object] = lambda: None, tick_every_s: float = 5.0
 ) -> None:
     """`query.awaitTermination()`, waited for in Python between short Py4J calls, calling
     `tick()` every `tick_every_s` while it runs.

@@ -10,15 +10,23 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
+from typing import Protocol
 
-from pyspark.sql.streaming import StreamingQuery
-
-from retailstream.jobs.interrupts import await_query
+from retailstream.jobs.interrupts import AwaitableQuery, await_query
 from retailstream.jobs.launcher import _first_line
 
 
+class SupervisedQuery(AwaitableQuery, Protocol):
+    """What `run_supervised` uses of a StreamingQuery (tests pass stand-ins)."""
+
+    @property
+    def name(self) -> str: ...
+
+    def stop(self) -> None: ...
+
+
 def run_supervised(
-    start_query: Callable[[], StreamingQuery],
+    start_query: Callable[[], SupervisedQuery],
     max_restarts: int,
     backoff_s: float,
     fatal: Callable[[Exception], Exception | None] = lambda exc: None,

@@ -164,7 +164,7 @@ def _flag_known(df: DataFrame, column: str, known: DataFrame, flag: str) -> Data
     return joined.drop(f"{flag}_value")
 
 
-def failed_expectations(df: DataFrame, suite: Suite, known: KnownValues) -> DataFrame:
+def failed_expectations(df: DataFrame, suite: Suite, known: Mapping[str, DataFrame]) -> DataFrame:
     """`df` plus `failed_expectations: array<string>`, the names of the expectations
     each row fails (empty when it passes every one).
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import Any
@@ -31,7 +32,12 @@ def _timestamp(text: str) -> datetime:
 def _typed(kind: str, value: Any) -> Any:
     if value is None:
         return None
-    return {"int": int, "double": float, "timestamp": _timestamp}.get(kind, str)(value)
+    converters: dict[str, Callable[[Any], Any]] = {
+        "int": int,
+        "double": float,
+        "timestamp": _timestamp,
+    }
+    return converters.get(kind, str)(value)
 
 
 def silver_row(table: str, offset: int, doc: dict[str, Any]) -> dict[str, Any]:

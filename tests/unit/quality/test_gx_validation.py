@@ -114,7 +114,11 @@ def test_every_shipped_expectation_becomes_its_gx_class() -> None:
         assert [e.expectation_type for e in converted.expectations] == [
             e.type for e in suite.expectations
         ]
-        assert [e.meta["name"] for e in converted.expectations] == list(suite.names)
+        names = []
+        for e in converted.expectations:
+            assert e.meta is not None
+            names.append(e.meta["name"])
+        assert names == list(suite.names)
 
 
 def test_reference_values_are_the_distinct_values_each_suite_needs() -> None:

@@ -14,6 +14,8 @@ from retailstream.quality.suites import (
     IN_SET,
     MATCH_REGEX,
     NOT_NULL,
+    NotNullKwargs,
+    Suite,
     load_suite,
     load_suites,
 )
@@ -88,10 +90,11 @@ def test_names_are_readable_and_unique(suites) -> None:
         assert len(set(suite.names)) == len(suite.names)
 
 
-def test_suite_objects_are_frozen(suites) -> None:
+def test_suite_objects_are_frozen(suites: dict[str, Suite]) -> None:
     suite = suites["ratings"]
     with pytest.raises(dataclasses.FrozenInstanceError):
         suite.table = "orders"  # type: ignore[misc]
+    assert isinstance(suite.expectations[0].kwargs, NotNullKwargs)  # event_id not null
     with pytest.raises(ValueError):
         suite.expectations[0].kwargs.column = "sku"  # type: ignore[misc]
 

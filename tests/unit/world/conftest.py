@@ -142,6 +142,7 @@ def contract_problems(world: World, topic: str, doc: dict) -> list[str]:
                 need(_is_number(line.get("unit_price")) and line["unit_price"] > 0, "price")
             need(_is_number(doc.get("total")) and doc["total"] >= 0, "total")
             if not problems:
+                assert isinstance(lines, list)  # "lines" above found no problem
                 expected = sum(li["quantity"] * li["unit_price"] for li in lines)
                 need(abs(expected - doc["total"]) < 0.011, "total != sum of lines")
             need(doc.get("currency") == "EUR", "currency")

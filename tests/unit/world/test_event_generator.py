@@ -147,10 +147,12 @@ def test_stockouts_name_real_store_skus_and_their_orders(clean_run: Run) -> None
     assert stockouts.set_index(["store_id", "sku"]).index.isin(carried).all()
     emitted = {o["order_id"] for o in clean_run.events["shop.orders"]}
     for row in stockouts.itertuples():
+        assert isinstance(row.record_seq, int)
         doc = clean_run.docs[row.record_seq]  # the run starts at sequence number 0
         if row.order_id in emitted:
             assert doc["order_id"] == row.order_id
         else:  # whole basket unavailable: tied to the next record in time
+            assert isinstance(row.event_time, datetime)
             assert doc["event_time"] >= row.event_time.isoformat()[:23]
 
 
@@ -158,6 +160,7 @@ def test_truth_rows_point_at_their_records(clean_run: Run) -> None:
     ratings = clean_run.truth("rating_truth")
     assert len(ratings) > 10_000
     for row in ratings.itertuples():
+        assert isinstance(row.record_seq, int)
         doc = clean_run.docs[row.record_seq]
         assert (doc["event_id"], doc["customer_id"], doc["sku"], doc["stars"]) == (
             row.event_id,
@@ -166,6 +169,7 @@ def test_truth_rows_point_at_their_records(clean_run: Run) -> None:
             row.stars,
         )
     for row in clean_run.truth("shipment_truth").itertuples():
+        assert isinstance(row.record_seq, int)
         doc = clean_run.docs[row.record_seq]
         assert (doc["shipment_id"], doc["status"]) == (row.shipment_id, "created")
 

@@ -176,7 +176,7 @@ def test_seasonal_products_sell_more_in_season(small_world: World, make_run) -> 
             sim_seconds_per_event=1.0,
             defect_rates=DefectRates.none(),
         )
-        units = defaultdict(int)
+        units: defaultdict[str, int] = defaultdict(int)
         for order in run.events["shop.orders"]:
             for line in order["lines"]:
                 units[season[line["sku"]]] += line["quantity"]

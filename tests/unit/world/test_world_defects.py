@@ -64,6 +64,7 @@ def test_malformed_values_cannot_be_parsed(defect_run: Run, defects: pd.DataFram
     malformed = defects[defects["kind"].isin(MALFORMED_KINDS)]
     assert len(malformed) > 100
     for row in malformed.itertuples():
+        assert isinstance(row.record_seq, int)
         with pytest.raises(ValueError):  # JSONDecodeError and UnicodeDecodeError alike
             json.loads(defect_run.records[row.record_seq].value)
 
@@ -75,6 +76,7 @@ def test_contract_defects_parse_but_break_the_contract(
     assert len(broken) > 100
     skus = set(defect_run.world.products["sku"])
     for row in broken.itertuples():
+        assert isinstance(row.record_seq, int)
         record = defect_run.records[row.record_seq]
         doc = json.loads(record.value)
         assert contract(defect_run.world, record.topic, doc), (row.kind, row.detail, doc)
@@ -89,6 +91,7 @@ def test_time_defects_move_event_time_by_hours(defect_run: Run, defects: pd.Data
     assert len(shifted) > 50
     reported = set(defects["record_seq"])
     for row in shifted.itertuples():
+        assert isinstance(row.record_seq, int)
         # The nearest clean record before it tells the simulated clock.
         seq = row.record_seq - 1
         while seq in reported:
@@ -107,6 +110,7 @@ def test_duplicates_repeat_an_earlier_record_exactly(
     duplicates = defects[defects["kind"] == "duplicate"]
     assert len(duplicates) > 50
     for row in duplicates.itertuples():
+        assert isinstance(row.record_seq, int)
         copy = records[row.record_seq]
         window = records[max(row.record_seq - 25, 0) : row.record_seq]
         assert copy in window
@@ -119,6 +123,7 @@ def test_out_of_order_records_come_in_swapped_pairs(defect_run: Run, defects: pd
     assert len(swapped) % 2 == 0 and len(swapped) > 50
     pairs = 0
     for row in swapped.itertuples():
+        assert isinstance(row.record_seq, int)
         later_partner = next(
             (
                 s
