@@ -41,7 +41,7 @@ def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBrok
     broker = LocalBroker(
         broker_settings(tmp_path_factory.mktemp("kafka")), classpath(PROJECT_HOME, "kafka-broker")
     )
-    broker.start()
+    broker.start(tethered=True)  # never outlives the run, even a killed one
     yield broker
     broker.stop()
 
