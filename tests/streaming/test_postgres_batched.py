@@ -9,7 +9,7 @@ import psycopg
 import pytest
 
 from retailstream.postgres_server import READER_ROLE, LocalPostgres
-from retailstream.serve.item_lookups import ITEM_VIEWS
+from retailstream.serve.queries import ITEM_VIEWS
 from retailstream.views.postgres_batched import BatchedKeyReads, batch_sql
 from support import fresh_postgres_store, postgres_reader
 

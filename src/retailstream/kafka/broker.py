@@ -236,10 +236,7 @@ class LocalBroker:
         deadline = started + self.settings.start_timeout_s
         while time.monotonic() < deadline:
             if process.poll() is not None:
-                self.pid_file.unlink(missing_ok=True)
-                if self._tether is not None:
-                    self._tether.release()
-                    self._tether = None
+                self._forget(process.pid)
                 raise UserError(
                     f"the Kafka broker exited during start-up (code {process.returncode}): "
                     f"{self._last_error_line()} (log: {self.log_file})"
@@ -277,6 +274,10 @@ class LocalBroker:
             while _pid_alive(pid):
                 _reap(pid)
                 time.sleep(0.05)
+        self._forget(pid)
+
+    def _forget(self, pid: int) -> None:
+        """After the broker process `pid` has ended: no zombie, no pid file, no watcher."""
         _reap(pid)
         self.pid_file.unlink(missing_ok=True)
         if self._tether is not None:

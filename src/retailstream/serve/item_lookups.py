@@ -13,7 +13,6 @@ from typing import Any
 from retailstream.serve import queries
 from retailstream.views.store import ServingStore
 
-ITEM_VIEWS = ("products", "item_ratings")
 ItemAndRatings = tuple[dict[str, Any] | None, dict[str, Any] | None]
 
 
@@ -26,7 +25,9 @@ class ItemLookups:
 
         self.store = store
         self._batched = (
-            BatchedKeyReads(store.dsn, ITEM_VIEWS) if isinstance(store, PostgresStore) else None
+            BatchedKeyReads(store.dsn, queries.ITEM_VIEWS)
+            if isinstance(store, PostgresStore)
+            else None
         )
 
     async def item_and_ratings(self, sku: str) -> ItemAndRatings:

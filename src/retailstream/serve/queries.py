@@ -15,6 +15,8 @@ from typing import Any
 from retailstream.views.store import ServingStore
 
 STARS = ("1", "2", "3", "4", "5")
+# What an item look-up reads, by sku: the catalogue entry, then the ratings document.
+ITEM_VIEWS = ("products", "item_ratings")
 # A store's id in sales_by_region for orders placed online (no location).
 ONLINE = "ONLINE"
 _STORE_FIELDS = ("store_id", "city", "region", "country", "lat", "lon")
@@ -67,7 +69,7 @@ def item_and_ratings(
 ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     """The catalogue entry of `sku` (None: unknown) and its ratings document (a zero one
     when unrated), from one call to the store (a network store: one round trip)."""
-    item, doc = store.get_each([("products", {"sku": sku}), ("item_ratings", {"sku": sku})])
+    item, doc = store.get_each([(view, {"sku": sku}) for view in ITEM_VIEWS])
     return with_ratings(item, doc)
 
 
