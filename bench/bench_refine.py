@@ -30,7 +30,6 @@ events/s = bronze rows / seconds. Overhead = 1 - with / without.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import shutil
@@ -59,6 +58,7 @@ from pyspark.sql.types import StructType
 from retailstream.config import LakeSettings, Settings
 from retailstream.io.delta import StreamTrigger, read_table
 from retailstream.jobs import ingest_events, init_world, refine_events
+from retailstream.jobs.spec import StreamRun
 from retailstream.kafka.clients import flush_or_fail, producer
 from retailstream.kafka.topics import create_topics, describe_topics
 from retailstream.quality import verdicts
@@ -327,7 +327,7 @@ def main() -> int:
             init_world.write_world(spark, settings, seed, SCALE)
             print(f"world (seed {seed}, {SCALE}) in {time.perf_counter() - started:.1f} s")
             started = time.perf_counter()
-            ingest_events.run(spark, settings, argparse.Namespace(available_now=True))
+            ingest_events.run(spark, StreamRun(settings, available_now=True))
             bronze_rows = bronze_rows_by_topic(spark, settings)
             bronze_total = sum(bronze_rows.values())
             print(f"bronze: {bronze_total:,} rows in {time.perf_counter() - started:.1f} s")

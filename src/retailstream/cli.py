@@ -7,7 +7,6 @@ exits non-zero; stack traces (Python or Java) only with `--verbose`.
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import shutil
 import subprocess
@@ -22,6 +21,7 @@ from retailstream import __version__, sql_server
 from retailstream.config import Settings, find_home, load_settings, shipped_config_files
 from retailstream.errors import UserError
 from retailstream.jobs import (
+    all_jobs,
     asof_views,
     audit_views,
     explain_views,
@@ -34,30 +34,7 @@ from retailstream.jobs import (
 )
 from retailstream.jobs import demo as demo_job
 from retailstream.jobs.launcher import PROG, add_common_flags, guarded, iso_time, with_session
-
-# `retailstream run NAME` -> the job module that owns it (and jobs/NAME.py for spark-submit).
-JOBS = {
-    "ingest": "retailstream.jobs.ingest_events",
-    "refine": "retailstream.jobs.refine_events",
-    "enrich": "retailstream.jobs.enrich_events",
-    "views": "retailstream.jobs.build_views",
-    "serving": "retailstream.jobs.serving_views",
-    "score": "retailstream.jobs.score_shipments",
-}
-JOB_SCRIPTS = {
-    "ingest": "ingest_events",
-    "refine": "refine_events",
-    "enrich": "enrich_events",
-    "views": "build_views",
-    "serving": "serving_views",
-    "score": "score_shipments",
-    "train-recommender": "train_recommender",
-    "train-disruption": "train_disruption",
-}
-TRAINERS = {
-    "recommender": "retailstream.jobs.train_recommender",
-    "disruption": "retailstream.jobs.train_disruption",
-}
+from retailstream.jobs.spec import Job
 
 Handler = Callable[[argparse.Namespace], int | None]
 
@@ -249,9 +226,9 @@ def _forward_common(args: argparse.Namespace) -> list[str]:
     return forwarded
 
 
-def run_job(args: argparse.Namespace) -> int:
-    module = importlib.import_module(JOBS[args.job])
-    return int(module.main([*_forward_common(args), *args.job_args]))
+def job_handler(job: Job[Any]) -> Handler:
+    """The handler of `run NAME` / `train NAME`: the job in a session, with its flags."""
+    return lambda args: int(with_session(job.run_with, args) or 0)
 
 
 def demo(args: argparse.Namespace) -> int:
@@ -304,7 +281,7 @@ def submit(args: argparse.Namespace) -> int:
     if args.master:
         command += ["--master", args.master]
     command += [
-        str(home / "jobs" / f"{JOB_SCRIPTS[args.job]}.py"),
+        str(home / "jobs" / f"{all_jobs.by_submit_name()[args.job].script}.py"),
         *_forward_common(args),
         *args.job_args,
     ]
@@ -330,12 +307,6 @@ def sql(args: argparse.Namespace) -> int:
     from retailstream import catalog
 
     return int(with_session(catalog.sql_command, args) or 0)
-
-
-def train(args: argparse.Namespace) -> int:
-    """Train a model from the lake's history and register it in MLflow."""
-    module = importlib.import_module(TRAINERS[args.model])
-    return int(module.main([*_forward_common(args), *args.train_args]))
 
 
 def retrain(args: argparse.Namespace) -> int:
@@ -553,14 +524,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     validate.add_argument("--max-rows", type=int, default=100_000, help="sample size per table")
 
-    run = command(commands, "run", "run a streaming job in this process", run_job)
-    run.add_argument("job", choices=sorted(JOBS), help="the job")
-    run.add_argument(
-        "job_args", nargs=argparse.REMAINDER, help="the job's own flags (see `run JOB --help`)"
+    run = commands.add_parser(
+        "run", help="run a streaming job in this process", description="Run a streaming job."
     )
+    add_common_flags(run, suppress_defaults=True)
+    run_jobs = run.add_subparsers(dest="job", metavar="JOB", required=True)
+    for job in all_jobs.STREAMING:
+        job.add_flags(command(run_jobs, job.name, job.help, job_handler(job)))
 
     sub = command(commands, "submit", "spark-submit a job with the resolved jars", submit)
-    sub.add_argument("job", choices=sorted(JOB_SCRIPTS), help="the job")
+    sub.add_argument("job", choices=sorted(all_jobs.by_submit_name()), help="the job")
     sub.add_argument("--master", help="Spark master URL (default: spark-submit's)")
     sub.add_argument("job_args", nargs=argparse.REMAINDER, help="the job's own flags")
 
@@ -658,13 +631,15 @@ def build_parser() -> argparse.ArgumentParser:
         )
     )  # fmt: skip
 
-    train_cmd = command(commands, "train", "train a model and register it in MLflow", train)
-    train_cmd.add_argument("model", choices=sorted(TRAINERS), help="the model")
-    train_cmd.add_argument(
-        "train_args",
-        nargs=argparse.REMAINDER,
-        help="the trainer's own flags (see `train MODEL --help`)",
+    train = commands.add_parser(
+        "train",
+        help="train a model and register it in MLflow",
+        description="Train a model from the lake's history and register it in MLflow.",
     )
+    add_common_flags(train, suppress_defaults=True)
+    trainers = train.add_subparsers(dest="model", metavar="MODEL", required=True)
+    for job in all_jobs.TRAINING:
+        job.add_flags(command(trainers, job.name, job.help, job_handler(job)))
 
     from retailstream.jobs import retrain as retrain_job
 

@@ -26,7 +26,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
 
 from retailstream.errors import ConfigError
 
@@ -63,6 +71,28 @@ _UNIT_MS = {
 }
 
 
+_SIZE = re.compile(r"\d+[kmgt]?", re.IGNORECASE)
+
+
+def _jvm_size(value: str) -> str:
+    """A JVM memory size as Spark takes it ("2g", "512m"), checked at load time: a
+    typo would otherwise surface as a JVM that does not start."""
+    if not _SIZE.fullmatch(value.strip()):
+        raise ValueError(
+            f"{value!r} is not a memory size: a whole number with an optional unit k, m, g "
+            "or t, such as '2g' or '512m'"
+        )
+    return value.strip()
+
+
+# A bare number of bytes may come from YAML or --set as an int.
+Size = Annotated[
+    str,
+    BeforeValidator(lambda v: str(v) if isinstance(v, int) and not isinstance(v, bool) else v),
+    AfterValidator(_jvm_size),
+]
+
+
 def interval_ms(value: str) -> int:
     """An `Interval` ("5 seconds") in milliseconds."""
     count, unit = _spark_interval(value).split()
@@ -89,7 +119,7 @@ class SparkSettings(_Frozen):
     master: str = "local[16]"
     app_name: str = "retailstream"
     shuffle_partitions: int = Field(4, ge=1)
-    driver_memory: str = "2g"
+    driver_memory: Size = "2g"
     ui_enabled: bool = False
     log_level: str = "ERROR"
     # The driver JVM's own console output (JVM warnings, Spark start-up notes)
@@ -173,6 +203,12 @@ class RefineSettings(_Frozen):
     )  # fmt: skip
 
 
+class EnrichSettings(_Frozen):
+    """Silver -> enriched silver: joins with reference data, weather and world events."""
+
+    trigger_interval: Interval = "5 seconds"
+
+
 # The kinds of serving store: an embedded SQLite file, or a PostgreSQL database.
 StoreKind = Literal["sqlite", "postgres"]
 
@@ -243,6 +279,15 @@ class ServingSettings(_Frozen):
         if interval_ms(value) < 500:
             raise ValueError("real-time mode checkpoints at most every 500 milliseconds")
         return value
+
+
+class ScoreSettings(_Frozen):
+    """Live scoring of departures by the disruption champion (`run score`)."""
+
+    trigger_interval: Interval = "30 seconds"
+    # A store is offered as a source of rerouted stock only for what it holds above
+    # this (it would otherwise become low on stock itself).
+    low_stock_threshold: int = Field(2, ge=0)
 
 
 class ServeSettings(_Frozen):
@@ -375,8 +420,10 @@ class Settings(_Frozen):
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     refine: RefineSettings = Field(default_factory=RefineSettings)
+    enrich: EnrichSettings = Field(default_factory=EnrichSettings)
     views: ViewsSettings = Field(default_factory=ViewsSettings)
     serving: ServingSettings = Field(default_factory=ServingSettings)
+    score: ScoreSettings = Field(default_factory=ScoreSettings)
     serve: ServeSettings = Field(default_factory=ServeSettings)
     postgres: PostgresSettings = Field(default_factory=PostgresSettings)
     ml: MlSettings = Field(default_factory=MlSettings)

@@ -3,7 +3,6 @@ flowing to the views and the API, then Ctrl-C, and nothing lost."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -24,6 +23,7 @@ from retailstream.health.progress import read_reports
 from retailstream.io.delta import read_table
 from retailstream.io.truth import read_truth
 from retailstream.jobs import ingest_events, serving_views
+from retailstream.jobs.spec import StreamRun
 from retailstream.kafka.broker import free_port, port_in_use
 from retailstream.kafka.topics import describe_topics
 from retailstream.views.serving import view_topics
@@ -247,7 +247,7 @@ def test_demo_serves_live_views_and_stops_cleanly_on_ctrl_c(
         more = run_cli("produce", "--events", "3000", "--rate", "1500", "--quiet", *flags)
         assert more.returncode == 0, more.stderr
         assert "resuming the saved world" in more.stderr, more.stderr
-        serving_views.run(spark, settings, argparse.Namespace(available_now=True))
+        serving_views.run(spark, StreamRun(settings, available_now=True))
     finally:
         run_cli("kafka", "stop", *flags)
     _inventory_equals_the_worlds_stock(spark, settings)

@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
@@ -30,12 +29,12 @@ from retailstream.jobs import (
     refine_events,
     serving_views,
 )
+from retailstream.jobs.spec import StreamRun
 from retailstream.kafka.topics import create_topics
 from retailstream.postgres_server import LocalPostgres
 from retailstream.world import DefectRates, EventGenerator, build_world
 from support import own_pipeline, produce_generated, with_postgres
 
-AVAILABLE_NOW = argparse.Namespace(available_now=True)
 SEED = 11
 # Plenty of the defects views must withstand, and some that refine quarantines.
 DEFECTS = DefectRates(
@@ -64,9 +63,9 @@ def generated_lake(
         for events in (4000, 3000):  # a first batch, then merges into what is there
             produce_generated(settings, generator, events)
             serve_available(spark, settings)
-            ingest_events.run(spark, settings, AVAILABLE_NOW)
-            refine_events.run(spark, settings, AVAILABLE_NOW)
-            build_views.run(spark, settings, AVAILABLE_NOW)
+            ingest_events.run(spark, StreamRun(settings, available_now=True))
+            refine_events.run(spark, StreamRun(settings, available_now=True))
+            build_views.run(spark, StreamRun(settings, available_now=True))
         yield settings
 
 
@@ -91,7 +90,7 @@ def shipped_lake(
         batch = produce_generated(settings, generator, SHIPPED_EVENTS)
         truth = batch.truth_frames()["shipment_truth"]
         TruthWriter(settings.lake.root).append({"shipment_truth": truth})
-        ingest_events.run(spark, settings, AVAILABLE_NOW)
-        refine_events.run(spark, settings, AVAILABLE_NOW)
-        enrich_events.run(spark, settings, AVAILABLE_NOW)
+        ingest_events.run(spark, StreamRun(settings, available_now=True))
+        refine_events.run(spark, StreamRun(settings, available_now=True))
+        enrich_events.run(spark, StreamRun(settings, available_now=True))
         yield settings, truth

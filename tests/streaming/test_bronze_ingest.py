@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 from datetime import UTC, datetime
@@ -17,12 +16,12 @@ from retailstream.config import LakeSettings, Settings
 from retailstream.io.delta import read_table
 from retailstream.io.truth import TruthWriter, truth_dir
 from retailstream.jobs import ingest_events, init_world
+from retailstream.jobs.spec import StreamRun
 from retailstream.kafka.clients import flush_or_fail, producer
 from retailstream.kafka.publish import publish
 from retailstream.kafka.topics import create_topics, describe_topics
 from retailstream.world import KEY_FIELDS, EventGenerator, build_world
 
-AVAILABLE_NOW = argparse.Namespace(available_now=True)
 MALFORMED = {"invalid_json", "truncated", "non_utf8", "empty"}
 
 
@@ -71,7 +70,7 @@ def test_generated_events_are_ingested_once_with_keys_and_defects_located(
     assert report.events == 6000
     assert set(report.per_topic) == set(KEY_FIELDS), "all six topics are produced"
 
-    ingest_events.run(spark, local, AVAILABLE_NOW)
+    ingest_events.run(spark, StreamRun(local, available_now=True))
     bronze = read_table(spark, local.lake.table("bronze_events"))
     rows = bronze.select("topic", "partition", "offset", "key", "value").collect()
     coordinates = [(r.topic, r.partition, r.offset) for r in rows]
@@ -117,7 +116,7 @@ def test_hostile_values_are_stored_raw(
     client.produce("shop.orders", key=b"tombstone", value=None)
     flush_or_fail(client)
 
-    ingest_events.run(spark, local, AVAILABLE_NOW)
+    ingest_events.run(spark, StreamRun(local, available_now=True))
     bronze = read_table(spark, local.lake.table("bronze_events")).where("topic = 'shop.orders'")
     stored = {bytes(r.key): r.value for r in bronze.select("key", "value").collect() if r.key}
     for key, value in values.items():

@@ -16,10 +16,9 @@ from retailstream.config import LakeSettings, Settings, TopicSettings
 from retailstream.io.delta import latest_version, read_table
 from retailstream.io.event_chain import CHAIN_TABLE
 from retailstream.jobs import ingest_events, verify_store
+from retailstream.jobs.spec import StreamRun
 from retailstream.kafka.clients import flush_or_fail, producer
 from retailstream.kafka.topics import create_topics
-
-AVAILABLE_NOW = argparse.Namespace(available_now=True)
 
 
 def _publish(bootstrap: str, topic: str, per_partition: int, start: int) -> None:
@@ -60,9 +59,9 @@ def test_edits_deletions_and_insertions_in_the_store_are_caught(
     create_topics(local.kafka.bootstrap, local.kafka.topics)
     # Two ingest batches: the second links each chain to where the first ended.
     _publish(local.kafka.bootstrap, topic, per_partition=12, start=0)
-    ingest_events.run(spark, local, AVAILABLE_NOW)
+    ingest_events.run(spark, StreamRun(local, available_now=True))
     _publish(local.kafka.bootstrap, topic, per_partition=8, start=12)
-    ingest_events.run(spark, local, AVAILABLE_NOW)
+    ingest_events.run(spark, StreamRun(local, available_now=True))
 
     path = local.lake.table(ingest_events.BRONZE_TABLE)
     table = f"delta.`{path}`"

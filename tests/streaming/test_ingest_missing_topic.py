@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import uuid
 from pathlib import Path
 
@@ -11,10 +10,9 @@ from pyspark.sql import SparkSession
 from retailstream.config import LakeSettings, Settings, TopicSettings
 from retailstream.io.delta import read_table
 from retailstream.jobs import ingest_events
+from retailstream.jobs.spec import StreamRun
 from retailstream.kafka.clients import flush_or_fail, producer
 from retailstream.kafka.topics import create_topics
-
-AVAILABLE_NOW = argparse.Namespace(available_now=True)
 
 
 def _publish(bootstrap: str, topic: str, count: int) -> None:
@@ -44,13 +42,13 @@ def test_missing_topic_is_reported_and_picked_up_later(
     create_topics(local.kafka.bootstrap, {present: local.kafka.topics[present]})
     _publish(local.kafka.bootstrap, present, 10)
 
-    ingest_events.run(spark, local, AVAILABLE_NOW)
+    ingest_events.run(spark, StreamRun(local, available_now=True))
     assert f"topics not created yet: {later}" in capsys.readouterr().err
     assert read_table(spark, local.lake.table("bronze_events")).count() == 10
 
     create_topics(local.kafka.bootstrap, local.kafka.topics)
     _publish(local.kafka.bootstrap, later, 7)
-    ingest_events.run(spark, local, AVAILABLE_NOW)
+    ingest_events.run(spark, StreamRun(local, available_now=True))
     counts = {
         r.topic: r["count"]
         for r in read_table(spark, local.lake.table("bronze_events"))

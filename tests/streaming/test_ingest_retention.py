@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import pytest
@@ -13,10 +12,9 @@ from retailstream.config import LakeSettings, Settings, TopicSettings
 from retailstream.errors import UserError
 from retailstream.io.delta import read_table
 from retailstream.jobs import ingest_events
+from retailstream.jobs.spec import StreamRun
 from retailstream.kafka.clients import admin_client, flush_or_fail, producer
 from retailstream.kafka.topics import create_topics
-
-AVAILABLE_NOW = argparse.Namespace(available_now=True)
 
 
 def _isolated(settings: Settings, topic: str, lake: Path, allow_loss: bool = False) -> Settings:
@@ -44,7 +42,7 @@ def test_records_deleted_before_ingest_are_named_and_skipped_only_on_request(
     strict = _isolated(settings, topic_name, tmp_path / "lake")
     create_topics(strict.kafka.bootstrap, strict.kafka.topics)
     _publish(strict, topic_name, 0, 20)
-    ingest_events.run(spark, strict, AVAILABLE_NOW)
+    ingest_events.run(spark, StreamRun(strict, available_now=True))
 
     _publish(strict, topic_name, 20, 20)
     # What retention does to old segments, done precisely: offsets 20..29 go unread.
@@ -54,7 +52,7 @@ def test_records_deleted_before_ingest_are_named_and_skipped_only_on_request(
         future.result(timeout=60)
 
     with pytest.raises(UserError) as caught:
-        ingest_events.run(spark, strict, AVAILABLE_NOW)
+        ingest_events.run(spark, StreamRun(strict, available_now=True))
     message = str(caught.value)
     assert (
         f"10 records were deleted by topic retention before ingest read them: {topic_name}[0] offsets 20..29"
@@ -64,7 +62,7 @@ def test_records_deleted_before_ingest_are_named_and_skipped_only_on_request(
     assert read_table(spark, strict.lake.table("bronze_events")).count() == 20
 
     lenient = _isolated(settings, topic_name, tmp_path / "lake", allow_loss=True)
-    ingest_events.run(spark, lenient, AVAILABLE_NOW)
+    ingest_events.run(spark, StreamRun(lenient, available_now=True))
     offsets = [
         r.offset
         for r in read_table(spark, lenient.lake.table("bronze_events")).select("offset").collect()

@@ -8,7 +8,6 @@ with its reason, and the quality metrics must account for every row.
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections.abc import Iterator
 from dataclasses import asdict
@@ -21,12 +20,12 @@ from pyspark.sql import functions as F
 from retailstream.config import Settings
 from retailstream.io.delta import read_table
 from retailstream.jobs import ingest_events, init_world, refine_events
+from retailstream.jobs.spec import StreamRun
 from retailstream.kafka.clients import flush_or_fail, producer
 from retailstream.kafka.topics import create_topics
 from retailstream.world import DefectRates, EventGenerator, build_world
 from support import own_pipeline
 
-AVAILABLE_NOW = argparse.Namespace(available_now=True)
 START = datetime(2026, 5, 4, 8, 0, tzinfo=UTC)
 SEED = 3
 
@@ -132,8 +131,8 @@ def test_every_event_lands_once_where_it_should(
     client.produce("shop.ratings", key=b"duplicate", value=corpus["duplicate"][0], timestamp=stamp)
     flush_or_fail(client)
 
-    ingest_events.run(spark, settings, AVAILABLE_NOW)
-    refine_events.run(spark, settings, AVAILABLE_NOW)
+    ingest_events.run(spark, StreamRun(settings, available_now=True))
+    refine_events.run(spark, StreamRun(settings, available_now=True))
 
     silver = {
         t: read_table(spark, refine_events.silver_table(settings, t))
@@ -196,8 +195,8 @@ def test_every_event_lands_once_where_it_should(
         timestamp=stamp - 3 * 3600_000 + 60_000,
     )
     flush_or_fail(client)
-    ingest_events.run(spark, settings, AVAILABLE_NOW)
-    refine_events.run(spark, settings, AVAILABLE_NOW)
+    ingest_events.run(spark, StreamRun(settings, available_now=True))
+    refine_events.run(spark, StreamRun(settings, available_now=True))
     after = read_table(spark, lake / "quality_metrics").collect()
     assert [(m.table, m.late_rows_dropped) for m in after if m.late_rows_dropped] == [
         ("ratings", 1)

@@ -4,7 +4,6 @@ and the generator's true probabilities judged on the same holdout, and the champ
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
@@ -20,12 +19,11 @@ from retailstream.errors import UserError
 from retailstream.io.delta import StreamTrigger, read_table
 from retailstream.jobs import build_views, score_shipments, train_disruption
 from retailstream.jobs.refine_events import silver_table
+from retailstream.jobs.spec import StreamRun
 from retailstream.ml import registry
 from retailstream.serve.app import create_app
 from retailstream.views.store import open_store
 from support import copied_lake, mlflow_runs, with_ml
-
-AVAILABLE_NOW = argparse.Namespace(available_now=True)
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +41,7 @@ def shipped(
         f"kafka.bootstrap_servers={lake.kafka.bootstrap}",
     )
     settings = with_ml(copy, "disruption", iterations=(10,), depths=(3, 4))
-    assert train_disruption.train(spark, settings, argparse.Namespace()) == 0
+    assert train_disruption.run(spark, train_disruption.DisruptionRun(settings)) == 0
     return settings
 
 
@@ -77,7 +75,7 @@ def test_a_model_that_is_not_better_leaves_the_champion_alone(
 ) -> None:
     # One shallow tree sees little of what the champion learnt.
     weak = with_ml(shipped, "disruption", iterations=(1,), depths=(1,))
-    assert train_disruption.train(spark, weak, argparse.Namespace()) == 0
+    assert train_disruption.run(spark, train_disruption.DisruptionRun(weak)) == 0
     client = registry.client(shipped.ml)
     run = mlflow_runs(shipped, train_disruption.EXPERIMENT)[-1]
     assert run.data.tags["promoted"] == "false"
@@ -95,7 +93,7 @@ def test_too_few_delivered_shipments_is_a_clear_error(
     client = registry.client(shipped.ml)
     before = len(client.search_model_versions(f"name = '{shipped.ml.disruption_model}'"))
     with pytest.raises(UserError, match="too few delivered shipments to train"):
-        train_disruption.train(spark, strict, argparse.Namespace())
+        train_disruption.run(spark, train_disruption.DisruptionRun(strict))
     assert len(client.search_model_versions(f"name = '{shipped.ml.disruption_model}'")) == before
 
 
@@ -105,8 +103,8 @@ def test_live_departures_are_scored_by_the_champion_with_rerouting(
     views = shipped.model_copy(
         update={"views": shipped.views.model_copy(update={"views": ("inventory_positions",)})}
     )
-    build_views.run(spark, views, AVAILABLE_NOW)
-    assert score_shipments.run(spark, shipped, AVAILABLE_NOW) == 0
+    build_views.run(spark, StreamRun(views, available_now=True))
+    assert score_shipments.run(spark, StreamRun(shipped, available_now=True)) == 0
     alerts = read_table(spark, shipped.lake.table(score_shipments.ALERTS_TABLE)).toPandas()
     threshold = shipped.ml.disruption.alert_threshold
     assert len(alerts) > 0

@@ -66,8 +66,8 @@ def _flags(settings: Settings) -> list[str]:
 
 
 def _train(spark: SparkSession, settings: Settings, ratings: Path | None = None) -> None:
-    args = argparse.Namespace(ratings=str(ratings) if ratings else None, format=None)
-    assert train_recommender.train(spark, settings, args) == 0
+    cfg = train_recommender.RecommenderRun(settings, ratings=str(ratings) if ratings else None)
+    assert train_recommender.run(spark, cfg) == 0
 
 
 def _silver_acts(spark: SparkSession, records: list) -> dict[str, DataFrame]:

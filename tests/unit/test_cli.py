@@ -1,11 +1,17 @@
 from __future__ import annotations
 
 import argparse
+import importlib
+from pathlib import Path
 
 import pytest
 
 from retailstream import __version__
 from retailstream.cli import build_parser, main
+from retailstream.config import load_settings
+from retailstream.io.delta import StreamTrigger
+from retailstream.jobs import all_jobs, enrich_events
+from retailstream.jobs.spec import StreamRun
 from support import run_cli
 
 
@@ -83,3 +89,34 @@ def test_config_check_validates_every_env() -> None:
     done = run_cli("config", "check")
     assert done.returncode == 0, done.stderr
     assert "conf/cluster: ok" in done.stdout and "conf/test: ok" in done.stdout
+
+
+def test_run_train_and_submit_are_built_from_the_job_specs(
+    project_home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    paths = set(_all_command_paths(build_parser()))
+    for job in all_jobs.STREAMING:
+        assert job.kind == "stream" and ("run", job.name) in paths
+    for job in all_jobs.TRAINING:
+        assert job.kind == "train" and ("train", job.name) in paths
+    # Every job has its spark-submit script, which runs that job's own entry.
+    for name, job in all_jobs.by_submit_name().items():
+        script = project_home / "jobs" / f"{job.script}.py"
+        assert f"from retailstream.jobs.{job.script} import main" in script.read_text(), name
+        assert importlib.import_module(f"retailstream.jobs.{job.script}").main == job.main
+    assert {p.stem for p in (project_home / "jobs").glob("*.py")} - {"retrain"} == {
+        job.script for job in all_jobs.by_submit_name().values()
+    }
+    # A job's own flags and help reach `run NAME --help`.
+    with pytest.raises(SystemExit):
+        main(["run", "ingest", "--help"])
+    out = capsys.readouterr().out
+    assert "--available-now" in out and "ingest what Kafka holds" in out
+
+
+def test_a_job_is_configured_from_its_flags_without_a_session() -> None:
+    args = build_parser().parse_args(["--env", "test", "run", "enrich", "--available-now"])
+    settings = load_settings("test", [])
+    cfg = enrich_events.JOB.configure(settings, args)
+    assert cfg == StreamRun(settings, available_now=True)
+    assert cfg.trigger(settings.enrich.trigger_interval) == StreamTrigger(True, "5 seconds")

@@ -127,6 +127,44 @@ def test_intervals_spark_takes_are_accepted_as_written(tmp_path: Path) -> None:
         assert settings.serving.trigger_interval == text
 
 
+@pytest.mark.parametrize("key", ["enrich.trigger_interval", "score.trigger_interval"])
+def test_a_mistyped_interval_in_a_file_names_the_key_and_the_file(tmp_path: Path, key: str) -> None:
+    section, name = key.split(".")
+    home = _home(tmp_path, {f"dev/{section}.yml": f"{section}:\n  {name}: 30 secs\n"})
+    with pytest.raises(ConfigError) as caught:
+        load_settings("dev", home=home, environ={})
+    message = str(caught.value)
+    assert key in message and f"conf/dev/{section}.yml" in message
+    assert "'30 secs' is not an interval" in message and "\n" not in message
+
+
+def test_each_stage_owns_its_trigger_and_thresholds(tmp_path: Path) -> None:
+    home = _home(tmp_path, {})
+    settings = load_settings(
+        "dev",
+        ["enrich.trigger_interval=7 seconds", "score.trigger_interval=11 seconds",
+         "score.low_stock_threshold=5"],
+        home=home, environ={},
+    )  # fmt: skip
+    assert settings.enrich.trigger_interval == "7 seconds"
+    assert settings.refine.trigger_interval == "5 seconds"  # refine's is not enrich's
+    assert settings.score.trigger_interval == "11 seconds"
+    assert settings.views.trigger_interval == "30 seconds"  # nor the views' scoring's
+    assert (settings.score.low_stock_threshold, settings.views.low_stock_threshold) == (5, 2)
+
+
+def test_a_memory_size_is_checked_at_load_time(tmp_path: Path) -> None:
+    home = _home(tmp_path, {"dev/spark.yml": "spark:\n  driver_memory: 2 gigs\n"})
+    with pytest.raises(ConfigError) as caught:
+        load_settings("dev", home=home, environ={})
+    message = str(caught.value)
+    assert "spark.driver_memory" in message and "conf/dev/spark.yml" in message
+    assert "'2 gigs' is not a memory size" in message and "\n" not in message
+    for text in ("512m", "2g", "4G", "1048576"):
+        settings = load_settings("dev", [f"spark.driver_memory={text}"], home=home, environ={})
+        assert settings.spark.driver_memory == text
+
+
 def test_split_key_handles_quotes_and_rejects_garbage() -> None:
     assert split_key('a."b.c".d') == ["a", "b.c", "d"]
     with pytest.raises(ConfigError):

@@ -149,6 +149,7 @@ def trigger_intervals(settings: Settings) -> dict[str, int]:
     """Each query's configured trigger interval in ms, by query name."""
     from retailstream.jobs import (
         build_views,
+        enrich_events,
         ingest_events,
         refine_events,
         score_shipments,
@@ -161,7 +162,11 @@ def trigger_intervals(settings: Settings) -> dict[str, int]:
         build_views.QUERY_NAME: interval_ms(settings.views.trigger_interval),
         serving_views.QUERY_NAME: interval_ms(settings.serving.trigger_interval),
         serving_views.POSTGRES_QUERY_NAME: interval_ms(settings.serving.trigger_interval),
-        score_shipments.QUERY_NAME: interval_ms(settings.views.trigger_interval),
+        score_shipments.QUERY_NAME: interval_ms(settings.score.trigger_interval),
+        **{
+            query: interval_ms(settings.enrich.trigger_interval)
+            for query in enrich_events.QUERY_NAMES
+        },
     }
 
 

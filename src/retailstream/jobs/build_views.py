@@ -54,8 +54,8 @@ from retailstream.io.delta import (
 from retailstream.jobs import refine_events
 from retailstream.jobs.ingest_events import BRONZE_TABLE
 from retailstream.jobs.interrupts import await_queries
-from retailstream.jobs.launcher import available_now_flag, launch
 from retailstream.jobs.refine_events import silver_table
+from retailstream.jobs.spec import StreamRun, stream_job
 from retailstream.transforms.aggregate import aggregate_value
 from retailstream.views.definitions import (
     COORDINATES,
@@ -476,19 +476,16 @@ def rebuild_command(spark: SparkSession, settings: Settings, args: argparse.Name
     return 0
 
 
-def run(spark: SparkSession, settings: Settings, args: argparse.Namespace) -> int:
-    trigger = StreamTrigger(args.available_now, settings.views.trigger_interval)
+def run(spark: SparkSession, cfg: StreamRun) -> int:
+    settings = cfg.settings
+    trigger = cfg.trigger(settings.views.trigger_interval)
     views = chosen_views(settings)
     await_queries(start(spark, settings, trigger))
     print(f"gold views up to date: {', '.join(v.name for v in views)}")
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    return launch(
-        __doc__.splitlines()[0],
-        run,
-        argv,
-        available_now_flag("bring the views up to date with silver"),
-        prog="build_views",
-    )
+JOB = stream_job(
+    "views", __doc__.splitlines()[0], "build_views", run, "bring the views up to date with silver"
+)
+main = JOB.main

@@ -16,8 +16,7 @@ Each query has its own checkpoint `<lake>/_checkpoints/enrich_<name>`.
 
 from __future__ import annotations
 
-import argparse
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
@@ -34,8 +33,8 @@ from retailstream.io.delta import (
     read_table,
 )
 from retailstream.jobs.interrupts import await_queries
-from retailstream.jobs.launcher import available_now_flag, launch
 from retailstream.jobs.refine_events import load_references, silver_table
+from retailstream.jobs.spec import StreamRun, stream_job
 from retailstream.transforms.enrich import (
     add_world_events,
     departures,
@@ -49,6 +48,10 @@ from retailstream.transforms.enrich import (
 # report may arrive and still be matched.
 JOIN_WATERMARK = "30 minutes"
 ENRICHED = ("clickstream_enriched", "orders_enriched", "order_lines_enriched", "shipments_enriched")
+# One query per source table, named and checkpointed after it.
+QUERY_NAMES = tuple(
+    f"enrich_{name}" for name in ("clickstream", "orders", "order_lines", "shipments")
+)
 
 
 def _stream(spark: SparkSession, settings: Settings, table: str) -> DataFrame:
@@ -89,7 +92,7 @@ def start_all(
     """Start the four enrichment queries; return them."""
 
     def checkpoint(name: str) -> Path:
-        return settings.lake.checkpoint(f"enrich_{name}")
+        return settings.lake.checkpoint(f"enrich_{name}")  # QUERY_NAMES
 
     def simple(name: str, frame: DataFrame) -> StreamingQuery:
         target = f"{name}_enriched"
@@ -133,12 +136,13 @@ def start_all(
     return queries
 
 
-def run(spark: SparkSession, settings: Settings, args: argparse.Namespace) -> int:
+def run(spark: SparkSession, cfg: StreamRun) -> int:
+    settings = cfg.settings
     references = load_references(spark, settings)
     queries = start_all(
         spark,
         settings,
-        StreamTrigger(args.available_now, settings.refine.trigger_interval),
+        cfg.trigger(settings.enrich.trigger_interval),
         references,
     )
     await_queries(*queries)
@@ -146,11 +150,7 @@ def run(spark: SparkSession, settings: Settings, args: argparse.Namespace) -> in
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    return launch(
-        __doc__.splitlines()[0],
-        run,
-        argv,
-        available_now_flag("enrich what silver holds"),
-        prog="enrich_events",
-    )
+JOB = stream_job(
+    "enrich", __doc__.splitlines()[0], "enrich_events", run, "enrich what silver holds"
+)
+main = JOB.main

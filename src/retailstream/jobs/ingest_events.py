@@ -16,7 +16,6 @@ still has to read; it stops and names them unless `ingest.allow_data_loss`.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,7 +36,7 @@ from retailstream.io.delta import (
 )
 from retailstream.io.event_chain import CHAIN_TABLE, ChainedAppend, with_record_hash
 from retailstream.io.kafka_source import read_kafka_stream
-from retailstream.jobs.launcher import available_now_flag, launch
+from retailstream.jobs.spec import StreamRun, stream_job
 from retailstream.jobs.supervisor import run_supervised
 from retailstream.kafka.broker import broker_reachable
 from retailstream.kafka.clients import require_broker
@@ -122,7 +121,8 @@ def is_transient(exc: Exception) -> bool:
     return any(marker in text for marker in _TRANSIENT_MARKERS)
 
 
-def run(spark: SparkSession, settings: Settings, args: argparse.Namespace) -> int:
+def run(spark: SparkSession, cfg: StreamRun) -> int:
+    settings = cfg.settings
     require_broker(settings.kafka.bootstrap)
     missing = sorted(set(settings.kafka.topics) - set(list_topics(settings.kafka.bootstrap)))
     if missing:
@@ -137,9 +137,7 @@ def run(spark: SparkSession, settings: Settings, args: argparse.Namespace) -> in
     for gap in lost:
         print(f"skipping {gap.count} records lost to retention: {gap}", file=sys.stderr)
 
-    trigger = StreamTrigger(
-        available_now=args.available_now, processing_time=settings.ingest.trigger_interval
-    )
+    trigger = cfg.trigger(settings.ingest.trigger_interval)
 
     def fatal(exc: Exception) -> Exception | None:
         if _is_data_loss(exc) and not allow_loss:
@@ -161,11 +159,5 @@ def run(spark: SparkSession, settings: Settings, args: argparse.Namespace) -> in
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    return launch(
-        __doc__.splitlines()[0],
-        run,
-        argv,
-        available_now_flag("ingest what Kafka holds"),
-        prog="ingest_events",
-    )
+JOB = stream_job("ingest", __doc__.splitlines()[0], "ingest_events", run, "ingest what Kafka holds")
+main = JOB.main

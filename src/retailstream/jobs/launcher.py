@@ -1,7 +1,8 @@
-"""What every job's `main(argv)` shares: flags, config, the session, errors.
+"""What every command's and job's `main(argv)` shares: flags, config, the session, errors.
 
-A job module provides `run(spark, settings, args)` and a `main(argv)` that
-calls `launch`; `jobs/<name>.py` (the spark-submit entry) calls `main`.
+A job (`jobs/spec.py`) launches as `Job.main`, which calls `launch` with its
+`run_with`; a command that is not a job (`retrain`, ...) calls `launch` with its
+own `run(spark, settings, args)`.
 """
 
 from __future__ import annotations
@@ -43,19 +44,6 @@ def add_common_flags(parser: argparse.ArgumentParser, suppress_defaults: bool = 
     parser.add_argument(
         "-v", "--verbose", action="store_true", default=default(False), help="show stack traces"
     )
-
-
-def available_now_flag(what: str) -> Callable[[argparse.ArgumentParser], None]:
-    """The `--available-now` flag of a streaming job; `what` says what it drains."""
-
-    def add(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument(
-            "--available-now",
-            action="store_true",
-            help=f"{what} now, then stop (default: run until interrupted)",
-        )
-
-    return add
 
 
 def _first_line(exc: BaseException) -> str:

@@ -20,7 +20,6 @@ for the writes.
 
 from __future__ import annotations
 
-import argparse
 import functools
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -50,7 +49,7 @@ from retailstream.io.delta import (
 from retailstream.jobs.ingest_events import BRONZE_TABLE
 from retailstream.jobs.init_world import reference_table
 from retailstream.jobs.interrupts import await_queries
-from retailstream.jobs.launcher import available_now_flag, launch
+from retailstream.jobs.spec import StreamRun, stream_job
 from retailstream.quality.expectations import KnownValues, known_frames
 from retailstream.quality.reference_values import PRODUCT_SKUS, reference_values
 from retailstream.quality.suites import Suite, load_suites
@@ -497,21 +496,16 @@ def run_query(spark: SparkSession, settings: Settings, trigger: StreamTrigger) -
     return sum(written)
 
 
-def run(spark: SparkSession, settings: Settings, args: argparse.Namespace) -> int:
+def run(spark: SparkSession, cfg: StreamRun) -> int:
+    settings = cfg.settings
     if not (settings.lake.table(BRONZE_TABLE) / "_delta_log").is_dir():
         raise UserError("there is no bronze table yet: run `retailstream run ingest` first")
-    written = run_query(
-        spark, settings, StreamTrigger(args.available_now, settings.refine.trigger_interval)
-    )
+    written = run_query(spark, settings, cfg.trigger(settings.refine.trigger_interval))
     print(f"refined {', '.join(settings.refine.tables)}: {written} table micro-batches")
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    return launch(
-        __doc__.splitlines()[0],
-        run,
-        argv,
-        available_now_flag("refine what bronze holds"),
-        prog="refine_events",
-    )
+JOB = stream_job(
+    "refine", __doc__.splitlines()[0], "refine_events", run, "refine what bronze holds"
+)
+main = JOB.main

@@ -24,10 +24,15 @@ from retailstream.errors import UserError
 from retailstream.jobs import train_disruption, train_recommender
 from retailstream.jobs.launcher import launch
 
-Trainer = Callable[[SparkSession, Settings, argparse.Namespace], int]
+# A model's training as `retailstream train MODEL` runs it without flags.
+Trainer = Callable[[SparkSession, Settings], int]
 TRAINERS: dict[str, Trainer] = {
-    "recommender": train_recommender.train,
-    "disruption": train_disruption.train,
+    "recommender": lambda spark, settings: train_recommender.run(
+        spark, train_recommender.RecommenderRun(settings)
+    ),
+    "disruption": lambda spark, settings: train_disruption.run(
+        spark, train_disruption.DisruptionRun(settings)
+    ),
 }
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -46,9 +51,8 @@ def one_round(
     """Train each model once; {model: "ok" | the failure} (a failure stops nothing else)."""
     outcome = {}
     for model in models:
-        args = argparse.Namespace(ratings=None, format=None)
         try:
-            trainers[model](spark, settings, args)
+            trainers[model](spark, settings)
             outcome[model] = "ok"
         except Exception as error:  # noqa: BLE001 - any failure leaves the champion as it was
             first = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)

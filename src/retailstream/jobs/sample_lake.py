@@ -29,6 +29,7 @@ from retailstream.io.truth import TruthWriter
 from retailstream.jobs import build_views, enrich_events, ingest_events, init_world, refine_events
 from retailstream.jobs.launcher import launch
 from retailstream.jobs.produce_events import defect_rates
+from retailstream.jobs.spec import StreamRun
 from retailstream.kafka.broker import throwaway_broker
 from retailstream.kafka.clients import producer
 from retailstream.kafka.publish import publish
@@ -37,7 +38,6 @@ from retailstream.world import EventGenerator, build_world
 
 # Written last: a lake holding it is a finished sample.
 MARKER = "_sample.json"
-_AVAILABLE_NOW = argparse.Namespace(available_now=True)
 
 
 @dataclass(frozen=True)
@@ -92,11 +92,11 @@ def build(spark: SparkSession, settings: Settings, spec: SampleSpec) -> dict:
                     simulated_timestamps=True)  # fmt: skip
             # The streams catch up once a day: each table gets a version per day,
             # and the quality metrics a batch per day.
-            ingest_events.run(spark, local, _AVAILABLE_NOW)
+            ingest_events.run(spark, StreamRun(local, available_now=True))
             day_versions.append(latest_version(spark, bronze))
-            refine_events.run(spark, local, _AVAILABLE_NOW)
-            enrich_events.run(spark, local, _AVAILABLE_NOW)
-            build_views.run(spark, local, _AVAILABLE_NOW)
+            refine_events.run(spark, StreamRun(local, available_now=True))
+            enrich_events.run(spark, StreamRun(local, available_now=True))
+            build_views.run(spark, StreamRun(local, available_now=True))
             print(f"day {day + 1}/{spec.days}: {spec.events_per_day:,} events through the pipeline")
     built = {
         **asdict(spec),

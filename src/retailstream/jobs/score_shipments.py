@@ -17,8 +17,7 @@ restarting the query.
 
 from __future__ import annotations
 
-import argparse
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 from pyspark.ml import PipelineModel
@@ -37,8 +36,8 @@ from retailstream.io.delta import (
     read_table,
 )
 from retailstream.jobs.interrupts import await_queries
-from retailstream.jobs.launcher import available_now_flag, launch
 from retailstream.jobs.refine_events import load_references, silver_table
+from retailstream.jobs.spec import StreamRun, stream_job
 from retailstream.ml import disruption as dis
 from retailstream.ml import registry
 from retailstream.ml.rerouting import alerted_lines, suggestions
@@ -153,7 +152,7 @@ def score_batch_handler(
             )
             moves = suggestions(
                 lines, positions, references["stores"], references["routes"],
-                settings.views.low_stock_threshold,
+                settings.score.low_stock_threshold,
             )  # fmt: skip
             documents = alert_documents(alerts, moves, version)
             rows = spark.createDataFrame(documents, ALERT_SCHEMA)
@@ -182,18 +181,15 @@ def start(spark: SparkSession, settings: Settings, trigger: StreamTrigger) -> St
     )
 
 
-def run(spark: SparkSession, settings: Settings, args: argparse.Namespace) -> int:
-    trigger = StreamTrigger(args.available_now, settings.views.trigger_interval)
+def run(spark: SparkSession, cfg: StreamRun) -> int:
+    settings = cfg.settings
+    trigger = cfg.trigger(settings.score.trigger_interval)
     await_queries(start(spark, settings, trigger))
     print(f"scored shipments up to date ({QUERY_NAME})")
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    return launch(
-        __doc__.splitlines()[0],
-        run,
-        argv,
-        available_now_flag("score what is in silver, then stop"),
-        prog="score_shipments",
-    )
+JOB = stream_job(
+    "score", __doc__.splitlines()[0], "score_shipments", run, "score what is in silver, then stop"
+)
+main = JOB.main

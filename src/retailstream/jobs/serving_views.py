@@ -53,9 +53,9 @@ from retailstream.io.kafka_source import read_kafka_stream, starting_after
 from retailstream.jobs import serving_realtime
 from retailstream.jobs.ingest_events import BRONZE_TABLE
 from retailstream.jobs.interrupts import await_queries
-from retailstream.jobs.launcher import available_now_flag, launch
 from retailstream.jobs.refine_events import REFERENCE_TABLES, known_values, load_references
 from retailstream.jobs.serving_tasks import SliceFold, SliceReport, StoreOutage, fold_in_tasks
+from retailstream.jobs.spec import StreamRun, stream_job
 from retailstream.kafka.clients import require_broker
 from retailstream.kafka.topics import topic_partitions
 from retailstream.quality.expectations import KnownValues
@@ -488,10 +488,11 @@ def serving_paths(spark: SparkSession, settings: Settings) -> list[ServingPath]:
     return paths
 
 
-def run(spark: SparkSession, settings: Settings, args: argparse.Namespace) -> int:
+def run(spark: SparkSession, cfg: StreamRun) -> int:
+    settings = cfg.settings
     require_broker(settings.kafka.bootstrap)
     paths = serving_paths(spark, settings)
-    trigger = StreamTrigger(args.available_now, settings.serving.trigger_interval)
+    trigger = cfg.trigger(settings.serving.trigger_interval)
     await_queries(*(path.start(trigger) for path in paths))
     stores = " and ".join(path.kind for path in paths)
     print(f"serving views up to date in {stores}: {', '.join(paths[0].views)}", file=sys.stderr)
@@ -509,11 +510,11 @@ def run(spark: SparkSession, settings: Settings, args: argparse.Namespace) -> in
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    return launch(
-        __doc__.splitlines()[0],
-        run,
-        argv,
-        available_now_flag("fold what Kafka holds into the serving views"),
-        prog="serving_views",
-    )
+JOB = stream_job(
+    "serving",
+    __doc__.splitlines()[0],
+    "serving_views",
+    run,
+    "fold what Kafka holds into the serving views",
+)
+main = JOB.main

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pyspark.ml import PipelineModel
 from pyspark.sql import DataFrame, SparkSession, Window
@@ -31,13 +31,16 @@ from retailstream.config import RecommenderSettings, Settings
 from retailstream.errors import UserError
 from retailstream.io.delta import write_table
 from retailstream.io.truth import read_truth
-from retailstream.jobs.launcher import launch
 from retailstream.jobs.refine_events import load_references, silver_table
+from retailstream.jobs.spec import Job
 from retailstream.ml import implicit, registry, runs
 from retailstream.ml import recommender as rec
 from retailstream.ml.ratings_input import FORMATS, read_ratings, require_variety
 from retailstream.ml.splits import Split, ratings_split
 from retailstream.views.store import ServingStore, open_store
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
 
 EXPERIMENT = "recommender"
 
@@ -51,15 +54,40 @@ def silver_ratings(spark: SparkSession, settings: Settings) -> tuple[DataFrame, 
     return table.select(*columns), lineage
 
 
-def training_ratings(
-    spark: SparkSession, settings: Settings, args: argparse.Namespace
-) -> tuple[DataFrame, dict[str, Any]]:
-    if args.ratings:
-        path = Path(args.ratings)
-        ratings = read_ratings(spark, path, args.format)
+@dataclass(frozen=True)
+class RecommenderRun:
+    """What a training of the recommender runs with: the settings, a ratings file a user
+    brings instead of silver ratings (`--ratings`, in `format` or guessed), and whether to
+    learn from clicks and orders too (`--implicit`, or `ml.recommender.implicit`)."""
+
+    settings: Settings
+    ratings: str | None = None
+    format: str | None = None
+    implicit: bool = False
+
+    def __post_init__(self) -> None:
+        # Refused before anything is read: the signals exist only in the lake.
+        if self.signals == "implicit" and self.ratings:
+            raise UserError(
+                "implicit signals (clicks, orders) come from the lake's silver tables: "
+                "train on --ratings without --implicit (and with ml.recommender.implicit false)"
+            )
+
+    @property
+    def signals(self) -> str:
+        """`implicit` (ALS on clicks, orders and good ratings) or `explicit` (on the stars)."""
+        return "implicit" if self.settings.ml.recommender.implicit or self.implicit else "explicit"
+
+
+def training_ratings(spark: SparkSession, cfg: RecommenderRun) -> tuple[DataFrame, dict[str, Any]]:
+    """The ratings to train on (the file a user brought, or silver ratings) and where they
+    came from (the run's lineage)."""
+    if cfg.ratings:
+        path = Path(cfg.ratings)
+        ratings = read_ratings(spark, path, cfg.format)
         require_variety(ratings, str(path))
         return ratings.withColumn("event_id", F.lit(None).cast("string")), {"file": str(path)}
-    return silver_ratings(spark, settings)
+    return silver_ratings(spark, cfg.settings)
 
 
 def plot_validation(trials: Sequence[rec.Trial | implicit.RankingTrial]) -> Callable[[Any], None]:
@@ -215,6 +243,81 @@ class _Laps:
         self._clock = now
 
 
+@dataclass(frozen=True)
+class _Chosen:
+    """The model refit with the parameters validation chose, and what it chose from."""
+
+    model: PipelineModel
+    best: rec.Trial | implicit.RankingTrial
+    trials: list[rec.Trial] | list[implicit.RankingTrial]
+    validation: dict[str, float]  # the chosen point's validation score
+    knows: DataFrame  # what the model learnt from (it can rank only these customers)
+
+
+def _choose_explicit(
+    split: Split, seen: DataFrame, conf: RecommenderSettings, laps: _Laps
+) -> _Chosen:
+    """ALS on the stars, chosen by validation RMSE and refit on every rating before the holdout."""
+    trials = rec.grid_search(
+        split.train, split.validation, conf.ranks, conf.reg_params, conf.max_iter, conf.seed
+    )
+    best = trials[0]
+    laps("grid_search")
+    model = rec.fit_als(seen, best.rank, best.reg_param, conf.max_iter, conf.seed)
+    return _Chosen(model, best, trials, {"validation_rmse": best.validation_rmse}, seen)
+
+
+def _choose_implicit(
+    split: Split, acts: DataFrame, conf: RecommenderSettings, keep: runs.Kept, laps: _Laps
+) -> _Chosen:
+    """ALS on the signals' strengths, chosen by validation NDCG@k. The signals are cut at
+    the instants the ratings were split at, so that neither the choice nor the refit
+    learns from the period it is judged on."""
+    k = conf.top_k
+    early = keep(implicit.strengths(acts, split.validation_start))
+    trials = implicit.grid_search(
+        early, split.validation, split.train, conf.ranks, conf.reg_params, conf.max_iter,
+        conf.seed, conf.implicit_alpha, conf.relevant_stars, k,
+    )  # fmt: skip
+    best = trials[0]
+    laps("grid_search")
+    knows = keep(implicit.strengths(acts, split.holdout_start))
+    model = implicit.fit(knows, best, conf.max_iter, conf.seed, conf.implicit_alpha)
+    return _Chosen(model, best, trials, {f"validation_ndcg_at_{k}": best.validation_ndcg}, knows)
+
+
+def _holdout_metrics(
+    model: PipelineModel, split: Split, seen: DataFrame, known: DataFrame,
+    conf: RecommenderSettings, keep: runs.Kept, stars: bool,
+) -> tuple[dict[str, float], DataFrame | None]:  # fmt: skip
+    """How the model ranks for the `known` holdout customers; for a model of `stars` also
+    its RMSE and coverage (the share of held-out rows it can score), and the holdout it
+    scored (what the generator's truth is compared on)."""
+    k, holdout = conf.top_k, split.holdout
+    lists = rec.recommend(model, known, seen, k)
+    metrics = rec.ranking_metrics(lists, holdout, conf.relevant_stars, k)
+    scored = None
+    if stars:
+        scored = keep(model.transform(holdout))
+        metrics["holdout_rmse"] = rec.rmse(scored)
+        metrics["holdout_coverage"] = scored.count() / max(1, holdout.count())
+    return metrics, scored
+
+
+def _baseline_metrics(
+    holdout: DataFrame, seen: DataFrame, known: DataFrame, conf: RecommenderSettings
+) -> dict[str, float]:
+    """What a model has to beat to be worth serving: the item mean for RMSE, and the most
+    popular items the customer has not rated for the rankings (same customers)."""
+    k = conf.top_k
+    popular = rec.popular_items(seen, conf.relevant_stars)
+    baseline_lists = rec.recommend_popular(known, seen, popular, k)
+    metrics = {"baseline_rmse": rec.rmse(rec.item_mean_predictions(seen, holdout))}
+    ranking = rec.ranking_metrics(baseline_lists, holdout, conf.relevant_stars, k)
+    metrics.update({f"baseline_{name}": value for name, value in ranking.items()})
+    return metrics
+
+
 def fit_and_evaluate(
     split: Split, conf: RecommenderSettings, keep: runs.Kept, acts: DataFrame | None = None
 ) -> Fitted:
@@ -226,85 +329,50 @@ def fit_and_evaluate(
     validation NDCG@k. Either way the ranking metrics are over the same customers
     for the model and the popularity baseline: those in the holdout the model knows.
     """
-    laps, k = _Laps(), conf.top_k
+    laps = _Laps()
     seen = keep(split.train.unionByName(split.validation))  # ratings before the holdout
-    trials: list[rec.Trial] | list[implicit.RankingTrial]
-    best: rec.Trial | implicit.RankingTrial
     if acts is None:
-        trials = rec.grid_search(
-            split.train, split.validation, conf.ranks, conf.reg_params, conf.max_iter, conf.seed
-        )
-        best = trials[0]
-        validation = {"validation_rmse": best.validation_rmse}
-        laps("grid_search")
-        model = rec.fit_als(seen, best.rank, best.reg_param, conf.max_iter, conf.seed)
-        knows = seen
+        chosen = _choose_explicit(split, seen, conf, laps)
     else:
-        early = keep(implicit.strengths(acts, split.validation_start))
-        trials = implicit.grid_search(
-            early, split.validation, split.train, conf.ranks, conf.reg_params, conf.max_iter,
-            conf.seed, conf.implicit_alpha, conf.relevant_stars, k,
-        )  # fmt: skip
-        best = trials[0]
-        validation = {f"validation_ndcg_at_{k}": best.validation_ndcg}
-        laps("grid_search")
-        knows = keep(implicit.strengths(acts, split.holdout_start))
-        model = implicit.fit(knows, best, conf.max_iter, conf.seed, conf.implicit_alpha)
+        chosen = _choose_implicit(split, acts, conf, keep, laps)
+    best, trials = chosen.best, chosen.trials
     print(f"chosen on validation: rank {best.rank}, regParam {best.reg_param} "
-          f"({validation}; {len(trials)} tried)")  # fmt: skip
+          f"({chosen.validation}; {len(trials)} tried)")  # fmt: skip
     laps("final_fit")
 
-    holdout = split.holdout
-    known = (
-        holdout.select("customer_id")
-        .distinct()
-        .join(knows.select("customer_id").distinct(), "customer_id")
-    )
-    lists = rec.recommend(model, known, seen, k)
-    metrics = {**validation, **rec.ranking_metrics(lists, holdout, conf.relevant_stars, k)}
-    scored = None
-    if acts is None:
-        scored = keep(model.transform(holdout))
-        metrics["holdout_rmse"] = rec.rmse(scored)
-        metrics["holdout_coverage"] = scored.count() / max(1, holdout.count())
+    customers = split.holdout.select("customer_id").distinct()
+    known = customers.join(chosen.knows.select("customer_id").distinct(), "customer_id")
+    found, scored = _holdout_metrics(chosen.model, split, seen, known, conf, keep, acts is None)
+    metrics = {**chosen.validation, **found}
     laps("evaluate")
-    popular = rec.popular_items(seen, conf.relevant_stars)
-    baseline_lists = rec.recommend_popular(known, seen, popular, k)
-    metrics["baseline_rmse"] = rec.rmse(rec.item_mean_predictions(seen, holdout))
-    metrics.update(
-        {
-            f"baseline_{name}": value
-            for name, value in rec.ranking_metrics(
-                baseline_lists, holdout, conf.relevant_stars, k
-            ).items()
-        }
-    )
+    metrics.update(_baseline_metrics(split.holdout, seen, known, conf))
     laps("baselines")
-    return Fitted(model, best, trials, metrics, scored, laps.seconds)
+    return Fitted(chosen.model, best, trials, metrics, scored, laps.seconds)
 
 
-def train(spark: SparkSession, settings: Settings, args: argparse.Namespace) -> int:
-    with runs.kept_in_memory() as keep:
-        return _train(spark, settings, args, keep)
+@dataclass(frozen=True)
+class Prepared:
+    """What the model is fitted and judged on, and where it came from."""
+
+    ratings: DataFrame
+    split: Split
+    sizes: dict[str, int]  # rows of each part
+    untimed: str | None  # why the split is at random, not by time (None: by time)
+    acts: DataFrame | None  # the implicit signals (None: trained on the stars alone)
+    lineage: dict[str, Any]  # each input's file or Delta version
 
 
-def _train(
-    spark: SparkSession, settings: Settings, args: argparse.Namespace, keep: runs.Kept
-) -> int:
-    conf = settings.ml.recommender
-    signals = "implicit" if conf.implicit or getattr(args, "implicit", False) else "explicit"
-    if signals == "implicit" and args.ratings:
-        raise UserError(
-            "implicit signals (clicks, orders) come from the lake's silver tables: "
-            "train on --ratings without --implicit (and with ml.recommender.implicit false)"
-        )
-    ratings, lineage = training_ratings(spark, settings, args)
+def prepare(spark: SparkSession, cfg: RecommenderRun, keep: runs.Kept) -> Prepared:
+    """The ratings split by time (at random when their times cannot tell, said so), and
+    the implicit signals when asked for. Too few ratings stop the run here, before
+    anything is fitted, logged or registered."""
+    conf = cfg.settings.ml.recommender
+    ratings, read = training_ratings(spark, cfg)
     ratings = keep(ratings)
     split, untimed = ratings_split(
         ratings, conf.holdout_fraction, conf.validation_fraction, conf.seed
     )
     split = split.map(keep)
-    holdout = split.holdout
     sizes = split.sizes()
     how = "by time" if untimed is None else f"at random (seed {conf.seed})"
     runs.require_rows(sizes, conf.min_ratings, "ratings", how)
@@ -312,101 +380,158 @@ def _train(
         print(f"the ratings are split at random, not by time: {untimed}")
     print(f"ratings {how}: {sizes['train']:,} train, {sizes['validation']:,} validation, "
           f"{sizes['holdout']:,} holdout")  # fmt: skip
+    acts, lineage = None, {"ratings": read}
+    if cfg.signals == "implicit":
+        acts, signal_lineage = training_signals(spark, cfg.settings, ratings)
+        lineage = {**lineage, **signal_lineage}
+    return Prepared(ratings, split, sizes, untimed, acts, lineage)
 
-    acts = None
+
+def fit(spark: SparkSession, cfg: RecommenderRun, data: Prepared, keep: runs.Kept) -> Fitted:
+    """`fit_and_evaluate`, plus the RMSE of the generator's true tastes on the rows the
+    model scored when the ratings are the lake's generated ones: the best any model
+    could reach, so the gap says how much is left to learn."""
+    fitted = fit_and_evaluate(data.split, cfg.settings.ml.recommender, keep, data.acts)
+    truth = read_truth(spark, cfg.settings.lake.root, "rating_truth")
+    if truth is not None and not cfg.ratings and fitted.scored is not None:
+        fitted.metrics["oracle_rmse"] = rec.oracle_rmse(fitted.scored, truth)
+    return fitted
+
+
+def log_run(cfg: RecommenderRun, data: Prepared, fitted: Fitted) -> None:
+    """Everything needed to explain a version later, logged to the active MLflow run: the
+    parameters and the grid, the split, the metrics and step times, each input's
+    version (also as tags, to search runs by), the validation grid and its plot."""
+    import mlflow
+
+    conf, best = cfg.settings.ml.recommender, fitted.best
+    mlflow.log_params(
+        {
+            "rank": best.rank, "reg_param": best.reg_param, "max_iter": conf.max_iter,
+            "seed": conf.seed, "grid_ranks": list(conf.ranks),
+            "grid_reg_params": list(conf.reg_params),
+            "holdout_fraction": conf.holdout_fraction,
+            "validation_fraction": conf.validation_fraction, "top_k": conf.top_k,
+            "relevant_stars": conf.relevant_stars, "signals": cfg.signals,
+            "split": "time" if data.untimed is None else "random",
+            **({"implicit_alpha": conf.implicit_alpha,
+                "signal_weights": json.dumps(conf.signal_weights)} if data.acts is not None else {}),
+            **{f"rows_{part}": n for part, n in data.sizes.items()},
+        }
+    )  # fmt: skip
+    mlflow.log_metrics(runs.finite(fitted.metrics))
+    mlflow.log_metrics({f"seconds_{step}": t for step, t in fitted.seconds.items()})
+    mlflow.log_dict(data.lineage, "inputs.json")
+    for table, read in data.lineage.items():
+        if "delta_version" in read:
+            mlflow.set_tag(f"input.silver_{table}.delta_version", read["delta_version"])
+    mlflow.log_dict({"trials": [asdict(t) for t in fitted.trials]}, "validation_grid.json")
+    runs.log_figure(plot_validation(fitted.trials), "validation_grid.png")
+
+
+def register(tracking: MlflowClient, cfg: RecommenderRun, data: Prepared, fitted: Fitted) -> str:
+    """Log the model (with its signature and an input example) as a new version, tagged
+    with its signals and the holdout metric it was judged on (what `models list`
+    shows); returns the version."""
+    name, model = cfg.settings.ml.recommender_model, fitted.model
+    example = data.split.holdout.select("customer_id", "sku").limit(5)
+    version = registry.log_model(
+        model,
+        name,
+        example.toPandas(),
+        model.transform(example).select("prediction").toPandas(),
+    )
+    # A preference model predicts no stars: its holdout metric is NDCG@k, not RMSE.
+    k = cfg.settings.ml.recommender.top_k
+    judged_on = f"ndcg_at_{k}" if cfg.signals == "implicit" else "holdout_rmse"
+    tracking.set_model_version_tag(name, version, "signals", cfg.signals)
+    tracking.set_model_version_tag(name, version, "holdout_metric", judged_on)
+    tracking.set_model_version_tag(name, version, "holdout_value", str(fitted.metrics[judged_on]))
+    return version
+
+
+def _judged_on_rankings(tracking: MlflowClient, name: str, signals: str) -> bool:
+    """Whether the new version and the champion are compared on NDCG@k rather than RMSE:
+    when either side predicts preference (implicit signals) rather than stars."""
     if signals == "implicit":
-        acts, signal_lineage = training_signals(spark, settings, ratings)
-        lineage = {"ratings": lineage, **signal_lineage}
-    else:
-        lineage = {"ratings": lineage}
-    fitted = fit_and_evaluate(split, conf, keep, acts)
-    model, best, trials, metrics = fitted.model, fitted.best, fitted.trials, fitted.metrics
-    k = conf.top_k
-    truth = read_truth(spark, settings.lake.root, "rating_truth")
-    if truth is not None and not args.ratings and fitted.scored is not None:
-        metrics["oracle_rmse"] = rec.oracle_rmse(fitted.scored, truth)
-    # What the version is judged on: RMSE between rating models; NDCG@k when either
-    # side predicts preference rather than stars.
-    judged_on = f"ndcg_at_{k}" if signals == "implicit" else "holdout_rmse"
+        return True
+    champion_now = registry.champion_version(tracking, name)
+    if champion_now is None:
+        return False
+    return tracking.get_model_version(name, champion_now).tags.get("signals") == "implicit"
 
+
+def judge(
+    tracking: MlflowClient, cfg: RecommenderRun, data: Prepared, fitted: Fitted, version: str
+) -> registry.Verdict:
+    """Promote the new version only if it beats the champion on this run's holdout, both
+    scored on the same rows (the scores are logged as `vs_champion_*`): a version that
+    loses is registered and changes nothing served."""
     import mlflow
     import mlflow.spark
 
-    name = settings.ml.recommender_model
-    run_name = f"als-{signals}-rank{best.rank}-reg{best.reg_param}"
-    with registry.training_run(settings.ml, EXPERIMENT, run_name) as tracking:
-        mlflow.log_params(
-            {
-                "rank": best.rank, "reg_param": best.reg_param, "max_iter": conf.max_iter,
-                "seed": conf.seed, "grid_ranks": list(conf.ranks),
-                "grid_reg_params": list(conf.reg_params),
-                "holdout_fraction": conf.holdout_fraction,
-                "validation_fraction": conf.validation_fraction, "top_k": k,
-                "relevant_stars": conf.relevant_stars, "signals": signals,
-                "split": "time" if untimed is None else "random",
-                **({"implicit_alpha": conf.implicit_alpha,
-                    "signal_weights": json.dumps(conf.signal_weights)} if acts is not None else {}),
-                **{f"rows_{part}": n for part, n in sizes.items()},
-            }
-        )  # fmt: skip
-        mlflow.log_metrics(runs.finite(metrics))
-        mlflow.log_metrics({f"seconds_{step}": t for step, t in fitted.seconds.items()})
-        mlflow.log_dict(lineage, "inputs.json")
-        for table, read in lineage.items():
-            if "delta_version" in read:
-                mlflow.set_tag(f"input.silver_{table}.delta_version", read["delta_version"])
-        mlflow.log_dict({"trials": [asdict(t) for t in trials]}, "validation_grid.json")
-        runs.log_figure(plot_validation(trials), "validation_grid.png")
-        example = holdout.select("customer_id", "sku").limit(5)
-        version = registry.log_model(
-            model,
-            name,
-            example.toPandas(),
-            model.transform(example).select("prediction").toPandas(),
-        )
-        tracking.set_model_version_tag(name, version, "signals", signals)
-        tracking.set_model_version_tag(name, version, "holdout_metric", judged_on)
-        tracking.set_model_version_tag(name, version, "holdout_value", str(metrics[judged_on]))
-        ranked = signals == "implicit"
-        champion_now = registry.champion_version(tracking, name)
-        if champion_now is not None:
-            their_signals = tracking.get_model_version(name, champion_now).tags.get("signals")
-            ranked = ranked or their_signals == "implicit"
+    conf, name = cfg.settings.ml.recommender, cfg.settings.ml.recommender_model
+    k, model, split = conf.top_k, fitted.model, data.split
+    ranked = _judged_on_rankings(tracking, name, cfg.signals)
 
-        def against(champion_version: str) -> tuple[float, float]:
-            champion = mlflow.spark.load_model(f"models:/{name}/{champion_version}")
-            if ranked:
-                scores = compare_rankings(model, champion, split, conf.relevant_stars, k)
-            else:
-                scores = compare_on_holdout(model, champion, holdout)
-            what = f"ndcg_at_{k}" if ranked else "rmse"
-            mlflow.log_metrics(runs.finite({f"vs_champion_new_{what}": scores[0],
-                                            f"vs_champion_champion_{what}": scores[1]}))  # fmt: skip
-            return scores
+    def against(champion_version: str) -> tuple[float, float]:
+        champion = mlflow.spark.load_model(f"models:/{name}/{champion_version}")
+        if ranked:
+            scores = compare_rankings(model, champion, split, conf.relevant_stars, k)
+        else:
+            scores = compare_on_holdout(model, champion, split.holdout)
+        what = f"ndcg_at_{k}" if ranked else "rmse"
+        mlflow.log_metrics(runs.finite({f"vs_champion_new_{what}": scores[0],
+                                        f"vs_champion_champion_{what}": scores[1]}))  # fmt: skip
+        return scores
 
-        verdict = registry.judge(
-            tracking, name, version, f"NDCG@{k}" if ranked else "RMSE", against,
-            higher_is_better=ranked,
-        )  # fmt: skip
-        mlflow.set_tag("promoted", str(verdict.promoted).lower())
-        print(json.dumps({k: round(v, 4) for k, v in metrics.items()}, indent=None))
-        if not verdict.promoted:
-            print(f"{name} v{version} registered, not promoted: {verdict.reason}")
-            return 0
+    verdict = registry.judge(
+        tracking, name, version, f"NDCG@{k}" if ranked else "RMSE", against,
+        higher_is_better=ranked,
+    )  # fmt: skip
+    mlflow.set_tag("promoted", str(verdict.promoted).lower())
+    return verdict
 
-        references = {
-            name: keep(frame)
-            for name, frame in load_references(spark, settings, ["customers", "products"]).items()
-        }
-        everyone = ratings.select("customer_id", "sku")
-        lists = rec.recommend(model, references["customers"], everyone, k)
-        regional = popular_by_region(ratings, references["customers"], settings)
-        count = publish(
-            spark, settings, open_store(settings.views.store_path), lists, regional,
-            references, version,
-        )  # fmt: skip
-        print(f"{name} v{version} is the champion ({verdict.reason}); "
-              f"recommendations for {count:,} customers published")  # fmt: skip
+
+def publish_champion(
+    spark: SparkSession, settings: Settings, ratings: DataFrame, model: PipelineModel,
+    version: str, keep: runs.Kept,
+) -> int:  # fmt: skip
+    """The new champion's top-k for every customer, and each region's favourites for the
+    customers it knows nothing of, served in place of the last champion's; returns the
+    customers with lists. Only a promoted version gets here."""
+    references = {
+        name: keep(frame)
+        for name, frame in load_references(spark, settings, ["customers", "products"]).items()
+    }
+    everyone = ratings.select("customer_id", "sku")
+    lists = rec.recommend(model, references["customers"], everyone, settings.ml.recommender.top_k)
+    regional = popular_by_region(ratings, references["customers"], settings)
+    return publish(
+        spark, settings, open_store(settings.views.store_path), lists, regional,
+        references, version,
+    )  # fmt: skip
+
+
+def run(spark: SparkSession, cfg: RecommenderRun) -> int:
+    """Prepare the ratings, fit, log and register the model in an MLflow run, judge it
+    against the champion, and publish its lists if it takes over."""
+    with runs.kept_in_memory() as keep:
+        data = prepare(spark, cfg, keep)
+        fitted = fit(spark, cfg, data, keep)
+        best, name = fitted.best, cfg.settings.ml.recommender_model
+        run_name = f"als-{cfg.signals}-rank{best.rank}-reg{best.reg_param}"
+        with registry.training_run(cfg.settings.ml, EXPERIMENT, run_name) as tracking:
+            log_run(cfg, data, fitted)
+            version = register(tracking, cfg, data, fitted)
+            verdict = judge(tracking, cfg, data, fitted, version)
+            print(json.dumps({k: round(v, 4) for k, v in fitted.metrics.items()}, indent=None))
+            if not verdict.promoted:
+                print(f"{name} v{version} registered, not promoted: {verdict.reason}")
+                return 0
+            count = publish_champion(spark, cfg.settings, data.ratings, fitted.model, version, keep)
+            print(f"{name} v{version} is the champion ({verdict.reason}); "
+                  f"recommendations for {count:,} customers published")  # fmt: skip
     return 0
 
 
@@ -422,5 +547,14 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    return launch(__doc__.splitlines()[0], train, argv, add_flags, prog="train_recommender")
+def configure(settings: Settings, args: argparse.Namespace) -> RecommenderRun:
+    """The flags of `add_flags` as a `RecommenderRun`."""
+    return RecommenderRun(
+        settings, ratings=args.ratings, format=args.format, implicit=args.implicit
+    )
+
+
+JOB = Job(
+    "recommender", __doc__.splitlines()[0], "train", "train_recommender", configure, run, add_flags
+)
+main = JOB.main

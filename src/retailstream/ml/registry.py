@@ -11,26 +11,38 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import mlflow
 import pandas as pd
-from mlflow import MlflowClient
-from mlflow.exceptions import MlflowException
 
 from retailstream.config import MlSettings
 from retailstream.errors import UserError
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+# mlflow is imported where it is used: importing it takes about a second, which every
+# `retailstream` command would pay (the CLI imports the jobs that score and train).
 
 CHAMPION = "champion"
 HISTORY_TAG = "champion_history"
 
 
+def _mlflow_error() -> type[Exception]:
+    """MLflow's exception class, for `except` clauses (imported when one is reached)."""
+    from mlflow.exceptions import MlflowException
+
+    return MlflowException
+
+
 def client(settings: MlSettings) -> MlflowClient:
     """A client of the configured tracking store and registry (created on first use)."""
+    import mlflow
+
     settings.store_dir.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(settings.tracking)
     mlflow.set_registry_uri(settings.tracking)
-    return MlflowClient(tracking_uri=settings.tracking, registry_uri=settings.tracking)
+    return mlflow.MlflowClient(tracking_uri=settings.tracking, registry_uri=settings.tracking)
 
 
 def served(settings: MlSettings) -> bool:
@@ -49,6 +61,8 @@ def use_experiment(settings: MlSettings, name: str) -> str:
         experiment_id = tracking.create_experiment(name, artifact_location=location)
     else:
         experiment_id = experiment.experiment_id
+    import mlflow
+
     mlflow.set_experiment(experiment_id=experiment_id)
     return experiment_id
 
@@ -56,6 +70,8 @@ def use_experiment(settings: MlSettings, name: str) -> str:
 @contextmanager
 def training_run(settings: MlSettings, experiment: str, run_name: str) -> Iterator[MlflowClient]:
     """An MLflow run in `experiment` (active for `mlflow.log_*`); yields the registry client."""
+    import mlflow
+
     use_experiment(settings, experiment)
     tracking = client(settings)
     with mlflow.start_run(run_name=run_name):
@@ -66,7 +82,7 @@ def champion_version(tracking: MlflowClient, name: str) -> str | None:
     """The version number the `champion` alias points at, or None (no model, or no champion)."""
     try:
         return str(tracking.get_model_version_by_alias(name, CHAMPION).version)
-    except MlflowException:
+    except _mlflow_error():
         return None
 
 
@@ -88,7 +104,7 @@ def promote(tracking: MlflowClient, name: str, version: str) -> None:
     _require_model(tracking, name)
     try:
         tracking.get_model_version(name, version)
-    except MlflowException:
+    except _mlflow_error():
         raise UserError(f"{name} has no version {version}") from None
     set_champion(tracking, name, version)
 
@@ -113,7 +129,7 @@ def rollback(tracking: MlflowClient, name: str) -> str:
 def _require_model(tracking: MlflowClient, name: str) -> None:
     try:
         tracking.get_registered_model(name)
-    except MlflowException:
+    except _mlflow_error():
         known = ", ".join(m.name for m in tracking.search_registered_models()) or "none yet"
         raise UserError(f"no registered model {name!r} (registered: {known})") from None
 
