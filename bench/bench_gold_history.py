@@ -45,6 +45,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from retailstream.config import Settings
+from retailstream.io import datasets
 from retailstream.jobs import build_views, init_world
 from retailstream.session import build_spark
 
@@ -112,7 +113,7 @@ class GoldLake:
 
     def __init__(self, spark: SparkSession, settings: Settings) -> None:
         self.spark, self.settings = spark, settings
-        references = build_views.load_references(spark, settings)
+        references = datasets.load_references(spark, settings)
         products = references["products"].select("sku").collect()
         self.skus = sorted(r["sku"] for r in products)
         self.stores = sorted(
@@ -145,7 +146,7 @@ class GoldLake:
         return [self.fold(BATCH_EVENTS) for _ in range(repetitions)]
 
     def shape(self) -> dict[str, int]:
-        sales = build_views.gold_table(self.settings, "sales_by_region")
+        sales = datasets.gold_table(self.settings, "sales_by_region")
         detail = DeltaTable.forPath(self.spark, str(sales)).detail().first()
         assert detail is not None
         return {

@@ -44,6 +44,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
 from retailstream.config import Settings
+from retailstream.io.datasets import bronze_table
 from retailstream.io.delta import StreamTrigger, append_stream
 from retailstream.io.kafka_source import read_kafka_stream
 from retailstream.io.truth import TruthWriter
@@ -151,7 +152,7 @@ def unchained_ingest(spark: SparkSession, runs: Runs) -> Callable[[], int]:
         records = read_kafka_stream(spark, settings.kafka, sorted(settings.kafka.topics))
         query = append_stream(
             records.transform(to_bronze),
-            path=settings.lake.table(ingest_events.BRONZE_TABLE),
+            path=bronze_table(settings),
             checkpoint=settings.lake.checkpoint("unchained"),
             query_name="unchained",
             trigger=StreamTrigger(available_now=True),

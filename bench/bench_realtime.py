@@ -37,11 +37,12 @@ from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
 from retailstream.config import Settings
+from retailstream.io.datasets import load_references
 from retailstream.io.kafka_source import read_kafka_stream
 from retailstream.jobs.init_world import write_world
-from retailstream.jobs.refine_events import known_values, load_references
 from retailstream.kafka.clients import producer
 from retailstream.kafka.topics import create_topics
+from retailstream.quality.reference_values import known_values
 from retailstream.quality.suites import load_suites
 from retailstream.quality.verdicts import mark_events
 from retailstream.schemas import CONTRACTS_BY_TABLE

@@ -56,6 +56,8 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
 from retailstream.config import LakeSettings, Settings
+from retailstream.io import datasets
+from retailstream.io.datasets import bronze_table
 from retailstream.io.delta import StreamTrigger, read_table
 from retailstream.jobs import ingest_events, init_world, refine_events
 from retailstream.jobs.spec import StreamRun
@@ -63,6 +65,7 @@ from retailstream.kafka.clients import flush_or_fail, producer
 from retailstream.kafka.topics import create_topics, describe_topics
 from retailstream.quality import verdicts
 from retailstream.quality.expectations import KnownValues
+from retailstream.quality.reference_values import known_values
 from retailstream.quality.suites import Suite, load_suites
 from retailstream.schemas import CONTRACTS_BY_TABLE, event_fields
 from retailstream.session import build_spark
@@ -73,7 +76,7 @@ WITH = "refine with expectations"
 PLAIN = "parse and append only"
 START = datetime(2026, 5, 4, tzinfo=UTC)
 SCALE: Scale = "small"
-SHARED = (ingest_events.BRONZE_TABLE, init_world.REFERENCE)
+SHARED = (datasets.BRONZE, datasets.REFERENCE)
 
 
 # ---------------------------------------------------------------------------
@@ -107,7 +110,7 @@ def fill_topics(settings: Settings, events: int, seed: int) -> tuple[int, float]
 
 
 def bronze_rows_by_topic(spark: SparkSession, settings: Settings) -> dict[str, int]:
-    bronze = read_table(spark, settings.lake.table(ingest_events.BRONZE_TABLE))
+    bronze = read_table(spark, bronze_table(settings))
     return {r["topic"]: int(r["count"]) for r in bronze.groupBy("topic").count().collect()}
 
 
@@ -115,8 +118,8 @@ def gathered_references(
     spark: SparkSession, settings: Settings, suites: dict[str, Suite]
 ) -> KnownValues:
     """The reference value sets, gathered once (untimed), as a running refine job does."""
-    references = refine_events.load_references(spark, settings)
-    return refine_events.known_values(spark, references, suites)
+    references = datasets.load_references(spark, settings)
+    return known_values(spark, references, suites)
 
 
 # ---------------------------------------------------------------------------
@@ -227,7 +230,7 @@ class Runs:
         """The floor of refine's work: each table's values parsed with its contract's
         schema (`from_json`) and appended to a Delta table, tables side by side, in
         one batch job each; no deduplication, no checks, no quarantine."""
-        bronze = read_table(self.spark, self.base.lake.table(ingest_events.BRONZE_TABLE))
+        bronze = read_table(self.spark, bronze_table(self.base))
 
         def append(table: str) -> None:
             contract = CONTRACTS_BY_TABLE[table]

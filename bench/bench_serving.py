@@ -93,6 +93,7 @@ from harness import (
 from pyspark.sql import SparkSession
 
 from retailstream.config import Settings
+from retailstream.io.datasets import load_world
 from retailstream.jobs import (
     ingest_events,
     produce_events,
@@ -101,7 +102,7 @@ from retailstream.jobs import (
     serving_views,
 )
 from retailstream.jobs.demo import Pipeline
-from retailstream.jobs.init_world import load_world, write_world
+from retailstream.jobs.init_world import write_world
 from retailstream.kafka.clients import consumer
 from retailstream.kafka.publish import PublishReport
 from retailstream.kafka.topics import create_topics

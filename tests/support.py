@@ -22,6 +22,8 @@ from retailstream.jars import classpath
 from retailstream.kafka.broker import LocalBroker, free_port
 
 PROJECT_HOME = Path(__file__).resolve().parents[1]
+# The folder of the streaming tier's generated lake, given to the jobs as a file:// URI.
+GENERATED_LAKE = "shop lake"
 # The MovieLens sample that ships inside pyspark: 1,501 ratings, every one at the same instant.
 PYSPARK_MOVIELENS = (
     Path(pyspark.__file__).parent / "data" / "mllib" / "als" / "sample_movielens_ratings.txt"

@@ -17,9 +17,9 @@ from pathlib import Path
 
 from pyspark.sql import SparkSession
 
-from retailstream import lake_names
 from retailstream.config import Settings
 from retailstream.errors import UserError
+from retailstream.io import lake_names
 
 
 def lake_tables(settings: Settings) -> dict[str, Path]:

@@ -253,7 +253,7 @@ def quality_validate(args: argparse.Namespace) -> int:
     from retailstream.jobs.launcher import with_session
 
     def validate(spark, settings: Settings, _: argparse.Namespace) -> int:  # noqa: ANN001
-        from retailstream.jobs.refine_events import load_references
+        from retailstream.io.datasets import load_references
         from retailstream.quality.gx_validation import validate_tables
         from retailstream.quality.reference_values import reference_values
         from retailstream.quality.suites import load_suites

@@ -24,6 +24,7 @@ import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import unquote, urlsplit
 
 import yaml
 from pydantic import (
@@ -99,10 +100,29 @@ def interval_ms(value: str) -> int:
     return int(count) * _UNIT_MS[unit.rstrip("s")]
 
 
+def _local_lake(value: object) -> object:
+    """A lake root given as a path or as a `file://` URI (percent-escapes decoded, so
+    `file:///data/my%20lake` is the folder `/data/my lake`). Other schemes are refused
+    here, in one line, rather than deep inside a job: the serving store, the health
+    reports and the generator's state are still local files beside the tables."""
+    if not isinstance(value, str) or "://" not in value:
+        return value
+    parsed = urlsplit(value)
+    if parsed.scheme != "file":
+        raise ValueError(
+            f"{value!r}: only a local lake is supported so far (a path or a file:// URI), "
+            f"not {parsed.scheme}://"
+        )
+    if parsed.netloc not in ("", "localhost"):
+        raise ValueError(f"{value!r}: a file:// URI names no host (file:///path)")
+    return Path(unquote(parsed.path))
+
+
 class LakeSettings(_Frozen):
     """Where the Delta tables and every query's checkpoint live."""
 
-    root: Path = Path("data/lake")
+    # A path, or a file:// URI.
+    root: Annotated[Path, BeforeValidator(_local_lake)] = Path("data/lake")
     # How far back Delta time travel must keep working on every lake table:
     # `retailstream maintain` never vacuums files a read this recent could need.
     time_travel_hours: float = Field(168.0, ge=0)

@@ -19,15 +19,16 @@ from pyspark.sql import SparkSession
 
 from retailstream import catalog
 from retailstream.config import Settings, load_settings
+from retailstream.io.datasets import bronze_table
 from retailstream.io.delta import has_commits
-from retailstream.jobs import ingest_events, sample_lake
+from retailstream.jobs import sample_lake
 from retailstream.session import build_spark
 
 SAMPLE_LAKE = Path("data/sample-lake")
 
 
 def _holds_events(settings: Settings) -> bool:
-    return has_commits(settings.lake.table(ingest_events.BRONZE_TABLE))
+    return has_commits(bronze_table(settings))
 
 
 def lake_settings() -> Settings:

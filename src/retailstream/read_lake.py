@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from retailstream.errors import UserError
-from retailstream.lake_names import lake_tables
+from retailstream.io.lake_names import lake_tables
 
 
 def tables(lake_root: str | Path) -> dict[str, Path]:

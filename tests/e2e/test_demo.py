@@ -20,6 +20,7 @@ from pyspark.sql import functions as F
 
 from retailstream.config import Settings, load_settings
 from retailstream.health.progress import read_reports
+from retailstream.io import datasets
 from retailstream.io.delta import read_table
 from retailstream.io.truth import read_truth
 from retailstream.jobs import ingest_events, serving_views
@@ -237,7 +238,7 @@ def test_demo_serves_live_views_and_stops_cleanly_on_ctrl_c(
     try:
         ingest = run_cli("run", "ingest", "--available-now", *flags)
         assert ingest.returncode == 0, ingest.stderr
-        bronze = read_table(spark, tmp_path / "lake" / ingest_events.BRONZE_TABLE)
+        bronze = read_table(spark, tmp_path / "lake" / datasets.BRONZE)
         held = bronze.count()
         if held != published:  # say where the difference is before the broker goes
             raise AssertionError(_where_counts_differ(spark, bronze, port, output, published))

@@ -1,6 +1,7 @@
 """Lakes built once per run and shared by the streaming tests.
 
-- `generated_lake`, which both view paths are tested on: one broker of its own, two
+- `generated_lake`, which both view paths are tested on (its lake a `file://` URI of a
+  folder named with a space): one broker of its own, two
   rounds of generated events with duplicates, late and out-of-order events and malformed
   records, and after each round the serving path, then the lake path (ingest, refine,
   gold views), each draining what Kafka holds (test_build_views, test_serving_views).
@@ -18,7 +19,7 @@ import pandas as pd
 import pytest
 from pyspark.sql import SparkSession
 
-from retailstream.config import Settings
+from retailstream.config import Settings, load_settings
 from retailstream.io.delta import StreamTrigger
 from retailstream.io.truth import TruthWriter
 from retailstream.jobs import (
@@ -33,7 +34,13 @@ from retailstream.jobs.spec import StreamRun
 from retailstream.kafka.topics import create_topics
 from retailstream.postgres_server import LocalPostgres
 from retailstream.world import DefectRates, EventGenerator, build_world
-from support import own_pipeline, produce_generated, with_postgres
+from support import (
+    GENERATED_LAKE,
+    PROJECT_HOME,
+    own_pipeline,
+    produce_generated,
+    with_postgres,
+)
 
 SEED = 11
 # Plenty of the defects views must withstand, and some that refine quarantines.
@@ -52,8 +59,17 @@ def serve_available(spark: SparkSession, settings: Settings) -> None:
 def generated_lake(
     tmp_path_factory: pytest.TempPathFactory, spark: SparkSession, postgres_server: LocalPostgres
 ) -> Iterator[Settings]:
-    """The serving path feeds SQLite and PostgreSQL (`test_serving_views` holds them equal)."""
-    with own_pipeline(tmp_path_factory.mktemp("generated")) as lake_settings:
+    """The serving path feeds SQLite and PostgreSQL (`test_serving_views` holds them equal).
+    The lake is given as a `file://` URI of a folder whose name has a space in it
+    (`GENERATED_LAKE`): every job finds its tables through the dataset catalog."""
+    root = tmp_path_factory.mktemp("generated")
+    with own_pipeline(root) as broker_side:
+        lake_uri = (root / GENERATED_LAKE).as_uri()  # file:///.../shop%20lake
+        lake_settings = load_settings(
+            "test",
+            [f"lake.root={lake_uri}", f"kafka.bootstrap_servers={broker_side.kafka.bootstrap}"],
+            home=PROJECT_HOME,
+        )
         settings = with_postgres(lake_settings, postgres_server, "generated")
         create_topics(settings.kafka.bootstrap, settings.kafka.topics)
         init_world.write_world(spark, settings, SEED, "small")

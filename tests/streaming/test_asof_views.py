@@ -14,9 +14,9 @@ from pyspark.sql import SparkSession
 
 from retailstream.config import Settings
 from retailstream.errors import UserError
+from retailstream.io.datasets import gold_table
 from retailstream.io.delta import read_table
 from retailstream.jobs import asof_views, maintain_lake
-from retailstream.jobs.build_views import gold_table
 from support import copied_lake
 
 

@@ -11,10 +11,9 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from retailstream.config import Settings
+from retailstream.io.datasets import gold_table, silver_table
 from retailstream.io.delta import read_table
 from retailstream.jobs import audit_views
-from retailstream.jobs.build_views import gold_table
-from retailstream.jobs.refine_events import silver_table
 
 
 def test_every_batch_is_traced_to_its_kafka_records_and_gold_versions(

@@ -13,6 +13,7 @@ from pyspark.sql import SparkSession
 from pyspark.testing import assertDataFrameEqual
 
 from retailstream.config import LakeSettings, Settings
+from retailstream.io import datasets
 from retailstream.io.delta import read_table
 from retailstream.io.truth import TruthWriter, truth_dir
 from retailstream.jobs import ingest_events, init_world
@@ -46,10 +47,10 @@ def test_world_init_writes_the_same_world_for_the_same_seed(
     counts = init_world.write_world(spark, local, seed=5, scale="small")
     expected = build_world(5, "small").tables()
     assert counts == {name: len(frame) for name, frame in expected.items()}
-    stores = read_table(spark, init_world.reference_table(local, "stores"))
+    stores = read_table(spark, datasets.reference_table(local, "stores"))
     assertDataFrameEqual(stores, spark.createDataFrame(expected["stores"]))
     assert {"city", "region", "lat", "lon"} <= set(stores.columns)
-    assert json.loads(init_world.world_spec_path(local).read_text())["seed"] == 5
+    assert json.loads(datasets.world_spec_path(local).read_text())["seed"] == 5
 
 
 def test_generated_events_are_ingested_once_with_keys_and_defects_located(

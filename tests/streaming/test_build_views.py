@@ -13,10 +13,11 @@ from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
 from retailstream.config import Settings
+from retailstream.io import datasets
 from retailstream.io.checkpoints import committed_batches
+from retailstream.io.datasets import bronze_table, silver_table
 from retailstream.io.delta import read_table
-from retailstream.jobs import build_views, ingest_events, init_world
-from retailstream.jobs.refine_events import silver_table
+from retailstream.jobs import build_views
 from support import check_item_ratings, copied_lake
 
 VIEWS = ("item_ratings", "sales_by_region", "trending_items", "inventory_positions")
@@ -29,7 +30,7 @@ def streamed(generated_lake: Settings) -> Settings:
 
 
 def gold(spark: SparkSession, settings: Settings, view: str) -> DataFrame:
-    return read_table(spark, build_views.gold_table(settings, view))
+    return read_table(spark, datasets.gold_table(settings, view))
 
 
 @pytest.mark.parametrize("view", VIEWS)
@@ -51,7 +52,7 @@ def test_item_ratings_count_each_valid_rating_once(streamed: Settings, spark: Sp
 def test_duplicates_in_the_stream_are_not_counted_twice(
     streamed: Settings, spark: SparkSession
 ) -> None:
-    bronze = read_table(spark, streamed.lake.table(ingest_events.BRONZE_TABLE))
+    bronze = read_table(spark, bronze_table(streamed))
     ratings = bronze.where(F.col("topic") == "shop.ratings")
     distinct_ids = ratings.select(F.get_json_object(F.col("value").cast("string"), "$.event_id"))
     assert ratings.count() > distinct_ids.distinct().count(), "the input has duplicates"
@@ -65,7 +66,7 @@ def test_inventory_is_initial_plus_deliveries_minus_sales(
     streamed: Settings, spark: SparkSession
 ) -> None:
     positions = gold(spark, streamed, "inventory_positions")
-    initial = read_table(spark, init_world.reference_table(streamed, "initial_stock"))
+    initial = read_table(spark, datasets.reference_table(streamed, "initial_stock"))
     assert positions.count() >= initial.count()
     sold = (
         read_table(spark, silver_table(streamed, "order_lines"))
@@ -99,7 +100,7 @@ def test_a_batch_counts_once_even_when_replayed(
     last = committed_batches(checkpoint)[-1]
     query_id = json.loads((checkpoint / "metadata").read_text())["id"]
     handler = build_views.GoldBatch(
-        lake, build_views.chosen_views(lake), build_views.load_references(spark, lake),
+        lake, build_views.chosen_views(lake), datasets.load_references(spark, lake),
         lambda: query_id,
     )  # fmt: skip
     silver = {t: read_table(spark, silver_table(lake, t)) for t in build_views.stream_tables()}

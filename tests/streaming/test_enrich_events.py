@@ -12,8 +12,8 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from retailstream.config import Settings
+from retailstream.io.datasets import silver_table
 from retailstream.io.delta import read_table
-from retailstream.jobs.refine_events import silver_table
 
 # The lake is the run's `shipped_lake` (tests/streaming/conftest.py).
 

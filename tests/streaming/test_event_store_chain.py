@@ -13,8 +13,8 @@ import pytest
 from pyspark.sql import SparkSession
 
 from retailstream.config import LakeSettings, Settings, TopicSettings
+from retailstream.io.datasets import bronze_table, chain_table
 from retailstream.io.delta import latest_version, read_table
-from retailstream.io.event_chain import CHAIN_TABLE
 from retailstream.jobs import ingest_events, verify_store
 from retailstream.jobs.spec import StreamRun
 from retailstream.kafka.clients import flush_or_fail, producer
@@ -63,10 +63,10 @@ def test_edits_deletions_and_insertions_in_the_store_are_caught(
     _publish(local.kafka.bootstrap, topic, per_partition=8, start=12)
     ingest_events.run(spark, StreamRun(local, available_now=True))
 
-    path = local.lake.table(ingest_events.BRONZE_TABLE)
+    path = bronze_table(local)
     table = f"delta.`{path}`"
     assert read_table(spark, path).where("record_hash IS NULL").count() == 0
-    chain = f"delta.`{local.lake.table(CHAIN_TABLE)}`"
+    chain = f"delta.`{chain_table(local)}`"
     batches = spark.sql(f"SELECT partition, first_offset, last_offset, records FROM {chain}")
     assert sorted(tuple(r) for r in batches.collect()) == [
         (0, 0, 11, 12), (0, 12, 19, 8), (1, 0, 11, 12), (1, 12, 19, 8)
@@ -74,7 +74,7 @@ def test_edits_deletions_and_insertions_in_the_store_are_caught(
     clean = verify_store.verify(spark, local)
     assert clean.intact and (clean.records, clean.chains, clean.unchained) == (40, 2, 0)
     untouched = latest_version(spark, path)
-    chain_untouched = latest_version(spark, local.lake.table(CHAIN_TABLE))
+    chain_untouched = latest_version(spark, chain_table(local))
 
     def caught(tamper: str) -> tuple[int, str]:
         """Tamper with the pristine store, return where verify says the one broken chain

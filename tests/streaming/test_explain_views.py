@@ -13,17 +13,16 @@ from pyspark.sql import functions as F
 
 from retailstream.config import Settings
 from retailstream.errors import UserError
+from retailstream.io.datasets import bronze_table, gold_table, silver_table
 from retailstream.io.delta import read_table
-from retailstream.jobs import explain_views, ingest_events
-from retailstream.jobs.build_views import gold_table
-from retailstream.jobs.refine_events import silver_table
+from retailstream.jobs import explain_views
 from retailstream.views.definitions import COORDINATES
 
 
 def _in_event_store(spark: SparkSession, settings: Settings, events: pd.DataFrame) -> int:
     """How many of the events' coordinates the event store holds."""
     wanted = spark.createDataFrame(events[list(COORDINATES)])
-    bronze = read_table(spark, settings.lake.table(ingest_events.BRONZE_TABLE))
+    bronze = read_table(spark, bronze_table(settings))
     return wanted.join(bronze, list(COORDINATES), "left_semi").count()
 
 

@@ -18,6 +18,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from retailstream.config import Settings
+from retailstream.io import datasets
 from retailstream.io.delta import read_table
 from retailstream.jobs import ingest_events, init_world, refine_events
 from retailstream.jobs.spec import StreamRun
@@ -135,8 +136,7 @@ def test_every_event_lands_once_where_it_should(
     refine_events.run(spark, StreamRun(settings, available_now=True))
 
     silver = {
-        t: read_table(spark, refine_events.silver_table(settings, t))
-        for t in settings.refine.tables
+        t: read_table(spark, datasets.silver_table(settings, t)) for t in settings.refine.tables
     }
     quarantine = read_table(spark, lake / "quarantine")
     for table, frame in silver.items():

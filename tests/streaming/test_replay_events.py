@@ -15,10 +15,10 @@ from pyspark.sql import functions as F
 
 from retailstream.config import Settings
 from retailstream.errors import UserError
+from retailstream.io.datasets import gold_table
 from retailstream.io.delta import read_table
 from retailstream.io.kafka_source import read_kafka_batch
 from retailstream.jobs import replay_events
-from retailstream.jobs.build_views import gold_table
 from support import copied_lake
 
 RECORD = ["partition", "key", "value", "kafka_timestamp"]

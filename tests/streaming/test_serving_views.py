@@ -14,9 +14,11 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from retailstream.config import Settings
+from retailstream.io import datasets
+from retailstream.io.datasets import bronze_table, silver_table
 from retailstream.io.delta import StreamTrigger, read_table
-from retailstream.jobs import ingest_events, init_world, serving_views
-from retailstream.jobs.refine_events import silver_table
+from retailstream.io.lake_names import lake_tables
+from retailstream.jobs import serving_views
 from retailstream.postgres_server import reader_dsn
 from retailstream.serve.commands import RatingPublisher
 from retailstream.serve.server import start_background
@@ -25,6 +27,7 @@ from retailstream.views.postgres_store import PostgresStore
 from retailstream.views.serving import view_topics
 from retailstream.views.store import SqliteStore
 from support import (
+    GENERATED_LAKE,
     SERVING_TABLES,
     SERVING_VIEWS,
     assert_same_views,
@@ -47,6 +50,19 @@ def rebuilt(
     target = tmp_path_factory.mktemp("rebuilt") / "views.db"
     serving_views.rebuild(spark, served, target)
     return SqliteStore(target)
+
+
+def test_a_lake_given_as_a_file_uri_with_a_space_holds_every_table(served: Settings) -> None:
+    root = served.lake.root
+    assert root.name == GENERATED_LAKE and root.is_dir()
+    tables = lake_tables(root)
+    for name in ("bronze.events", "quality.quarantine", "silver.ratings", "gold.item_ratings"):
+        assert name in tables and tables[name].is_relative_to(root), sorted(tables)
+    assert served.views.store_path.is_relative_to(root)  # the serving store beside them
+    # Nothing went to a percent-escaped twin of the folder, or anywhere else.
+    assert not list(root.parent.rglob("*%20*")) and sorted(root.parent.iterdir()) == sorted(
+        [root, root.parent / "kafka"]
+    )
 
 
 def live(settings: Settings) -> SqliteStore:
@@ -84,7 +100,7 @@ def test_item_ratings_count_each_valid_rating_once(served: Settings, spark: Spar
 def test_the_input_had_duplicates_and_quarantined_events(
     served: Settings, spark: SparkSession
 ) -> None:
-    bronze = read_table(spark, served.lake.table(ingest_events.BRONZE_TABLE))
+    bronze = read_table(spark, bronze_table(served))
     ids = bronze.select(F.get_json_object(F.col("value").cast("string"), "$.event_id"))
     assert bronze.count() > ids.distinct().count(), "the input has duplicates"
     assert read_table(spark, served.lake.table("quarantine")).count() > 0
@@ -109,7 +125,7 @@ def test_inventory_is_initial_plus_deliveries_minus_sales(
     sold: Counter[tuple[str, str]] = Counter()
     for r in lines.groupBy("store_id", "sku").agg(F.sum("quantity").alias("q")).collect():
         sold[r["store_id"], r["sku"]] = r["q"]
-    initial = read_table(spark, init_world.reference_table(served, "initial_stock")).count()
+    initial = read_table(spark, datasets.reference_table(served, "initial_stock")).count()
     positions = live(served).rows("inventory_positions")
     assert len(positions) >= initial
     for p in positions:
@@ -140,7 +156,7 @@ def test_a_replayed_batch_changes_nothing(
 ) -> None:
     path = serving_views.ServingPath(spark, served, live(served))
     before = {t: keyed_rows(live(served), t) for t in SERVING_TABLES}
-    records = read_table(spark, served.lake.table(ingest_events.BRONZE_TABLE)).limit(500)
+    records = read_table(spark, bronze_table(served)).limit(500)
     by_topic = lambda topic: records.where(F.col("topic") == topic)  # noqa: E731
     facts = path.facts(by_topic, serving_views.first_copies).toArrow().to_pylist()
     assert any(f["view"] != "_seen" for f in facts)
@@ -154,7 +170,7 @@ def test_fact_messages_carry_the_same_facts_as_fact_rows(
     """The real-time path hands facts over as a JSON message per record: decoded, they
     are the rows, types and nulls included, that the micro-batch path folds."""
     path = serving_views.ServingPath(spark, served, live(served))
-    records = read_table(spark, served.lake.table(ingest_events.BRONZE_TABLE))
+    records = read_table(spark, bronze_table(served))
     first = records.where(F.col("offset") < 200)  # the same rows for both computations
     by_topic = lambda topic: first.where(F.col("topic") == topic)  # noqa: E731
     rows = path.facts(by_topic, serving_views.first_copies).toArrow().to_pylist()

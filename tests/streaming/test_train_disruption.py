@@ -16,9 +16,9 @@ from pyspark.sql import functions as F
 
 from retailstream.config import Settings
 from retailstream.errors import UserError
+from retailstream.io.datasets import gold_table, silver_table
 from retailstream.io.delta import StreamTrigger, read_table
 from retailstream.jobs import build_views, score_shipments, train_disruption
-from retailstream.jobs.refine_events import silver_table
 from retailstream.jobs.spec import StreamRun
 from retailstream.ml import registry
 from retailstream.serve.app import create_app
@@ -105,7 +105,7 @@ def test_live_departures_are_scored_by_the_champion_with_rerouting(
     )
     build_views.run(spark, StreamRun(views, available_now=True))
     assert score_shipments.run(spark, StreamRun(shipped, available_now=True)) == 0
-    alerts = read_table(spark, shipped.lake.table(score_shipments.ALERTS_TABLE)).toPandas()
+    alerts = read_table(spark, gold_table(shipped, "disruption_alerts")).toPandas()
     threshold = shipped.ml.disruption.alert_threshold
     assert len(alerts) > 0
     assert (alerts["probability"] >= threshold).all() and set(alerts["model_version"]) == {"1"}
@@ -157,7 +157,7 @@ def test_a_new_champion_is_picked_up_without_restarting_the_query(
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             found = (
-                read_table(spark, shipped.lake.table(score_shipments.ALERTS_TABLE))
+                read_table(spark, gold_table(shipped, "disruption_alerts"))
                 .where(F.col("shipment_id").endswith(tag))
                 .select("model_version")
                 .distinct()

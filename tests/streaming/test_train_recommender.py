@@ -17,10 +17,11 @@ from pyspark.sql import DataFrame, SparkSession
 
 from retailstream.config import Settings, load_settings
 from retailstream.errors import UserError
+from retailstream.io import datasets
+from retailstream.io.datasets import load_references, silver_table
 from retailstream.io.delta import read_table, write_table
 from retailstream.io.truth import TruthWriter
 from retailstream.jobs import init_world, retrain, serving_views, train_recommender
-from retailstream.jobs.refine_events import load_references, silver_table
 from retailstream.ml import registry
 from retailstream.serve.app import create_app
 from retailstream.views.store import open_store
@@ -189,7 +190,7 @@ def test_the_champion_s_lists_are_served_and_strangers_get_their_region_s_favour
     rated = set(zip(truth["customer_id"], truth["sku"], strict=True))
     assert not any((c, s) in rated for c, s in zip(gold["customer_id"], gold["sku"], strict=True))
 
-    customers = read_table(spark, init_world.reference_table(settings, "customers")).toPandas()
+    customers = read_table(spark, datasets.reference_table(settings, "customers")).toPandas()
     stranger = customers[~customers["customer_id"].isin(truth["customer_id"])].iloc[0]
     known = gold["customer_id"].iloc[0]
     with TestClient(create_app(settings, store=open_store(settings.views.store_path))) as api:

@@ -165,6 +165,18 @@ def test_a_memory_size_is_checked_at_load_time(tmp_path: Path) -> None:
         assert settings.spark.driver_memory == text
 
 
+def test_the_lake_may_be_a_file_uri_with_escapes(tmp_path: Path) -> None:
+    home = _home(tmp_path, {})
+    lake = tmp_path / "my lake"
+    settings = load_settings("dev", [f"lake.root={lake.as_uri()}"], home=home, environ={})
+    assert "%20" in lake.as_uri() and settings.lake.root == lake
+    assert settings.views.store_path == lake / "_serving" / "views.db"
+    with pytest.raises(ConfigError) as caught:
+        load_settings("dev", ["lake.root=s3a://bucket/lake"], home=home, environ={})
+    message = str(caught.value)
+    assert "lake.root" in message and "only a local lake" in message and "\n" not in message
+
+
 def test_split_key_handles_quotes_and_rejects_garbage() -> None:
     assert split_key('a."b.c".d') == ["a", "b.c", "d"]
     with pytest.raises(ConfigError):

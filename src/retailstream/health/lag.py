@@ -9,7 +9,6 @@ record not yet read: 0 when a stream has read everything.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from pathlib import Path
 
 from confluent_kafka import TopicPartition
 
+from retailstream.io.delta_log import delta_versions
 from retailstream.kafka.clients import consumer
 
 # (topic, partition)
@@ -104,27 +104,6 @@ class KafkaPositions:
 
     def close(self) -> None:
         self._consumer.close()
-
-
-def delta_versions(table: Path, first: int) -> list[tuple[int, int, float]]:
-    """(version, rows added, commit time in epoch s) of each version of the Delta
-    `table` from `first` on, read from its JSON log (only those files)."""
-    log_dir = table / "_delta_log"
-    found = []
-    for path in log_dir.glob("*.json") if log_dir.is_dir() else ():
-        version = int(path.stem)
-        if version < first:
-            continue
-        rows, when = 0, path.stat().st_mtime
-        for line in path.read_text().splitlines():
-            action = json.loads(line)
-            add = action.get("add")
-            if add and add.get("dataChange", True) and add.get("stats"):
-                rows += int(json.loads(add["stats"]).get("numRecords", 0))
-            if "commitInfo" in action:
-                when = action["commitInfo"].get("timestamp", when * 1000) / 1000
-        found.append((version, rows, when))
-    return sorted(found)
 
 
 def delta_lag(table: Path, next_version: int | None, now_s: float) -> Lag:

@@ -12,7 +12,7 @@ from pyspark.sql.streaming import DataStreamWriter, StreamingQuery
 from pyspark.sql.types import StructType
 
 # Defined with the lake's table names (no Spark there), used by every Delta job from here.
-from retailstream.lake_names import has_commits as has_commits
+from retailstream.io.lake_names import has_commits as has_commits
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,6 @@ from retailstream.transforms.chain import (
 )
 
 # One row per ingest batch and (topic, partition) it read.
-CHAIN_TABLE = "bronze_chain"
 CHAIN_SCHEMA = (
     "topic string, partition int, batch_id long, first_offset long, last_offset long, "
     "records long, records_digest binary, chain_hash binary"

@@ -24,9 +24,11 @@ from pyspark.sql import functions as F
 
 from retailstream.config import Settings
 from retailstream.errors import UserError
+from retailstream.io.datasets import gold_table
 from retailstream.io.delta import has_commits, read_table
-from retailstream.jobs.build_views import chosen_views, fold_ingested_by, gold_table
+from retailstream.jobs.build_views import fold_ingested_by
 from retailstream.jobs.launcher import iso_time, launch
+from retailstream.views.definitions import chosen_views
 
 
 @dataclass(frozen=True)

@@ -10,12 +10,10 @@ the view's own Delta versions committed while it ran.
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import unquote
 
 from delta.tables import DeltaTable
 from pyspark.sql import SparkSession
@@ -23,12 +21,13 @@ from pyspark.sql import functions as F
 
 from retailstream.config import Settings
 from retailstream.errors import UserError
+from retailstream.io import datasets
 from retailstream.io.checkpoints import committed_batches, delta_source_versions_of_batch
+from retailstream.io.datasets import gold_table, silver_table
 from retailstream.io.delta import has_commits, table_detail
-from retailstream.jobs.build_views import checkpoint as gold_checkpoint
-from retailstream.jobs.build_views import chosen_views, gold_table
+from retailstream.io.delta_log import added_files
 from retailstream.jobs.launcher import launch
-from retailstream.jobs.refine_events import silver_table
+from retailstream.views.definitions import chosen_views
 
 
 @dataclass(frozen=True)
@@ -57,20 +56,6 @@ def _mtime(path: Path) -> datetime:
     return datetime.fromtimestamp(path.stat().st_mtime, UTC)
 
 
-def added_files(table: Path, first: int, until: int) -> list[str]:
-    """Data files the table's commits `first` .. `until - 1` added (from its Delta log)."""
-    files = []
-    for version in range(first, until):
-        log = table / "_delta_log" / f"{version:020d}.json"
-        if not log.exists():
-            raise UserError(f"{log} is gone (log retention): the audit cannot go back that far")
-        for line in log.read_text().splitlines():
-            action = json.loads(line)
-            if "add" in action and action["add"].get("dataChange", True):
-                files.append(str(table / unquote(action["add"]["path"])))
-    return files
-
-
 def _kafka_ranges(spark: SparkSession, files: list[str]) -> list[KafkaRange]:
     if not files:
         return []
@@ -93,7 +78,7 @@ def _kafka_ranges(spark: SparkSession, files: list[str]) -> list[KafkaRange]:
 def audit(spark: SparkSession, settings: Settings, view: str, last: int) -> list[BatchAudit]:
     """The view's last `last` committed batches, oldest first."""
     (definition,) = chosen_views(settings, [view])
-    checkpoint = gold_checkpoint(settings)
+    checkpoint = datasets.checkpoint(settings, datasets.GOLD_QUERY)
     batches = committed_batches(checkpoint)
     if not batches:
         raise UserError(f"the gold query has not committed a batch yet ({checkpoint})")

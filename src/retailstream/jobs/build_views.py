@@ -41,7 +41,15 @@ from pyspark.sql.streaming import StreamingQuery
 
 from retailstream.config import Settings, ViewsSettings
 from retailstream.errors import UserError
+from retailstream.io import datasets
 from retailstream.io.checkpoints import committed_batches, delta_source_offsets_of_batch
+from retailstream.io.datasets import (
+    GOLD_QUERY,
+    bronze_table,
+    gold_as_of_table,
+    gold_table,
+    silver_table,
+)
 from retailstream.io.delta import (
     StreamTrigger,
     foreach_batch_stream,
@@ -51,15 +59,13 @@ from retailstream.io.delta import (
     table_detail,
     write_table,
 )
-from retailstream.jobs import refine_events
-from retailstream.jobs.ingest_events import BRONZE_TABLE
 from retailstream.jobs.interrupts import await_queries
-from retailstream.jobs.refine_events import silver_table
 from retailstream.jobs.spec import StreamRun, stream_job
 from retailstream.transforms.aggregate import aggregate_value
 from retailstream.views.definitions import (
     COORDINATES,
     ViewDefinition,
+    chosen_views,
     definitions,
     minute_activity,
     rank_trending,
@@ -72,26 +78,13 @@ TXN_APP_ID = "spark.databricks.delta.write.txnAppId"
 TXN_VERSION = "spark.databricks.delta.write.txnVersion"
 
 
-def gold_table(settings: Settings, view: str) -> Path:
-    return settings.lake.table(f"gold/{view}")
-
-
-QUERY_NAME = "gold_views"
+QUERY_NAME = GOLD_QUERY
 ACTIVITY_TABLE = "trending_activity"  # per-minute activity, what trending_items is ranked from
 
 
 def checkpoint(settings: Settings) -> Path:
     """The gold query's checkpoint (one for every view)."""
     return settings.lake.checkpoint(QUERY_NAME)
-
-
-def chosen_views(settings: Settings, names: Sequence[str] | None = None) -> list[ViewDefinition]:
-    known = definitions(settings.views)
-    names = list(names or settings.views.views)
-    unknown = [n for n in names if n not in known]
-    if unknown:
-        raise UserError(f"unknown view {', '.join(unknown)}; views: {', '.join(known)}")
-    return [known[n] for n in names]
 
 
 def require_silver(settings: Settings, views: Sequence[ViewDefinition]) -> None:
@@ -112,7 +105,7 @@ def reference_tables(settings: Settings) -> set[str]:
 
 def load_references(spark: SparkSession, settings: Settings) -> dict[str, DataFrame]:
     """The reference tables the gold views read (cached; one-line error if absent)."""
-    return refine_events.load_references(spark, settings, sorted(reference_tables(settings)))
+    return datasets.load_references(spark, settings, sorted(reference_tables(settings)))
 
 
 def all_facts(
@@ -437,7 +430,7 @@ def fold_ingested_by(
     (view,) = chosen_views(settings, [name])
     require_silver(settings, [view])
     taken = (
-        read_table(spark, settings.lake.table(BRONZE_TABLE))
+        read_table(spark, bronze_table(settings))
         .where(F.col("ingest_time") <= F.lit(ingested_by).cast("timestamp"))
         .select(*COORDINATES)
     )
@@ -448,10 +441,6 @@ def fold_ingested_by(
     return view.compute(
         view.facts(silver), load_references(spark, settings), settings.views, None, None
     )
-
-
-def as_of_table(settings: Settings, view: str, as_of: datetime) -> Path:
-    return settings.lake.table(f"gold_as_of/{view}/{as_of.strftime('%Y%m%dT%H%M%SZ')}")
 
 
 def rebuild_command(spark: SparkSession, settings: Settings, args: argparse.Namespace) -> int:
@@ -467,7 +456,7 @@ def rebuild_command(spark: SparkSession, settings: Settings, args: argparse.Name
     path = (
         gold_table(settings, args.view)
         if args.as_of is None
-        else as_of_table(settings, args.view, args.as_of)
+        else gold_as_of_table(settings, args.view, args.as_of)
     )
     write_table(rows, path, mode="overwrite")
     written = read_table(spark, path).count()

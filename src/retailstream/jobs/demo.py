@@ -27,6 +27,8 @@ from pyspark.sql.streaming import StreamingQuery
 from retailstream.config import Settings, load_settings
 from retailstream.errors import UserError
 from retailstream.health.progress import Reporter
+from retailstream.io import datasets
+from retailstream.io.datasets import bronze_table
 from retailstream.io.delta import StreamTrigger, has_commits
 from retailstream.jars import classpath
 from retailstream.jobs import (
@@ -100,7 +102,7 @@ class Pipeline:
     def reference_tables(self) -> list[str]:
         """The reference tables the queries check or join against."""
         wanted = (
-            set(refine_events.REFERENCE_TABLES)
+            set(datasets.REFERENCE_TABLES)
             | build_views.reference_tables(self.settings)
             | {"initial_stock"}
         )
@@ -115,7 +117,7 @@ class Pipeline:
         generated `world` (`World.tables()`) when given, else from the lake."""
         settings = self.settings
         if world is None:
-            self.references = refine_events.load_references(
+            self.references = datasets.load_references(
                 self.spark, settings, self.reference_tables()
             )
         else:  # cached in memory: the small tables Delta would give back, minus its log reads
@@ -168,7 +170,7 @@ class Pipeline:
             self.refine.create_silver_tables()
             ingest = StreamTrigger(False, settings.ingest.trigger_interval)
             self.queries.append(ingest_events.start(self.spark, settings, ingest))
-            bronze = settings.lake.table(ingest_events.BRONZE_TABLE)
+            bronze = bronze_table(settings)
             if not _wait_until(lambda: has_commits(bronze), self.check, BRONZE_WAIT_S):
                 raise UserError(f"bronze did not appear within {BRONZE_WAIT_S:.0f}s")
             refine = StreamTrigger(False, settings.refine.trigger_interval)

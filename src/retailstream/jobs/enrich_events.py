@@ -23,7 +23,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
 from retailstream.config import Settings
-from retailstream.errors import UserError
+from retailstream.io.datasets import has_commits, load_references, require_table, silver_table
 from retailstream.io.delta import (
     StreamTrigger,
     append_once,
@@ -33,7 +33,6 @@ from retailstream.io.delta import (
     read_table,
 )
 from retailstream.jobs.interrupts import await_queries
-from retailstream.jobs.refine_events import load_references, silver_table
 from retailstream.jobs.spec import StreamRun, stream_job
 from retailstream.transforms.enrich import (
     add_world_events,
@@ -55,11 +54,10 @@ QUERY_NAMES = tuple(
 
 
 def _stream(spark: SparkSession, settings: Settings, table: str) -> DataFrame:
-    path = silver_table(settings, table)
-    if not (path / "_delta_log").is_dir():
-        raise UserError(
-            f"silver table {table} does not exist yet: run `retailstream run refine` first"
-        )
+    path = require_table(
+        silver_table(settings, table),
+        f"silver table {table} does not exist yet: run `retailstream run refine` first",
+    )
     return read_stream(spark, path)
 
 
@@ -68,7 +66,7 @@ def shipments_handler(spark: SparkSession, settings: Settings) -> Callable[[Data
 
     def handle(batch: DataFrame, batch_id: int) -> None:
         world_events_path = silver_table(settings, "world_events")
-        if (world_events_path / "_delta_log").is_dir():
+        if has_commits(world_events_path):
             world_events = read_table(spark, world_events_path)
         else:
             world_events = spark.createDataFrame(

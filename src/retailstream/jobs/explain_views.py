@@ -26,11 +26,9 @@ from pyspark.sql.window import WindowSpec
 
 from retailstream.config import Settings
 from retailstream.errors import UserError
+from retailstream.io.datasets import gold_table, reference_table, silver_table
 from retailstream.io.delta import has_commits, read_table
-from retailstream.jobs.build_views import gold_table
-from retailstream.jobs.init_world import reference_table
 from retailstream.jobs.launcher import launch
-from retailstream.jobs.refine_events import silver_table
 from retailstream.views.definitions import COORDINATES, rating_facts, stock_movement_facts
 
 
@@ -144,7 +142,7 @@ def customer(spark: SparkSession, settings: Settings, customer_id: str) -> Expla
         .orderBy("event_time", *COORDINATES)
         .toPandas()
     )
-    path = settings.lake.table("gold/recommendations")
+    path = gold_table(settings, "recommendations")
     served: dict = {}
     if has_commits(path):
         rows = (

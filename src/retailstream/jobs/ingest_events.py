@@ -27,6 +27,7 @@ from pyspark.sql.types import StructType
 from retailstream.config import Settings
 from retailstream.errors import UserError
 from retailstream.io.checkpoints import next_kafka_offsets
+from retailstream.io.datasets import bronze_table, chain_table
 from retailstream.io.delta import (
     StreamTrigger,
     create_if_missing,
@@ -34,7 +35,7 @@ from retailstream.io.delta import (
     has_commits,
     read_table,
 )
-from retailstream.io.event_chain import CHAIN_TABLE, ChainedAppend, with_record_hash
+from retailstream.io.event_chain import ChainedAppend, with_record_hash
 from retailstream.io.kafka_source import read_kafka_stream
 from retailstream.jobs.spec import StreamRun, stream_job
 from retailstream.jobs.supervisor import run_supervised
@@ -46,7 +47,6 @@ from retailstream.transforms.bronze import BRONZE_PARTITIONS, to_bronze
 from retailstream.transforms.chain import RECORD_HASH
 
 QUERY_NAME = "ingest_events"
-BRONZE_TABLE = "bronze_events"
 
 
 def start(
@@ -56,13 +56,13 @@ def start(
     records = read_kafka_stream(
         spark, settings.kafka, sorted(settings.kafka.topics), fail_on_data_loss
     )
-    bronze = settings.lake.table(BRONZE_TABLE)
+    bronze = bronze_table(settings)
     rows = records.transform(to_bronze)
     prepare_bronze(spark, bronze, with_record_hash(rows.schema))
     checkpoint = settings.lake.checkpoint(QUERY_NAME)
     return foreach_batch_stream(
         rows,
-        ChainedAppend(spark, bronze, settings.lake.table(CHAIN_TABLE), checkpoint),
+        ChainedAppend(spark, bronze, chain_table(settings), checkpoint),
         checkpoint=checkpoint,
         query_name=QUERY_NAME,
         trigger=trigger,

@@ -14,42 +14,15 @@ import json
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pandas as pd
 from pyspark.sql import SparkSession
 
 from retailstream.config import Settings
-from retailstream.errors import UserError
+from retailstream.io.datasets import reference_table, world_spec_path
 from retailstream.io.delta import write_table
 from retailstream.jobs.launcher import launch
 from retailstream.world import World, build_world
-
-REFERENCE = "reference"
-WORLD_SPEC = "_world.json"
-
-
-def reference_table(settings: Settings, name: str) -> Path:
-    return settings.lake.table(f"{REFERENCE}/{name}")
-
-
-def world_spec_path(settings: Settings) -> Path:
-    return settings.lake.table(REFERENCE) / WORLD_SPEC
-
-
-def world_spec(settings: Settings) -> dict:
-    """The seed and scale of the world that `world init` wrote."""
-    path = world_spec_path(settings)
-    if not path.exists():
-        raise UserError(f"no world in {path.parent}: run `retailstream world init` first")
-    spec = json.loads(path.read_text())
-    return {"seed": int(spec["seed"]), "scale": spec["scale"]}
-
-
-def load_world(settings: Settings) -> World:
-    """Rebuild the world that `world init` wrote (same seed and scale)."""
-    spec = world_spec(settings)
-    return build_world(spec["seed"], spec["scale"])
 
 
 def write_world(

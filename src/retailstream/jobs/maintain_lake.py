@@ -22,9 +22,9 @@ from pathlib import Path
 from delta.tables import DeltaTable
 from pyspark.sql import SparkSession
 
-from retailstream import lake_names
 from retailstream.config import Settings
 from retailstream.errors import UserError
+from retailstream.io import datasets, lake_names
 from retailstream.io.checkpoints import delta_source_versions
 from retailstream.io.delta import table_detail
 from retailstream.jobs.launcher import launch
@@ -55,7 +55,7 @@ def _table_ids(spark: SparkSession, tables: dict[str, Path]) -> dict[str, tuple[
 def stream_needs(spark: SparkSession, settings: Settings, now: datetime) -> list[Need]:
     """For each streaming query behind on a Delta source: how old the oldest version
     it still has to read is (its files must survive the vacuum)."""
-    checkpoints = settings.lake.root / "_checkpoints"
+    checkpoints = datasets.checkpoints(settings)
     if not checkpoints.is_dir():
         return []
     ids = _table_ids(spark, lake_names.lake_tables(settings.lake.root))

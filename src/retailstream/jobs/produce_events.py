@@ -28,8 +28,8 @@ from tqdm import tqdm
 from retailstream.config import Settings, load_settings
 from retailstream.errors import UserError
 from retailstream.io import world_state
+from retailstream.io.datasets import load_world, world_spec
 from retailstream.io.truth import TruthWriter, truth_dir
-from retailstream.jobs.init_world import load_world, world_spec
 from retailstream.jobs.launcher import launch_without_spark
 from retailstream.kafka.clients import producer, require_broker
 from retailstream.kafka.publish import PublishReport, publish

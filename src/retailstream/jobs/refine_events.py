@@ -25,7 +25,6 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -37,21 +36,26 @@ from pyspark.sql.streaming import StreamingQuery
 from retailstream.config import Settings
 from retailstream.errors import UserError
 from retailstream.health.progress import QUARANTINED, ROWS, Tally, publish_tally
+from retailstream.io.datasets import (
+    bronze_table,
+    checkpoints,
+    load_references,
+    quality_metrics_table,
+    quarantine_table,
+    require_table,
+    silver_table,
+)
 from retailstream.io.delta import (
     StreamTrigger,
     append_once,
     create_if_missing,
     foreach_batch_stream,
-    has_commits,
     read_stream,
-    read_table,
 )
-from retailstream.jobs.ingest_events import BRONZE_TABLE
-from retailstream.jobs.init_world import reference_table
 from retailstream.jobs.interrupts import await_queries
 from retailstream.jobs.spec import StreamRun, stream_job
-from retailstream.quality.expectations import KnownValues, known_frames
-from retailstream.quality.reference_values import PRODUCT_SKUS, reference_values
+from retailstream.quality.expectations import KnownValues
+from retailstream.quality.reference_values import known_values
 from retailstream.quality.suites import Suite, load_suites
 from retailstream.quality.verdicts import REASONS, mark_events
 from retailstream.schemas import (
@@ -67,15 +71,6 @@ from retailstream.transforms.parse import (
     parse_events,
 )
 
-QUARANTINE_TABLE = "quarantine"
-METRICS_TABLE = "quality_metrics"
-REFERENCE_TABLES = ("products", "stores", "customers", "distribution_centres", "carriers", "routes")
-
-
-def silver_table(settings: Settings, table: str) -> Path:
-    return settings.lake.table(f"silver/{table}")
-
-
 QUERY_NAME = "refine_events"
 # How often `run refine` writes the metrics of the batches its query completed.
 METRICS_EVERY_S = 5.0
@@ -84,34 +79,6 @@ METRICS_EVERY_S = 5.0
 def query_name(table: str) -> str:
     """The transaction id of a table's appends (idempotent per micro-batch)."""
     return f"{QUERY_NAME}_{table}"
-
-
-def load_references(
-    spark: SparkSession, settings: Settings, tables: Sequence[str] = REFERENCE_TABLES
-) -> dict[str, DataFrame]:
-    """The reference `tables` a job checks or joins against (small, static: cached)."""
-    missing = [t for t in tables if not has_commits(reference_table(settings, t))]
-    if missing:
-        raise UserError(
-            f"reference tables missing ({', '.join(missing)}): run `retailstream world init` first"
-        )
-    # Opening a Delta table is mostly fixed latency (its log, its schema): side by side.
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        frames = pool.map(lambda t: read_table(spark, reference_table(settings, t)).cache(), tables)
-        return dict(zip(tables, frames, strict=True))
-
-
-def known_values(
-    spark: SparkSession,
-    references: Mapping[str, DataFrame] | Mapping[str, pd.DataFrame],
-    suites: Mapping[str, Suite],
-) -> KnownValues:
-    """Every reference value set the suites and the line-sku check use, gathered
-    once per job: reference tables do not change while the stream runs. From
-    the lake's tables, or straight from a generated world's (`World.tables()`:
-    no Spark job per value set)."""
-    values = reference_values(references, suites.values(), extra=[PRODUCT_SKUS])
-    return known_frames(spark, values)
 
 
 def order_lines(orders: DataFrame) -> DataFrame:
@@ -311,7 +278,7 @@ def refine_batch_handler(
                 list(pool.map(inherit(write), chosen))
             append_once(
                 quarantine_rows(batch, batch_id),
-                settings.lake.table(QUARANTINE_TABLE),
+                quarantine_table(settings),
                 f"{QUERY_NAME}_quarantine",
                 batch_id,
             )
@@ -334,7 +301,7 @@ def start(
     values (`known_values`)."""
     tables = settings.refine.tables
     records = refined_records(
-        read_stream(spark, settings.lake.table(BRONZE_TABLE)),
+        read_stream(spark, bronze_table(settings)),
         tables,
         settings.refine.watermark_delay,
         suites,
@@ -407,7 +374,7 @@ def write_metrics(spark: SparkSession, settings: Settings, rows: list[dict]) -> 
         return
     frame = spark.createDataFrame(rows, METRICS_DDL)
     newest = max(r["batch_id"] for r in rows)
-    append_once(frame, settings.lake.table(METRICS_TABLE), f"{QUERY_NAME}_metrics", newest)
+    append_once(frame, quality_metrics_table(settings), f"{QUERY_NAME}_metrics", newest)
 
 
 def require_one_query_layout(settings: Settings) -> None:
@@ -415,7 +382,7 @@ def require_one_query_layout(settings: Settings) -> None:
     query would read bronze again from the start next to their silver rows."""
     old = sorted(
         p.name
-        for p in (settings.lake.root / "_checkpoints").glob("refine_*")
+        for p in checkpoints(settings).glob("refine_*")
         if p.name != QUERY_NAME and p.is_dir()
     )
     if old:
@@ -459,7 +426,7 @@ class RefineRun:
             silver_table(self.settings, table): silver_schema(table)
             for table in self.settings.refine.tables
         }
-        wanted[self.settings.lake.table(QUARANTINE_TABLE)] = QUARANTINE_SCHEMA
+        wanted[quarantine_table(self.settings)] = QUARANTINE_SCHEMA
         if "orders" in self.settings.refine.tables:
             empty = self.spark.createDataFrame([], silver_schema("orders"))
             wanted[silver_table(self.settings, "order_lines")] = order_lines(empty).schema
@@ -498,8 +465,9 @@ def run_query(spark: SparkSession, settings: Settings, trigger: StreamTrigger) -
 
 def run(spark: SparkSession, cfg: StreamRun) -> int:
     settings = cfg.settings
-    if not (settings.lake.table(BRONZE_TABLE) / "_delta_log").is_dir():
-        raise UserError("there is no bronze table yet: run `retailstream run ingest` first")
+    require_table(
+        bronze_table(settings), "there is no bronze table yet: run `retailstream run ingest` first"
+    )
     written = run_query(spark, settings, cfg.trigger(settings.refine.trigger_interval))
     print(f"refined {', '.join(settings.refine.tables)}: {written} table micro-batches")
     return 0

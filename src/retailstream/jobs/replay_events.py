@@ -25,9 +25,10 @@ from pyspark.sql import functions as F
 
 from retailstream.config import Settings, TopicSettings
 from retailstream.errors import UserError
+from retailstream.io import datasets
+from retailstream.io.datasets import bronze_table
 from retailstream.io.delta import StreamTrigger, has_commits, read_table
 from retailstream.jobs import build_views
-from retailstream.jobs.ingest_events import BRONZE_TABLE
 from retailstream.jobs.launcher import iso_time, launch
 from retailstream.kafka.clients import flush_or_fail, producer, require_broker
 from retailstream.kafka.topics import create_topics, list_topics
@@ -42,7 +43,7 @@ def chosen_records(
     until: datetime | None = None,
 ) -> DataFrame:
     """The event store's records of `topics` (all when empty) published in [since, until)."""
-    path = settings.lake.table(BRONZE_TABLE)
+    path = bronze_table(settings)
     if not has_commits(path):
         raise UserError(f"no event store at {path}: nothing to replay")
     records = read_table(spark, path)
@@ -102,12 +103,12 @@ def to_table(records: DataFrame, path: Path) -> int:
 def to_new_view(spark: SparkSession, settings: Settings, name: str) -> int:
     """Build view `name`, which has no table, from the stored events; the gold query
     then carries it on with the others."""
-    if has_commits(build_views.gold_table(settings, name)):
+    if has_commits(datasets.gold_table(settings, name)):
         raise UserError(
             f"{name} exists already: `retailstream views rebuild-gold {name}` recomputes it instead"
         )
     build_views.start(spark, settings, StreamTrigger(available_now=True)).awaitTermination()
-    return read_table(spark, build_views.gold_table(settings, name)).count()
+    return read_table(spark, datasets.gold_table(settings, name)).count()
 
 
 def run(spark: SparkSession, settings: Settings, args: argparse.Namespace) -> int:

@@ -24,6 +24,7 @@ from pyspark.sql import SparkSession
 
 from retailstream.config import Settings
 from retailstream.errors import UserError
+from retailstream.io.datasets import bronze_table
 from retailstream.io.delta import has_commits, latest_version
 from retailstream.io.truth import TruthWriter
 from retailstream.jobs import build_views, enrich_events, ingest_events, init_world, refine_events
@@ -63,7 +64,7 @@ def build(spark: SparkSession, settings: Settings, spec: SampleSpec) -> dict:
     """Build the sample into `settings.lake.root`, which must not hold an event store yet."""
     if spec.days < 1 or spec.events_per_day < 1000:
         raise UserError("a sample needs at least 1 day and 1,000 events per day")
-    bronze = settings.lake.table(ingest_events.BRONZE_TABLE)
+    bronze = bronze_table(settings)
     if has_commits(bronze):
         raise UserError(
             f"{settings.lake.root} already holds an event store: build the sample into an "

@@ -27,6 +27,7 @@ from pyspark.sql.streaming import StreamingQuery
 
 from retailstream.config import Settings
 from retailstream.errors import UserError
+from retailstream.io.datasets import gold_table, load_references, silver_table
 from retailstream.io.delta import (
     StreamTrigger,
     append_once,
@@ -36,7 +37,6 @@ from retailstream.io.delta import (
     read_table,
 )
 from retailstream.jobs.interrupts import await_queries
-from retailstream.jobs.refine_events import load_references, silver_table
 from retailstream.jobs.spec import StreamRun, stream_job
 from retailstream.ml import disruption as dis
 from retailstream.ml import registry
@@ -44,7 +44,6 @@ from retailstream.ml.rerouting import alerted_lines, suggestions
 from retailstream.views.store import ServingStore, open_store
 
 QUERY_NAME = "score_shipments"
-ALERTS_TABLE = "gold/disruption_alerts"
 
 
 ALERT_SCHEMA = (
@@ -144,7 +143,7 @@ def score_batch_handler(
         )
         try:
             lines = alerted_lines(alerts, read_table(spark, silver_table(settings, "shipments")))
-            positions_path = settings.lake.table("gold/inventory_positions")
+            positions_path = gold_table(settings, "inventory_positions")
             positions = (
                 read_table(spark, positions_path)
                 if has_commits(positions_path)
@@ -156,7 +155,7 @@ def score_batch_handler(
             )  # fmt: skip
             documents = alert_documents(alerts, moves, version)
             rows = spark.createDataFrame(documents, ALERT_SCHEMA)
-            append_once(rows, settings.lake.table(ALERTS_TABLE), QUERY_NAME, batch_id)
+            append_once(rows, gold_table(settings, "disruption_alerts"), QUERY_NAME, batch_id)
             store.upsert("disruption_alerts", documents)
         finally:
             alerts.unpersist()

@@ -48,17 +48,17 @@ from pyspark.sql.streaming import StreamingQuery
 
 from retailstream.config import KafkaSettings, Settings, ViewsSettings, interval_ms
 from retailstream.errors import UserError
+from retailstream.io.datasets import REFERENCE_TABLES, bronze_table, load_references
 from retailstream.io.delta import StreamTrigger, foreach_batch_stream, has_commits, read_table
 from retailstream.io.kafka_source import read_kafka_stream, starting_after
 from retailstream.jobs import serving_realtime
-from retailstream.jobs.ingest_events import BRONZE_TABLE
 from retailstream.jobs.interrupts import await_queries
-from retailstream.jobs.refine_events import REFERENCE_TABLES, known_values, load_references
 from retailstream.jobs.serving_tasks import SliceFold, SliceReport, StoreOutage, fold_in_tasks
 from retailstream.jobs.spec import StreamRun, stream_job
 from retailstream.kafka.clients import require_broker
 from retailstream.kafka.topics import topic_partitions
 from retailstream.quality.expectations import KnownValues
+from retailstream.quality.reference_values import known_values
 from retailstream.quality.suites import load_suites
 from retailstream.quality.verdicts import mark_events
 from retailstream.schemas import CONTRACTS_BY_TABLE
@@ -157,7 +157,7 @@ class ServingPath:
         known: KnownValues | None = None,
     ) -> None:
         """`references`, `known`: the loaded reference tables and the suites' value
-        sets (`refine_events.known_values`), when the caller has them already."""
+        sets (`quality.reference_values.known_values`), when the caller has them already."""
         self.spark = spark
         self.settings = settings
         self.store = store
@@ -431,7 +431,7 @@ def rebuild(
     Facts are folded in Kafka offset order per partition, so a store
     transaction per chunk moves each view's positions forward only.
     """
-    bronze_path = settings.lake.table(BRONZE_TABLE)
+    bronze_path = bronze_table(settings)
     if not has_commits(bronze_path):
         raise UserError("there is no bronze table yet: run `retailstream run ingest` first")
     for stale in (target, Path(f"{target}-wal"), Path(f"{target}-shm")):

@@ -24,8 +24,8 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from retailstream.config import Settings
+from retailstream.io.datasets import silver_table
 from retailstream.io.truth import read_truth
-from retailstream.jobs.refine_events import silver_table
 from retailstream.jobs.spec import Job
 from retailstream.ml import disruption as dis
 from retailstream.ml import registry, runs

@@ -29,9 +29,9 @@ from pyspark.sql import functions as F
 
 from retailstream.config import RecommenderSettings, Settings
 from retailstream.errors import UserError
+from retailstream.io.datasets import gold_table, load_references, silver_table
 from retailstream.io.delta import write_table
 from retailstream.io.truth import read_truth
-from retailstream.jobs.refine_events import load_references, silver_table
 from retailstream.jobs.spec import Job
 from retailstream.ml import implicit, registry, runs
 from retailstream.ml import recommender as rec
@@ -194,8 +194,8 @@ def publish(
 ) -> int:
     """The champion's lists to gold and the serving store (replaced whole); returns customers."""
     stamped = recommendations.withColumn("model_version", F.lit(version))
-    write_table(stamped, settings.lake.table("gold/recommendations"), mode="overwrite")
-    write_table(popular, settings.lake.table("gold/popular_by_region"), mode="overwrite")
+    write_table(stamped, gold_table(settings, "recommendations"), mode="overwrite")
+    write_table(popular, gold_table(settings, "popular_by_region"), mode="overwrite")
     products = references["products"]
     store.replace(
         "popular_by_region", _documents(popular, "region", products, {"model_version": version})

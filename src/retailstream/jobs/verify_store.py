@@ -18,9 +18,9 @@ from pyspark.sql import functions as F
 
 from retailstream.config import Settings
 from retailstream.errors import UserError
+from retailstream.io.datasets import bronze_table, chain_table
 from retailstream.io.delta import has_commits, read_table
-from retailstream.io.event_chain import CHAIN_SCHEMA, CHAIN_TABLE
-from retailstream.jobs.ingest_events import BRONZE_TABLE
+from retailstream.io.event_chain import CHAIN_SCHEMA
 from retailstream.jobs.launcher import launch
 from retailstream.transforms.chain import (
     RECORD_HASH,
@@ -148,14 +148,14 @@ def _breaks(located: DataFrame, chain: DataFrame) -> list[Break]:
 
 
 def verify(spark: SparkSession, settings: Settings) -> Verdict:
-    path = settings.lake.table(BRONZE_TABLE)
+    path = bronze_table(settings)
     if not has_commits(path):
         raise UserError(f"no event store at {path}: run `retailstream run ingest` first")
     bronze = read_table(spark, path)
     if RECORD_HASH not in bronze.columns:
         raise UserError("this event store has no record hashes yet: run ingest once to add them")
     covered, older = _hashed_part(bronze)
-    chain_path = settings.lake.table(CHAIN_TABLE)
+    chain_path = chain_table(settings)
     chain = (
         read_table(spark, chain_path)
         if has_commits(chain_path)

@@ -20,6 +20,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import NumericType
 
 from retailstream.errors import UserError
+from retailstream.io.lake_names import has_commits
 
 FORMATS = ("csv", "parquet", "delta", "movielens")
 
@@ -38,7 +39,7 @@ def detect_format(path: Path) -> str:
     """The format of `path` from what it is: a Delta or Parquet folder, or a file's
     first bytes (its extension only when they do not tell)."""
     if path.is_dir():
-        if (path / "_delta_log").is_dir():
+        if has_commits(path):
             return "delta"
         if any(path.glob("*.parquet")):
             return "parquet"

@@ -29,7 +29,8 @@ import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 
 from retailstream.errors import UserError
-from retailstream.io.delta import read_table
+from retailstream.io.datasets import SILVER
+from retailstream.io.delta import has_commits, read_table
 from retailstream.quality.expectations import ROW_KEY
 from retailstream.quality.suites import (
     BETWEEN,
@@ -342,8 +343,8 @@ def validate_tables(
     summaries = []
     skipped = []
     for table, suite in sorted(suites.items()):
-        path = lake_root / "silver" / table
-        if not (path / "_delta_log").is_dir():
+        path = lake_root / SILVER / table
+        if not has_commits(path):
             skipped.append(table)
             continue
         columns = list(

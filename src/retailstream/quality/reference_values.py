@@ -14,9 +14,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pandas as pd
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, SparkSession
 
 from retailstream.errors import UserError
+from retailstream.quality.expectations import KnownValues, known_frames
 from retailstream.quality.suites import Suite, ValueSetSource
 
 # The line-sku check of orders and shipments needs the product ids whatever the suites say.
@@ -50,3 +51,16 @@ def reference_values(
             source.key: column
             for source, column in zip(unique, pool.map(distinct, unique), strict=True)
         }
+
+
+def known_values(
+    spark: SparkSession,
+    references: Mapping[str, DataFrame] | Mapping[str, pd.DataFrame],
+    suites: Mapping[str, Suite],
+) -> KnownValues:
+    """Every reference value set the suites and the line-sku check use, gathered
+    once per job: reference tables do not change while the stream runs. From
+    the lake's tables, or straight from a generated world's (`World.tables()`:
+    no Spark job per value set)."""
+    values = reference_values(references, suites.values(), extra=[PRODUCT_SKUS])
+    return known_frames(spark, values)

@@ -17,7 +17,7 @@ the merges only add counts and sums and keep the newest N.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -25,7 +25,8 @@ from typing import Protocol
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
-from retailstream.config import ViewsSettings
+from retailstream.config import Settings, ViewsSettings
+from retailstream.errors import UserError
 from retailstream.transforms.aggregate import aggregate_value
 from retailstream.views.folds import ONLINE  # the store_id of orders placed online (no store)
 
@@ -394,3 +395,13 @@ def definitions(settings: ViewsSettings) -> dict[str, ViewDefinition]:
             ),
         )
     }
+
+
+def chosen_views(settings: Settings, names: Sequence[str] | None = None) -> list[ViewDefinition]:
+    """The views `names` (default: `views.views`); a user error names any unknown one."""
+    known = definitions(settings.views)
+    names = list(names or settings.views.views)
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise UserError(f"unknown view {', '.join(unknown)}; views: {', '.join(known)}")
+    return [known[n] for n in names]
