@@ -29,6 +29,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
 from retailstream.config import Settings, interval_ms
+from retailstream.io import datasets
 
 log = logging.getLogger(__name__)
 
@@ -147,25 +148,16 @@ def query_report(progress: Mapping[str, Any], trigger_ms: int | None) -> QueryRe
 
 def trigger_intervals(settings: Settings) -> dict[str, int]:
     """Each query's configured trigger interval in ms, by query name."""
-    from retailstream.jobs import (
-        build_views,
-        enrich_events,
-        ingest_events,
-        refine_events,
-        score_shipments,
-        serving_views,
-    )
-
     return {
-        ingest_events.QUERY_NAME: interval_ms(settings.ingest.trigger_interval),
-        refine_events.QUERY_NAME: interval_ms(settings.refine.trigger_interval),
-        build_views.QUERY_NAME: interval_ms(settings.views.trigger_interval),
-        serving_views.QUERY_NAME: interval_ms(settings.serving.trigger_interval),
-        serving_views.POSTGRES_QUERY_NAME: interval_ms(settings.serving.trigger_interval),
-        score_shipments.QUERY_NAME: interval_ms(settings.score.trigger_interval),
+        datasets.INGEST_QUERY: interval_ms(settings.ingest.trigger_interval),
+        datasets.REFINE_QUERY: interval_ms(settings.refine.trigger_interval),
+        datasets.GOLD_QUERY: interval_ms(settings.views.trigger_interval),
+        datasets.SERVING_QUERY: interval_ms(settings.serving.trigger_interval),
+        datasets.SERVING_POSTGRES_QUERY: interval_ms(settings.serving.trigger_interval),
+        datasets.SCORE_QUERY: interval_ms(settings.score.trigger_interval),
         **{
             query: interval_ms(settings.enrich.trigger_interval)
-            for query in enrich_events.QUERY_NAMES
+            for query in datasets.ENRICH_QUERIES
         },
     }
 

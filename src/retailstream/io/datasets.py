@@ -35,8 +35,22 @@ QUALITY_METRICS = "quality_metrics"
 REFERENCE = "reference"
 REFERENCE_TABLES = ("products", "stores", "customers", "distribution_centres", "carriers", "routes")
 WORLD_SPEC = "_world.json"
-# The gold views' one streaming query (its checkpoint is what `audit` reads).
+# The streaming queries, by name (what progress reports and `status` show). Each keeps
+# its progress in <lake>/_checkpoints/<its checkpoint>, named as the query unless
+# noted: the gold checkpoint is what `audit` reads.
+INGEST_QUERY = "ingest_events"
+REFINE_QUERY = "refine_events"
+ENRICH_QUERIES = tuple(
+    f"enrich_{table}" for table in ("clickstream", "orders", "order_lines", "shipments")
+)
 GOLD_QUERY = "gold_views"
+SERVING_QUERY = "serving_views"
+# Its first checkpoint kept deduplication state, which Spark will not resume without.
+SERVING_CHECKPOINT = "serving_views_v2"
+SERVING_POSTGRES_QUERY = "serving_views_postgres"
+SERVING_REALTIME_QUERY = "serving_views_realtime"
+SERVING_REALTIME_CHECKPOINT = "serving_views_rt"
+SCORE_QUERY = "score_shipments"
 # Tables of the layers, one folder per table.
 SILVER, GOLD, GOLD_AS_OF = "silver", "gold", "gold_as_of"
 

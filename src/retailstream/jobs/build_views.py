@@ -84,7 +84,7 @@ ACTIVITY_TABLE = "trending_activity"  # per-minute activity, what trending_items
 
 def checkpoint(settings: Settings) -> Path:
     """The gold query's checkpoint (one for every view)."""
-    return settings.lake.checkpoint(QUERY_NAME)
+    return datasets.checkpoint(settings, QUERY_NAME)
 
 
 def require_silver(settings: Settings, views: Sequence[ViewDefinition]) -> None:

@@ -23,6 +23,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
 from retailstream.config import Settings
+from retailstream.io import datasets
 from retailstream.io.datasets import has_commits, load_references, require_table, silver_table
 from retailstream.io.delta import (
     StreamTrigger,
@@ -48,9 +49,7 @@ from retailstream.transforms.enrich import (
 JOIN_WATERMARK = "30 minutes"
 ENRICHED = ("clickstream_enriched", "orders_enriched", "order_lines_enriched", "shipments_enriched")
 # One query per source table, named and checkpointed after it.
-QUERY_NAMES = tuple(
-    f"enrich_{name}" for name in ("clickstream", "orders", "order_lines", "shipments")
-)
+QUERY_NAMES = datasets.ENRICH_QUERIES
 
 
 def _stream(spark: SparkSession, settings: Settings, table: str) -> DataFrame:
@@ -90,7 +89,7 @@ def start_all(
     """Start the four enrichment queries; return them."""
 
     def checkpoint(name: str) -> Path:
-        return settings.lake.checkpoint(f"enrich_{name}")  # QUERY_NAMES
+        return datasets.checkpoint(settings, f"enrich_{name}")  # QUERY_NAMES
 
     def simple(name: str, frame: DataFrame) -> StreamingQuery:
         target = f"{name}_enriched"

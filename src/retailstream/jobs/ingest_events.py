@@ -26,6 +26,7 @@ from pyspark.sql.types import StructType
 
 from retailstream.config import Settings
 from retailstream.errors import UserError
+from retailstream.io import datasets
 from retailstream.io.checkpoints import next_kafka_offsets
 from retailstream.io.datasets import bronze_table, chain_table
 from retailstream.io.delta import (
@@ -46,7 +47,7 @@ from retailstream.kafka.topics import list_topics
 from retailstream.transforms.bronze import BRONZE_PARTITIONS, to_bronze
 from retailstream.transforms.chain import RECORD_HASH
 
-QUERY_NAME = "ingest_events"
+QUERY_NAME = datasets.INGEST_QUERY
 
 
 def start(
@@ -59,7 +60,7 @@ def start(
     bronze = bronze_table(settings)
     rows = records.transform(to_bronze)
     prepare_bronze(spark, bronze, with_record_hash(rows.schema))
-    checkpoint = settings.lake.checkpoint(QUERY_NAME)
+    checkpoint = datasets.checkpoint(settings, QUERY_NAME)
     return foreach_batch_stream(
         rows,
         ChainedAppend(spark, bronze, chain_table(settings), checkpoint),
@@ -81,7 +82,7 @@ def prepare_bronze(spark: SparkSession, path: Path, schema: StructType) -> None:
 
 def unread_records_lost(settings: Settings) -> list[LostRange]:
     """Offset ranges the checkpoint still needs that Kafka no longer holds."""
-    needed = next_kafka_offsets(settings.lake.checkpoint(QUERY_NAME))
+    needed = next_kafka_offsets(datasets.checkpoint(settings, QUERY_NAME))
     if not needed:
         return []
     earliest = earliest_offsets(settings.kafka.bootstrap, {t: list(p) for t, p in needed.items()})

@@ -36,6 +36,7 @@ from pyspark.sql.streaming import StreamingQuery
 from retailstream.config import Settings
 from retailstream.errors import UserError
 from retailstream.health.progress import QUARANTINED, ROWS, Tally, publish_tally
+from retailstream.io import datasets
 from retailstream.io.datasets import (
     bronze_table,
     checkpoints,
@@ -71,7 +72,7 @@ from retailstream.transforms.parse import (
     parse_events,
 )
 
-QUERY_NAME = "refine_events"
+QUERY_NAME = datasets.REFINE_QUERY
 # How often `run refine` writes the metrics of the batches its query completed.
 METRICS_EVERY_S = 5.0
 
@@ -312,7 +313,7 @@ def start(
     # the same brokers), so a quiet topic cannot hold every topic's state back.
     with sql_conf(spark, {"spark.sql.streaming.multipleWatermarkPolicy": "max"}):
         return foreach_batch_stream(
-            records, handler, settings.lake.checkpoint(QUERY_NAME), QUERY_NAME, trigger
+            records, handler, datasets.checkpoint(settings, QUERY_NAME), QUERY_NAME, trigger
         )
 
 

@@ -27,6 +27,7 @@ from pyspark.sql.streaming import StreamingQuery
 
 from retailstream.config import Settings
 from retailstream.errors import UserError
+from retailstream.io import datasets
 from retailstream.io.datasets import gold_table, load_references, silver_table
 from retailstream.io.delta import (
     StreamTrigger,
@@ -43,7 +44,7 @@ from retailstream.ml import registry
 from retailstream.ml.rerouting import alerted_lines, suggestions
 from retailstream.views.store import ServingStore, open_store
 
-QUERY_NAME = "score_shipments"
+QUERY_NAME = datasets.SCORE_QUERY
 
 
 ALERT_SCHEMA = (
@@ -174,7 +175,7 @@ def start(spark: SparkSession, settings: Settings, trigger: StreamTrigger) -> St
     return foreach_batch_stream(
         read_stream(spark, enriched),
         handler,
-        settings.lake.checkpoint(QUERY_NAME),
+        datasets.checkpoint(settings, QUERY_NAME),
         QUERY_NAME,
         trigger,
     )

@@ -34,12 +34,13 @@ from pyspark.sql.streaming import StreamingQuery
 
 from retailstream.config import Settings, TopicSettings, interval_ms
 from retailstream.errors import UserError
+from retailstream.io import datasets
 from retailstream.kafka.clients import consumer
 from retailstream.kafka.topics import create_topics, topic_partitions
 from retailstream.views.facts import decode_facts
 
-QUERY_NAME = "serving_views_realtime"
-CHECKPOINT = "serving_views_rt"
+QUERY_NAME = datasets.SERVING_REALTIME_QUERY
+CHECKPOINT = datasets.SERVING_REALTIME_CHECKPOINT
 # A derived topic: the folder reads it within seconds; a day covers any pause.
 FACTS_RETENTION_MS = 24 * 3_600_000
 # How long one poll of the folder collects messages at most: the longest a

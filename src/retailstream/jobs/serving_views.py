@@ -48,6 +48,7 @@ from pyspark.sql.streaming import StreamingQuery
 
 from retailstream.config import KafkaSettings, Settings, ViewsSettings, interval_ms
 from retailstream.errors import UserError
+from retailstream.io import datasets
 from retailstream.io.datasets import REFERENCE_TABLES, bronze_table, load_references
 from retailstream.io.delta import StreamTrigger, foreach_batch_stream, has_commits, read_table
 from retailstream.io.kafka_source import read_kafka_stream, starting_after
@@ -79,13 +80,12 @@ from retailstream.views.serving import HANDOVER, apply_facts, seed_inventory, vi
 from retailstream.views.store import WritableStore, open_store
 from retailstream.views.stores import serving_store
 
-QUERY_NAME = "serving_views"
+QUERY_NAME = datasets.SERVING_QUERY
 # The query feeding PostgreSQL, beside SQLite's (`views.stores`: each store its own).
-POSTGRES_QUERY_NAME = "serving_views_postgres"
-# The query's checkpoint. Its first version kept the deduplication state, which
-# Spark will not resume without (a stateful operator removed); a new checkpoint
-# starts where the store's positions say, so nothing is read twice or skipped.
-CHECKPOINT = "serving_views_v2"
+POSTGRES_QUERY_NAME = datasets.SERVING_POSTGRES_QUERY
+# The query's checkpoint (a new one starts where the store's positions say, so
+# nothing is read twice or skipped).
+CHECKPOINT = datasets.SERVING_CHECKPOINT
 RT_CHECKPOINT = serving_realtime.CHECKPOINT
 # How a topic's parsed records are deduplicated: a streaming operator, or in batch.
 Deduplication = Callable[[DataFrame], DataFrame]
@@ -301,8 +301,8 @@ class ServingPath:
         # start (`starting_offsets`), and the stale one would re-read from its offsets.
         batches, continuous = self.checkpoints
         mine, other = (continuous, batches) if real_time else (batches, continuous)
-        shutil.rmtree(self.settings.lake.checkpoint(other), ignore_errors=True)
-        checkpoint = self.settings.lake.checkpoint(mine)
+        shutil.rmtree(datasets.checkpoint(self.settings, other), ignore_errors=True)
+        checkpoint = datasets.checkpoint(self.settings, mine)
         if real_time:
             return self._start_real_time(starts, str(checkpoint))
         kafka = self.settings.kafka
