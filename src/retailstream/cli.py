@@ -20,18 +20,7 @@ import yaml
 from retailstream import __version__, sql_server
 from retailstream.config import Settings, find_home, load_settings, shipped_config_files
 from retailstream.errors import UserError
-from retailstream.jobs import (
-    all_jobs,
-    asof_views,
-    audit_views,
-    explain_views,
-    init_world,
-    maintain_lake,
-    produce_events,
-    replay_events,
-    sample_lake,
-    verify_store,
-)
+from retailstream.jobs import all_jobs, produce_events
 from retailstream.jobs import demo as demo_job
 from retailstream.jobs.launcher import PROG, add_common_flags, guarded, iso_time, with_session
 from retailstream.jobs.spec import Job
@@ -227,7 +216,8 @@ def _forward_common(args: argparse.Namespace) -> list[str]:
 
 
 def job_handler(job: Job[Any]) -> Handler:
-    """The handler of `run NAME` / `train NAME`: the job in a session, with its flags."""
+    """The handler of `run NAME`, `train NAME` or a command (`all_jobs.COMMANDS`): the job
+    in a session, with its flags."""
     return lambda args: int(with_session(job.run_with, args) or 0)
 
 
@@ -235,17 +225,8 @@ def demo(args: argparse.Namespace) -> int:
     return demo_job.run_demo(_settings(args), args)
 
 
-def world_init(args: argparse.Namespace) -> int | None:
-    return with_session(init_world.run, args)
-
-
 def produce(args: argparse.Namespace) -> int:
     return produce_events.run(args)
-
-
-def in_session(run: Callable[[Any, Settings, argparse.Namespace], int | None]) -> Handler:
-    """The handler of a command that is `run(spark, settings, args)` in a session."""
-    return lambda args: int(with_session(run, args) or 0)
 
 
 def quality_validate(args: argparse.Namespace) -> int:
@@ -307,13 +288,6 @@ def sql(args: argparse.Namespace) -> int:
     from retailstream import catalog
 
     return int(with_session(catalog.sql_command, args) or 0)
-
-
-def retrain(args: argparse.Namespace) -> int:
-    """Retrain the models every interval, in this process."""
-    from retailstream.jobs import retrain as retrain_job
-
-    return int(with_session(retrain_job.run, args) or 0)
 
 
 def _registered_name(settings: Settings, name: str) -> str:
@@ -418,6 +392,14 @@ def build_parser() -> argparse.ArgumentParser:
         sub.set_defaults(handler=handler)
         return sub
 
+    def add_job(group: argparse._SubParsersAction, job: Job[Any]) -> None:
+        job.add_flags(command(group, job.name, job.help, job_handler(job)))
+
+    # The commands of all_jobs.COMMANDS go where `--help` lists them: these three by
+    # name, the others in their order after `sql`.
+    placed = {"init", "sample-lake", "retrain"}
+    by_name = {job.name: job for job in all_jobs.COMMANDS}
+
     kafka = commands.add_parser(
         "kafka", help="run the local Kafka broker", description="Run the local Kafka broker."
     )
@@ -498,19 +480,12 @@ def build_parser() -> argparse.ArgumentParser:
         "world", help="the simulated retailer", description="The simulated retailer."
     )
     world_commands = world.add_subparsers(dest="action", metavar="ACTION", required=True)
-    init = command(world_commands, "init", "write the reference data as Delta tables", world_init)
-    init_world.add_flags(init)
+    add_job(world_commands, by_name["init"])
     publish = command(
         commands, "produce", "publish generated events to Kafka (with ground truth)", produce
     )
     produce_events.add_flags(publish)
-    sample_lake.add_flags(
-        command(
-            commands, "sample-lake",
-            "a few simulated days through the whole pipeline into an empty lake, to explore",
-            in_session(sample_lake.run),
-        )
-    )  # fmt: skip
+    add_job(commands, by_name["sample-lake"])
 
     quality = commands.add_parser(
         "quality", help="data quality of the silver tables", description="Data quality."
@@ -530,7 +505,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_common_flags(run, suppress_defaults=True)
     run_jobs = run.add_subparsers(dest="job", metavar="JOB", required=True)
     for job in all_jobs.STREAMING:
-        job.add_flags(command(run_jobs, job.name, job.help, job_handler(job)))
+        add_job(run_jobs, job)
 
     sub = command(commands, "submit", "spark-submit a job with the resolved jars", submit)
     sub.add_argument("job", choices=sorted(all_jobs.by_submit_name()), help="the job")
@@ -579,49 +554,9 @@ def build_parser() -> argparse.ArgumentParser:
     sql_cmd.add_argument("--limit", type=int, default=50, help="rows to print at most")
     sql_cmd.add_argument("--tables", action="store_true", help="list the tables and their paths")
 
-    command(
-        commands, "verify",
-        "walk the event store's hash chains: report records changed, removed or inserted",
-        in_session(verify_store.run),
-    )  # fmt: skip
-
-    replay_events.add_flags(
-        command(
-            commands, "replay",
-            "the event store (or a slice) into a new view, a replica topic or a new table",
-            in_session(replay_events.run),
-        )
-    )  # fmt: skip
-    asof_views.add_flags(
-        command(
-            commands, "asof",
-            "a gold view as it stood at a past time (Delta time travel, else folded from events)",
-            in_session(asof_views.run),
-        )
-    )  # fmt: skip
-    audit_views.add_flags(
-        command(
-            commands, "audit",
-            "which micro-batches changed a gold view, when, from which Kafka offset ranges",
-            in_session(audit_views.run),
-        )
-    )  # fmt: skip
-    explain_views.add_flags(
-        command(
-            commands, "explain",
-            "the events behind an item's rating, a store's stock or a customer's "
-            "recommendations, in order, with the running value",
-            in_session(explain_views.run),
-        )
-    )  # fmt: skip
-    maintain_lake.add_flags(
-        command(
-            commands, "maintain",
-            "compact and vacuum every lake table, within a retention the streams and "
-            "the promised time travel allow",
-            in_session(maintain_lake.run),
-        )
-    )  # fmt: skip
+    for job in all_jobs.COMMANDS:
+        if job.name not in placed:
+            add_job(commands, job)
 
     sql_server.add_flags(
         command(
@@ -639,17 +574,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_common_flags(train, suppress_defaults=True)
     trainers = train.add_subparsers(dest="model", metavar="MODEL", required=True)
     for job in all_jobs.TRAINING:
-        job.add_flags(command(trainers, job.name, job.help, job_handler(job)))
+        add_job(trainers, job)
 
-    from retailstream.jobs import retrain as retrain_job
-
-    retrain_cmd = command(
-        commands,
-        "retrain",
-        "retrain on a schedule (each round judged against the champion)",
-        retrain,
-    )
-    retrain_job.add_flags(retrain_cmd)
+    add_job(commands, by_name["retrain"])
 
     models = commands.add_parser(
         "models", help="the MLflow model registry", description="Registered models and champions."

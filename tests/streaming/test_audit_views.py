@@ -3,8 +3,6 @@ offset ranges behind them and the view's Delta versions it committed."""
 
 from __future__ import annotations
 
-import argparse
-
 import pytest
 from delta.tables import DeltaTable
 from pyspark.sql import SparkSession
@@ -50,7 +48,7 @@ def test_every_batch_is_traced_to_its_kafka_records_and_gold_versions(
     assert with_records and all(b.gold_versions for b in with_records)
     assert {v for b in batches for v in b.gold_versions} == versions
 
-    assert audit_views.run(spark, sample_lake, argparse.Namespace(view="item_ratings", last=1)) == 0
+    assert audit_views.run(spark, audit_views.AuditRun(sample_lake, "item_ratings", last=1)) == 0
     out = capsys.readouterr().out
     assert out.startswith("item_ratings: the last 1 committed batches")
     assert "shop.ratings[" in out or "no new records" in out

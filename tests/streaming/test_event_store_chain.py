@@ -5,7 +5,6 @@ verifies clean."""
 
 from __future__ import annotations
 
-import argparse
 import uuid
 from pathlib import Path
 
@@ -118,6 +117,6 @@ def test_edits_deletions_and_insertions_in_the_store_are_caught(
     assert verify_store.verify(spark, local).intact
     capsys.readouterr()
     spark.sql(f"DELETE FROM {table} WHERE {_where(topic, 0, 2)}")
-    assert verify_store.run(spark, local, argparse.Namespace()) == 1
+    assert verify_store.run(spark, verify_store.VerifyRun(local)) == 1
     out = capsys.readouterr().out
     assert "NOT intact: 1 of 2 chains broken" in out and f"{topic}[0] offset 2: removed" in out

@@ -4,8 +4,6 @@ and every event names a record the event store holds."""
 
 from __future__ import annotations
 
-import argparse
-
 import pandas as pd
 import pytest
 from pyspark.sql import SparkSession
@@ -44,8 +42,8 @@ def test_an_items_rating_is_explained_by_its_ratings_in_order(
     assert found.agrees("running_average", "average_stars") is True
     assert _in_event_store(spark, sample_lake, events) == len(events)
 
-    args = argparse.Namespace(subject="item", id=top["sku"], sku=None, limit=2)
-    assert explain_views.run(spark, sample_lake, args) == 0
+    cfg = explain_views.ExplainRun(sample_lake, "item", top["sku"], limit=2)
+    assert explain_views.run(spark, cfg) == 0
     out = capsys.readouterr().out
     assert f"item {top['sku']}: {len(events)} events" in out and "raise --limit" in out
     assert "differs" not in out

@@ -3,7 +3,6 @@ files the promised time travel or a stream that is behind still needs."""
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import pytest
@@ -68,9 +67,4 @@ def test_retention_is_checked_then_small_files_are_compacted_and_vacuumed(
     _append(spark, orders, 7, 1)
     _catch_up(spark, orders, checkpoint, copy)
     assert read_table(spark, copy).count() == 8
-    assert (
-        maintain_lake.run(
-            spark, settings, argparse.Namespace(retention_hours=None, dry_run=True, table=[])
-        )
-        == 0
-    )
+    assert maintain_lake.run(spark, maintain_lake.MaintainRun(settings, dry_run=True)) == 0

@@ -4,7 +4,6 @@ equal to the one maintained live."""
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import uuid
 from pathlib import Path
@@ -57,14 +56,13 @@ def test_a_time_slice_goes_to_a_new_table(
     since = middle.replace(tzinfo=None)
     wanted = replay_events.chosen_records(spark, sample_lake, since=since)
     path = tmp_path / "slice"
-    args = argparse.Namespace(view=None, to_prefix=None, to_table=str(path), topic=[],
-                              since=since, until=None)  # fmt: skip
-    assert replay_events.run(spark, sample_lake, args) == 0
+    cfg = replay_events.ReplayRun(sample_lake, to_table=str(path), since=since)
+    assert replay_events.run(spark, cfg) == 0
     sliced = read_table(spark, path)
     assert sliced.count() == wanted.count() > 0
     assert sliced.agg(F.min("kafka_timestamp")).first()[0] >= since  # type: ignore[index]
     with pytest.raises(UserError, match="holds a Delta table already"):
-        replay_events.run(spark, sample_lake, args)
+        replay_events.run(spark, cfg)
 
 
 def test_a_view_without_state_is_built_from_the_stored_events(

@@ -4,7 +4,6 @@ the registry commands, ratings files a user brings, and bad input."""
 
 from __future__ import annotations
 
-import argparse
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -311,8 +310,8 @@ def test_scheduled_retraining_that_fails_leaves_the_champion_serving(
     versions = len(client.search_model_versions(f"name = '{name}'"))
     served = read_table(spark, settings.lake.table("gold/recommendations")).count()
     failing = with_ml(settings, "recommender", min_ratings=10_000_000)
-    args = argparse.Namespace(every="1s", models="recommender", times=2)
-    assert retrain.run(spark, failing, args) == 5  # both rounds ran, both failed
+    cfg = retrain.RetrainRun(failing, every=1.0, models=("recommender",), times=2)
+    assert retrain.run(spark, cfg) == 5  # both rounds ran, both failed
     assert registry.champion_version(client, name) == champion
     assert len(client.search_model_versions(f"name = '{name}'")) == versions
     assert read_table(spark, settings.lake.table("gold/recommendations")).count() == served

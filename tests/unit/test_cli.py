@@ -2,16 +2,29 @@ from __future__ import annotations
 
 import argparse
 import importlib
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from retailstream import __version__
 from retailstream.cli import build_parser, main
 from retailstream.config import load_settings
+from retailstream.errors import UserError
 from retailstream.io.delta import StreamTrigger
-from retailstream.jobs import all_jobs, enrich_events
-from retailstream.jobs.spec import StreamRun
+from retailstream.jobs import (
+    all_jobs,
+    asof_views,
+    enrich_events,
+    explain_views,
+    init_world,
+    maintain_lake,
+    replay_events,
+    retrain,
+    sample_lake,
+)
+from retailstream.jobs.spec import Job, StreamRun
 from support import run_cli
 
 
@@ -120,3 +133,57 @@ def test_a_job_is_configured_from_its_flags_without_a_session() -> None:
     cfg = enrich_events.JOB.configure(settings, args)
     assert cfg == StreamRun(settings, available_now=True)
     assert cfg.trigger(settings.enrich.trigger_interval) == StreamTrigger(True, "5 seconds")
+
+
+def test_commands_are_built_from_their_job_specs() -> None:
+    parser = build_parser()
+    paths = set(_all_command_paths(parser))
+    for job in all_jobs.COMMANDS:
+        assert job.kind == "command"
+        path = ("world", job.name) if job.name == "init" else (job.name,)
+        assert path in paths, path
+        assert importlib.import_module(f"retailstream.jobs.{job.script}").main == job.main
+    # Commands are not spark-submitted.
+    assert not {job.script for job in all_jobs.COMMANDS} & {
+        job.script for job in all_jobs.by_submit_name().values()
+    }
+
+
+def test_a_command_is_configured_from_its_flags_without_a_session() -> None:
+    settings = load_settings("test", [])
+
+    def configured(job: Job[Any], *argv: str) -> Any:
+        return job.configure(settings, build_parser().parse_args(["--env", "test", *argv]))
+
+    at = datetime(2026, 3, 2, 12, tzinfo=UTC)
+    assert configured(asof_views.JOB, "asof", "2026-03-02T12:00", "item_ratings") == (
+        asof_views.AsofRun(settings, "item_ratings", at, limit=20)
+    )
+    assert configured(explain_views.JOB, "explain", "store", "ST-1", "--sku", "SKU-2") == (
+        explain_views.ExplainRun(settings, "store", "ST-1", sku="SKU-2", limit=50)
+    )
+    maintain = configured(maintain_lake.JOB, "maintain", "--dry-run", "--table", "gold.a",
+                          "--table", "silver.b")  # fmt: skip
+    assert maintain == maintain_lake.MaintainRun(settings, None, True, ("gold.a", "silver.b"))
+    assert maintain.retention == settings.lake.time_travel_hours
+    assert maintain_lake.MaintainRun(settings, retention_hours=0).retention == 0
+    assert configured(replay_events.JOB, "replay", "--to-table", "out/", "--topic", "shop.orders",
+                      "--from", "2026-03-02T12:00") == replay_events.ReplayRun(
+        settings, to_table="out/", topics=("shop.orders",), since=at
+    )  # fmt: skip
+    assert configured(init_world.JOB, "world", "init", "--scale", "demo") == (
+        init_world.WorldInit(settings, seed=settings.world.seed, scale="demo")
+    )
+    assert configured(init_world.JOB, "world", "init", "--seed", "0") == (
+        init_world.WorldInit(settings, seed=0, scale=settings.world.scale)
+    )
+    assert configured(sample_lake.JOB, "sample-lake", "--days", "2") == (
+        sample_lake.SampleRun(settings, sample_lake.SampleSpec(days=2))
+    )
+    assert configured(retrain.JOB, "retrain", "--every", "15m") == (
+        retrain.RetrainRun(settings, 900.0, ("disruption", "recommender"), times=None)
+    )
+    assert configured(retrain.JOB, "retrain", "--every", "1s", "--models", "recommender",
+                      "--times", "2") == retrain.RetrainRun(settings, 1.0, ("recommender",), 2)  # fmt: skip
+    with pytest.raises(UserError, match="not an interval"):
+        configured(retrain.JOB, "retrain", "--every", "soon")

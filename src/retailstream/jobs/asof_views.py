@@ -10,7 +10,6 @@ answer says which of the two it used.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,7 +26,8 @@ from retailstream.errors import UserError
 from retailstream.io.datasets import gold_table
 from retailstream.io.delta import has_commits, read_table
 from retailstream.jobs.build_views import fold_ingested_by
-from retailstream.jobs.launcher import iso_time, launch
+from retailstream.jobs.launcher import iso_time
+from retailstream.jobs.spec import Job
 from retailstream.views.definitions import chosen_views
 
 
@@ -80,15 +80,26 @@ def _first_line(error: Exception) -> str:
     return text[0][:160] if text else type(error).__name__
 
 
-def run(spark: SparkSession, settings: Settings, args: argparse.Namespace) -> int:
-    at = args.time
-    found = answer(spark, settings, args.view, at.astimezone(UTC))
-    print(f"{args.view} as of {at.isoformat()}: {len(found.rows):,} rows, by {found.how} "
+@dataclass(frozen=True)
+class AsofRun:
+    """What `asof` runs with: the settings, the gold view, the past time to answer it
+    at, and how many of its rows to print."""
+
+    settings: Settings
+    view: str
+    time: datetime
+    limit: int = 20
+
+
+def run(spark: SparkSession, cfg: AsofRun) -> int:
+    at = cfg.time
+    found = answer(spark, cfg.settings, cfg.view, at.astimezone(UTC))
+    print(f"{cfg.view} as of {at.isoformat()}: {len(found.rows):,} rows, by {found.how} "
           f"({found.detail})")  # fmt: skip
-    shown = found.rows.head(args.limit)
+    shown = found.rows.head(cfg.limit)
     print(shown.to_string(index=False) if not shown.empty else "(no rows)")
-    if len(found.rows) > args.limit:
-        print(f"... {len(found.rows) - args.limit:,} more rows (raise --limit)")
+    if len(found.rows) > cfg.limit:
+        print(f"... {len(found.rows) - cfg.limit:,} more rows (raise --limit)")
     return 0
 
 
@@ -98,5 +109,13 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, default=20, help="rows to print at most")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    return launch(__doc__.splitlines()[0], run, argv, add_flags, prog="asof_views")
+def configure(settings: Settings, args: argparse.Namespace) -> AsofRun:
+    return AsofRun(settings, view=args.view, time=args.time, limit=args.limit)
+
+
+JOB = Job(
+    "asof",
+    "a gold view as it stood at a past time (Delta time travel, else folded from events)",
+    "command", "asof_views", configure, run, add_flags,
+)  # fmt: skip
+main = JOB.main

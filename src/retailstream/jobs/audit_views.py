@@ -26,7 +26,7 @@ from retailstream.io.checkpoints import committed_batches, delta_source_versions
 from retailstream.io.datasets import gold_table, silver_table
 from retailstream.io.delta import has_commits, table_detail
 from retailstream.io.delta_log import added_files
-from retailstream.jobs.launcher import launch
+from retailstream.jobs.spec import Job
 from retailstream.views.definitions import chosen_views
 
 
@@ -127,8 +127,18 @@ def render(view: str, batches: Sequence[BatchAudit]) -> str:
     return "\n".join(lines)
 
 
-def run(spark: SparkSession, settings: Settings, args: argparse.Namespace) -> int:
-    print(render(args.view, audit(spark, settings, args.view, args.last)))
+@dataclass(frozen=True)
+class AuditRun:
+    """What `audit` runs with: the settings, the gold view, and how many of its recent
+    batches to trace."""
+
+    settings: Settings
+    view: str
+    last: int = 20
+
+
+def run(spark: SparkSession, cfg: AuditRun) -> int:
+    print(render(cfg.view, audit(spark, cfg.settings, cfg.view, cfg.last)))
     return 0
 
 
@@ -137,5 +147,13 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--last", type=int, default=20, help="how many recent batches")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    return launch(__doc__.splitlines()[0], run, argv, add_flags, prog="audit_views")
+def configure(settings: Settings, args: argparse.Namespace) -> AuditRun:
+    return AuditRun(settings, view=args.view, last=args.last)
+
+
+JOB = Job(
+    "audit",
+    "which micro-batches changed a gold view, when, from which Kafka offset ranges",
+    "command", "audit_views", configure, run, add_flags,
+)  # fmt: skip
+main = JOB.main

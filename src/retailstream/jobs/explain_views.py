@@ -16,8 +16,8 @@ names the Kafka record it came from, which the event store holds byte for byte.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import pandas as pd
 from pyspark.sql import DataFrame, SparkSession, Window
@@ -28,7 +28,7 @@ from retailstream.config import Settings
 from retailstream.errors import UserError
 from retailstream.io.datasets import gold_table, reference_table, silver_table
 from retailstream.io.delta import has_commits, read_table
-from retailstream.jobs.launcher import launch
+from retailstream.jobs.spec import Job
 from retailstream.views.definitions import COORDINATES, rating_facts, stock_movement_facts
 
 
@@ -177,16 +177,33 @@ def render(explanation: Explanation, limit: int) -> str:
     return "\n".join(lines)
 
 
-def run(spark: SparkSession, settings: Settings, args: argparse.Namespace) -> int:
-    if args.subject == "item":
-        found = item(spark, settings, args.id)
+Subject = Literal["item", "store", "customer"]
+
+
+@dataclass(frozen=True)
+class ExplainRun:
+    """What `explain` runs with: the settings, what to explain (an item, a store or a
+    customer) and its id, with `store` optionally one sku only, and how many of the
+    last events to print."""
+
+    settings: Settings
+    subject: Subject
+    id: str  # the sku, store id or customer id
+    sku: str | None = None
+    limit: int = 50
+
+
+def run(spark: SparkSession, cfg: ExplainRun) -> int:
+    settings = cfg.settings
+    if cfg.subject == "item":
+        found = item(spark, settings, cfg.id)
         agrees = found.agrees("running_average", "average_stars")
-    elif args.subject == "store":
-        found = store(spark, settings, args.id, args.sku)
+    elif cfg.subject == "store":
+        found = store(spark, settings, cfg.id, cfg.sku)
         agrees = found.agrees("running_on_hand", "on_hand")
     else:
-        found, agrees = customer(spark, settings, args.id), None
-    print(render(found, args.limit))
+        found, agrees = customer(spark, settings, cfg.id), None
+    print(render(found, cfg.limit))
     if agrees is False:
         print("the view differs from its events: it is behind the stream, or needs "
               "`retailstream views rebuild`")  # fmt: skip
@@ -194,11 +211,20 @@ def run(spark: SparkSession, settings: Settings, args: argparse.Namespace) -> in
 
 
 def add_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("subject", choices=["item", "store", "customer"], help="what to explain")
+    parser.add_argument("subject", choices=list(get_args(Subject)), help="what to explain")
     parser.add_argument("id", help="the sku, store id or customer id")
     parser.add_argument("--sku", help="with `store`: one sku only")
     parser.add_argument("--limit", type=int, default=50, help="the last N events to print")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    return launch(__doc__.splitlines()[0], run, argv, add_flags, prog="explain_views")
+def configure(settings: Settings, args: argparse.Namespace) -> ExplainRun:
+    return ExplainRun(settings, subject=args.subject, id=args.id, sku=args.sku, limit=args.limit)
+
+
+JOB = Job(
+    "explain",
+    "the events behind an item's rating, a store's stock or a customer's "
+    "recommendations, in order, with the running value",
+    "command", "explain_views", configure, run, add_flags,
+)  # fmt: skip
+main = JOB.main

@@ -12,8 +12,9 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import pandas as pd
 from pyspark.sql import SparkSession
@@ -21,8 +22,8 @@ from pyspark.sql import SparkSession
 from retailstream.config import Settings
 from retailstream.io.datasets import reference_table, world_spec_path
 from retailstream.io.delta import write_table
-from retailstream.jobs.launcher import launch
-from retailstream.world import World, build_world
+from retailstream.jobs.spec import Job
+from retailstream.world import Scale, World, build_world
 
 
 def write_world(
@@ -63,9 +64,18 @@ def write_spec(
     return counts
 
 
-def run(spark: SparkSession, settings: Settings, args: argparse.Namespace) -> int:
-    seed = settings.world.seed if args.seed is None else args.seed
-    scale = args.scale or settings.world.scale
+@dataclass(frozen=True)
+class WorldInit:
+    """What `world init` runs with: the settings, and the seed and scale of the world
+    (`--seed`/`--scale`, else `world.*` in config)."""
+
+    settings: Settings
+    seed: int
+    scale: Scale
+
+
+def run(spark: SparkSession, cfg: WorldInit) -> int:
+    settings, seed, scale = cfg.settings, cfg.seed, cfg.scale
     started = time.monotonic()
     counts = write_world(spark, settings, seed, scale)
     print(f"world (seed {seed}, scale {scale}) written in {time.monotonic() - started:.1f}s:")
@@ -79,5 +89,14 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scale", choices=["small", "demo", "large"], help="world size")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    return launch(__doc__.splitlines()[0], run, argv, add_flags, prog="init_world")
+def configure(settings: Settings, args: argparse.Namespace) -> WorldInit:
+    """The flags' seed and scale, each defaulting to the settings' `world.*`."""
+    seed = settings.world.seed if args.seed is None else args.seed
+    return WorldInit(settings, seed=seed, scale=args.scale or settings.world.scale)
+
+
+JOB = Job(
+    "init", "write the reference data as Delta tables", "command", "init_world",
+    configure, run, add_flags,
+)  # fmt: skip
+main = JOB.main

@@ -1,8 +1,8 @@
 """What every command's and job's `main(argv)` shares: flags, config, the session, errors.
 
-A job (`jobs/spec.py`) launches as `Job.main`, which calls `launch` with its
-`run_with`; a command that is not a job (`retrain`, ...) calls `launch` with its
-own `run(spark, settings, args)`.
+A job or an in-session command (`jobs/spec.py`) launches as `Job.main`, which
+calls `launch` with its `run_with`; `produce` and `demo`, which need no session,
+call `launch_without_spark` with their own `run(args)`.
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ from retailstream.errors import UserError
 from retailstream.io import datasets, lake_names
 from retailstream.io.checkpoints import delta_source_versions
 from retailstream.io.delta import table_detail
-from retailstream.jobs.launcher import launch
+from retailstream.jobs.spec import Job
 
 
 @dataclass(frozen=True)
@@ -148,14 +148,31 @@ def maintain(
     return done
 
 
-def run(spark: SparkSession, settings: Settings, args: argparse.Namespace) -> int:
-    retention = (
-        settings.lake.time_travel_hours if args.retention_hours is None else args.retention_hours
-    )
+@dataclass(frozen=True)
+class MaintainRun:
+    """What `maintain` runs with: the settings, how long to keep removed files (None:
+    `lake.time_travel_hours`), whether to only check and list, and the tables to
+    maintain (empty: every table)."""
+
+    settings: Settings
+    retention_hours: float | None = None
+    dry_run: bool = False
+    tables: tuple[str, ...] = ()
+
+    @property
+    def retention(self) -> float:
+        """The retention in hours: the one asked for, else the promised time travel."""
+        if self.retention_hours is None:
+            return self.settings.lake.time_travel_hours
+        return self.retention_hours
+
+
+def run(spark: SparkSession, cfg: MaintainRun) -> int:
+    retention = cfg.retention
     if retention < 0:
         raise UserError("--retention-hours must be zero or more")
-    done = maintain(spark, settings, retention, args.dry_run, args.table)
-    verb = "would compact and vacuum" if args.dry_run else "compacted and vacuumed"
+    done = maintain(spark, cfg.settings, retention, cfg.dry_run, cfg.tables)
+    verb = "would compact and vacuum" if cfg.dry_run else "compacted and vacuumed"
     print(f"{verb} {len(done)} tables, keeping removed files for {retention:g} h:")
     for m in done:
         print(
@@ -178,5 +195,17 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    return launch(__doc__.splitlines()[0], run, argv, add_flags, prog="maintain_lake")
+def configure(settings: Settings, args: argparse.Namespace) -> MaintainRun:
+    return MaintainRun(
+        settings, retention_hours=args.retention_hours, dry_run=args.dry_run,
+        tables=tuple(args.table),
+    )  # fmt: skip
+
+
+JOB = Job(
+    "maintain",
+    "compact and vacuum every lake table, within a retention the streams and "
+    "the promised time travel allow",
+    "command", "maintain_lake", configure, run, add_flags,
+)  # fmt: skip
+main = JOB.main

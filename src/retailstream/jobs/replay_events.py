@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -29,7 +30,8 @@ from retailstream.io import datasets
 from retailstream.io.datasets import bronze_table
 from retailstream.io.delta import StreamTrigger, has_commits, read_table
 from retailstream.jobs import build_views
-from retailstream.jobs.launcher import iso_time, launch
+from retailstream.jobs.launcher import iso_time
+from retailstream.jobs.spec import Job
 from retailstream.kafka.clients import flush_or_fail, producer, require_broker
 from retailstream.kafka.topics import create_topics, list_topics
 from retailstream.transforms.bronze import BRONZE_PARTITIONS
@@ -111,27 +113,43 @@ def to_new_view(spark: SparkSession, settings: Settings, name: str) -> int:
     return read_table(spark, datasets.gold_table(settings, name)).count()
 
 
-def run(spark: SparkSession, settings: Settings, args: argparse.Namespace) -> int:
-    targets = [t for t in (args.view, args.to_prefix, args.to_table) if t is not None]
+@dataclass(frozen=True)
+class ReplayRun:
+    """What `replay` runs with: the settings, where to replay to (exactly one of a new
+    view, a topic prefix, a table path) and, for a topic or table, which records: of
+    `topics` (empty: all) with a Kafka timestamp in [since, until)."""
+
+    settings: Settings
+    view: str | None = None
+    to_prefix: str | None = None
+    to_table: str | None = None  # as given (printed so); resolved when written
+    topics: tuple[str, ...] = ()
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+def run(spark: SparkSession, cfg: ReplayRun) -> int:
+    settings = cfg.settings
+    targets = [t for t in (cfg.view, cfg.to_prefix, cfg.to_table) if t is not None]
     if len(targets) != 1:
         raise UserError("say where to replay: exactly one of --view, --to-prefix, --to-table")
-    if args.view is not None:
-        if args.topic or args.since or args.until:
+    if cfg.view is not None:
+        if cfg.topics or cfg.since or cfg.until:
             raise UserError("--view replays every stored event: no --topic, --from or --until")
-        rows = to_new_view(spark, settings, args.view)
-        print(f"replayed the event store into the new view {args.view}: {rows:,} rows; "
+        rows = to_new_view(spark, settings, cfg.view)
+        print(f"replayed the event store into the new view {cfg.view}: {rows:,} rows; "
               f"`retailstream run views` carries it on from here")  # fmt: skip
         return 0
-    records = chosen_records(spark, settings, args.topic, args.since, args.until)
-    if args.to_prefix is not None:
-        produced = to_topics(records, settings.kafka.bootstrap, args.to_prefix)
+    records = chosen_records(spark, settings, cfg.topics, cfg.since, cfg.until)
+    if cfg.to_prefix is not None:
+        produced = to_topics(records, settings.kafka.bootstrap, cfg.to_prefix)
         for topic, count in sorted(produced.items()):
             print(f"replayed {count:,} records into {topic}")
         if not produced:
             print("no records matched: nothing replayed")
-    else:
-        count = to_table(records, Path(args.to_table).resolve())
-        print(f"replayed {count:,} records into {args.to_table}")
+    elif cfg.to_table is not None:  # the one target left
+        count = to_table(records, Path(cfg.to_table).resolve())
+        print(f"replayed {count:,} records into {cfg.to_table}")
     return 0
 
 
@@ -144,5 +162,16 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--until", type=iso_time, help="Kafka timestamp, exclusive")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    return launch(__doc__.splitlines()[0], run, argv, add_flags, prog="replay_events")
+def configure(settings: Settings, args: argparse.Namespace) -> ReplayRun:
+    return ReplayRun(
+        settings, view=args.view, to_prefix=args.to_prefix, to_table=args.to_table,
+        topics=tuple(args.topic), since=args.since, until=args.until,
+    )  # fmt: skip
+
+
+JOB = Job(
+    "replay",
+    "the event store (or a slice) into a new view, a replica topic or a new table",
+    "command", "replay_events", configure, run, add_flags,
+)  # fmt: skip
+main = JOB.main

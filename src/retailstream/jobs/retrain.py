@@ -16,13 +16,14 @@ import argparse
 import re
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from pyspark.sql import SparkSession
 
 from retailstream.config import Settings
 from retailstream.errors import UserError
 from retailstream.jobs import train_disruption, train_recommender
-from retailstream.jobs.launcher import launch
+from retailstream.jobs.spec import Job
 
 # A model's training as `retailstream train MODEL` runs it without flags.
 Trainer = Callable[[SparkSession, Settings], int]
@@ -61,23 +62,34 @@ def one_round(
     return outcome
 
 
-def run(spark: SparkSession, settings: Settings, args: argparse.Namespace) -> int:
-    every = interval_seconds(args.every)
-    models = args.models.split(",") if args.models else sorted(TRAINERS)
+@dataclass(frozen=True)
+class RetrainRun:
+    """What `retrain` runs with: the settings, the seconds between rounds, the models
+    each round trains (by their `retailstream train` names), and how many rounds
+    (None: until interrupted)."""
+
+    settings: Settings
+    every: float
+    models: tuple[str, ...] = tuple(sorted(TRAINERS))
+    times: int | None = None
+
+
+def run(spark: SparkSession, cfg: RetrainRun) -> int:
+    settings, models = cfg.settings, cfg.models
     unknown = [m for m in models if m not in TRAINERS]
     if unknown:
         raise UserError(f"unknown model {', '.join(unknown)}; models: {', '.join(TRAINERS)}")
     rounds = 0
     failed = 0
-    while args.times is None or rounds < args.times:
+    while cfg.times is None or rounds < cfg.times:
         started = time.monotonic()
         print(f"retraining round {rounds + 1}: {', '.join(models)}", flush=True)
         outcome = one_round(spark, settings, models, TRAINERS)
         failed += sum(1 for v in outcome.values() if v != "ok")
         rounds += 1
-        if args.times is not None and rounds >= args.times:
+        if cfg.times is not None and rounds >= cfg.times:
             break
-        time.sleep(max(0.0, every - (time.monotonic() - started)))
+        time.sleep(max(0.0, cfg.every - (time.monotonic() - started)))
     print(f"{rounds} round(s), {failed} failed training(s)")
     return 0 if not failed else 5
 
@@ -88,5 +100,16 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--times", type=int, help="stop after this many rounds (default: never)")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    return launch(__doc__.splitlines()[0], run, argv, add_flags, prog="retrain")
+def configure(settings: Settings, args: argparse.Namespace) -> RetrainRun:
+    """The flags as a `RetrainRun`: `--every` in seconds, `--models` split (default: all)."""
+    every = interval_seconds(args.every)
+    if args.models:
+        return RetrainRun(settings, every, tuple(args.models.split(",")), args.times)
+    return RetrainRun(settings, every, times=args.times)
+
+
+JOB = Job(
+    "retrain", "retrain on a schedule (each round judged against the champion)", "command",
+    "retrain", configure, run, add_flags,
+)  # fmt: skip
+main = JOB.main

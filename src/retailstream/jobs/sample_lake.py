@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -28,9 +27,8 @@ from retailstream.io.datasets import bronze_table
 from retailstream.io.delta import has_commits, latest_version
 from retailstream.io.truth import TruthWriter
 from retailstream.jobs import build_views, enrich_events, ingest_events, init_world, refine_events
-from retailstream.jobs.launcher import launch
 from retailstream.jobs.produce_events import defect_rates
-from retailstream.jobs.spec import StreamRun
+from retailstream.jobs.spec import Job, StreamRun
 from retailstream.kafka.broker import throwaway_broker
 from retailstream.kafka.clients import producer
 from retailstream.kafka.publish import publish
@@ -111,8 +109,17 @@ def build(spark: SparkSession, settings: Settings, spec: SampleSpec) -> dict:
     return built
 
 
-def run(spark: SparkSession, settings: Settings, args: argparse.Namespace) -> int:
-    spec = SampleSpec(days=args.days, events_per_day=args.events_per_day, seed=args.seed)
+@dataclass(frozen=True)
+class SampleRun:
+    """What `sample-lake` runs with: the settings (whose lake it fills) and the sample
+    to build (`--days`, `--events-per-day`, `--seed`)."""
+
+    settings: Settings
+    spec: SampleSpec = SampleSpec()
+
+
+def run(spark: SparkSession, cfg: SampleRun) -> int:
+    settings, spec = cfg.settings, cfg.spec
     built = build(spark, settings, spec)
     print(
         f"sample lake in {settings.lake.root}: {spec.days} days x {spec.events_per_day:,} events "
@@ -130,5 +137,14 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=defaults.seed, help="world and event seed")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    return launch(__doc__.splitlines()[0], run, argv, add_flags, prog="sample_lake")
+def configure(settings: Settings, args: argparse.Namespace) -> SampleRun:
+    spec = SampleSpec(days=args.days, events_per_day=args.events_per_day, seed=args.seed)
+    return SampleRun(settings, spec)
+
+
+JOB = Job(
+    "sample-lake",
+    "a few simulated days through the whole pipeline into an empty lake, to explore",
+    "command", "sample_lake", configure, run, add_flags,
+)  # fmt: skip
+main = JOB.main

@@ -22,7 +22,7 @@ from retailstream.config import Settings
 from retailstream.io.delta import StreamTrigger
 
 C = TypeVar("C")
-Kind = Literal["stream", "train"]
+Kind = Literal["stream", "train", "command"]
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from retailstream.errors import UserError
 from retailstream.io.datasets import bronze_table, chain_table
 from retailstream.io.delta import has_commits, read_table
 from retailstream.io.event_chain import CHAIN_SCHEMA
-from retailstream.jobs.launcher import launch
+from retailstream.jobs.spec import Job
 from retailstream.transforms.chain import (
     RECORD_HASH,
     Break,
@@ -191,8 +191,15 @@ def _first_per_chain(breaks: Sequence[Break]) -> list[Break]:
     return first
 
 
-def run(spark: SparkSession, settings: Settings, args: argparse.Namespace) -> int:
-    verdict = verify(spark, settings)
+@dataclass(frozen=True)
+class VerifyRun:
+    """What `verify` runs with: the settings (it has no flags)."""
+
+    settings: Settings
+
+
+def run(spark: SparkSession, cfg: VerifyRun) -> int:
+    verdict = verify(spark, cfg.settings)
     older = (
         f"; {verdict.unchained:,} older records were ingested before the store had record hashes"
         if verdict.unchained
@@ -207,5 +214,15 @@ def run(spark: SparkSession, settings: Settings, args: argparse.Namespace) -> in
     return 1
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    return launch(__doc__.splitlines()[0], run, argv, prog="verify_store")
+def configure(settings: Settings, args: argparse.Namespace) -> VerifyRun:
+    """A `VerifyRun` of the settings (the command has no flags of its own)."""
+    del args
+    return VerifyRun(settings)
+
+
+JOB = Job(
+    "verify",
+    "walk the event store's hash chains: report records changed, removed or inserted",
+    "command", "verify_store", configure, run,
+)  # fmt: skip
+main = JOB.main

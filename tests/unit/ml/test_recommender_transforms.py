@@ -131,7 +131,9 @@ def test_files_are_recognised_by_content_before_their_extension(tmp_path: Path) 
 def test_formats_are_told_by_extension_and_unknown_ones_are_refused(tmp_path: Path) -> None:
     assert detect_format(tmp_path / "r.csv") == "csv"
     assert detect_format(tmp_path / "ratings.dat") == "movielens"
-    (tmp_path / "t" / "_delta_log").mkdir(parents=True)
+    log = tmp_path / "t" / "_delta_log"
+    log.mkdir(parents=True)
+    (log / f"{0:020d}.json").write_text("{}\n")  # a Delta table: a log with a commit
     assert detect_format(tmp_path / "t") == "delta"
     with pytest.raises(UserError, match="cannot tell the format"):
         detect_format(tmp_path / "ratings.xlsx")
