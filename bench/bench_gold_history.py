@@ -113,7 +113,7 @@ class GoldLake:
 
     def __init__(self, spark: SparkSession, settings: Settings) -> None:
         self.spark, self.settings = spark, settings
-        references = datasets.load_references(spark, settings)
+        references = build_views.gold_references(spark, settings)
         products = references["products"].select("sku").collect()
         self.skus = sorted(r["sku"] for r in products)
         self.stores = sorted(

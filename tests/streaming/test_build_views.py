@@ -100,7 +100,7 @@ def test_a_batch_counts_once_even_when_replayed(
     last = committed_batches(checkpoint)[-1]
     query_id = json.loads((checkpoint / "metadata").read_text())["id"]
     handler = build_views.GoldBatch(
-        lake, build_views.chosen_views(lake), datasets.load_references(spark, lake),
+        lake, build_views.chosen_views(lake), build_views.gold_references(spark, lake),
         lambda: query_id,
     )  # fmt: skip
     silver = {t: read_table(spark, silver_table(lake, t)) for t in build_views.stream_tables()}

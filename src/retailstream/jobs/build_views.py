@@ -103,7 +103,7 @@ def reference_tables(settings: Settings) -> set[str]:
     return {t for v in definitions(settings.views).values() for t in v.references}
 
 
-def load_references(spark: SparkSession, settings: Settings) -> dict[str, DataFrame]:
+def gold_references(spark: SparkSession, settings: Settings) -> dict[str, DataFrame]:
     """The reference tables the gold views read (cached; one-line error if absent)."""
     return datasets.load_references(spark, settings, sorted(reference_tables(settings)))
 
@@ -397,7 +397,7 @@ def start(
     views = chosen_views(settings, names)
     require_silver(settings, definitions_of_all())
     if references is None:
-        references = load_references(spark, settings)
+        references = gold_references(spark, settings)
     seed_new_views(spark, settings, views, references)
     cp = checkpoint(settings)
     return foreach_batch_stream(
@@ -419,7 +419,7 @@ def rebuild(
     """`name` recomputed in batch from every stored silver fact (up to `as_of`)."""
     (view,) = chosen_views(settings, [name])
     require_silver(settings, [view])
-    return compute_view(spark, settings, view, load_references(spark, settings), as_of, silver)
+    return compute_view(spark, settings, view, gold_references(spark, settings), as_of, silver)
 
 
 def fold_ingested_by(
@@ -439,7 +439,7 @@ def fold_ingested_by(
         for t in view.sources
     }
     return view.compute(
-        view.facts(silver), load_references(spark, settings), settings.views, None, None
+        view.facts(silver), gold_references(spark, settings), settings.views, None, None
     )
 
 
