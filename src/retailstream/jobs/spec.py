@@ -1,7 +1,7 @@
 """A job as data: its name, help, flags, typed config and `run`.
 
-`retailstream run|train|submit` and each `jobs/<script>.py` (the spark-submit
-entry) are built from these, so a job is declared once, in its own module:
+`retailstream run|train|submit`, the in-session commands (`asof`, `replay`, ...) and
+each `jobs/<script>.py` (the spark-submit entry) are built from these, so a job is declared once, in its own module:
 
     JOB = stream_job("ingest", "Kafka -> bronze ...", "ingest_events", run, "ingest what Kafka holds")
 
@@ -44,8 +44,9 @@ def _no_flags(parser: argparse.ArgumentParser) -> None:
 
 @dataclass(frozen=True)
 class Job(Generic[C]):
-    """A job: `retailstream run NAME` (streams), `retailstream train NAME` (models),
-    and `retailstream submit` of `jobs/<script>.py` for both."""
+    """A job: `retailstream run NAME` (streams), `retailstream train NAME` (models), or
+    a command of its own (`asof`, `maintain`, ...: kind "command"); streams and models
+    are also `retailstream submit`-ted as `jobs/<script>.py`."""
 
     name: str
     help: str
