@@ -130,8 +130,13 @@ class LakeSettings(_Frozen):
     def table(self, name: str) -> Path:
         return self.root / name
 
+    @property
+    def checkpoints(self) -> Path:
+        """The folder holding every streaming query's checkpoint."""
+        return self.root / "_checkpoints"
+
     def checkpoint(self, query: str) -> Path:
-        return self.root / "_checkpoints" / query
+        return self.checkpoints / query
 
 
 class SparkSettings(_Frozen):

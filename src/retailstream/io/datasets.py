@@ -119,7 +119,7 @@ def checkpoint(settings: Settings, query: str) -> Path:
 
 def checkpoints(settings: Settings) -> Path:
     """The folder holding every query's checkpoint."""
-    return settings.lake.checkpoint(".")
+    return settings.lake.checkpoints
 
 
 def require_table(path: Path, missing: str) -> Path:
