@@ -27,6 +27,7 @@ import pytest
 from pyspark.sql import SparkSession
 
 from retailstream.config import load_settings
+from retailstream.io.datasets import checkpoint
 from retailstream.io.delta import read_table
 from retailstream.io.truth import TruthWriter
 from retailstream.jars import classpath
@@ -67,11 +68,9 @@ def _start(job: str, overrides: list[str], log: Path) -> subprocess.Popen[bytes]
 class Job:
     """One restartable `retailstream run JOB` process and its checkpoint's commits."""
 
-    def __init__(
-        self, job: str, checkpoint: str, lake: Path, overrides: list[str], log: Path
-    ) -> None:
+    def __init__(self, job: str, checkpoint: Path, overrides: list[str], log: Path) -> None:
         self.job, self.overrides, self.log = job, overrides, log
-        self.commits_dir = lake / "_checkpoints" / checkpoint / "commits"
+        self.commits_dir = checkpoint / "commits"
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -167,12 +166,19 @@ def test_bronze_and_the_serving_views_hold_every_record_once_after_kills_and_a_b
         rate=RATE, max_events=None, max_seconds=TIMEOUT_S, batch_size=500, stop=stop_producing.is_set,
     )  # fmt: skip
     rng = random.Random(20261128)
-    ingest = Job("ingest", ingest_events.QUERY_NAME, lake, overrides, tmp_path / "ingest.log")
+    ingest = Job(
+        "ingest", checkpoint(settings, ingest_events.QUERY_NAME), overrides, tmp_path / "ingest.log"
+    )
     # The serving path in real-time mode (a task slot per partition), checkpointing
     # every 5 s: kills land between checkpoints, and the restarted query writes facts
     # the folder has folded already.
     realtime = [*overrides, "spark.master=local[16]", "serving.checkpoint_interval=5 seconds"]
-    serving = Job("serving", serving_views.RT_CHECKPOINT, lake, realtime, tmp_path / "serving.log")
+    serving = Job(
+        "serving",
+        checkpoint(settings, serving_views.RT_CHECKPOINT),
+        realtime,
+        tmp_path / "serving.log",
+    )
     try:
         producing.start()
         ingest.start()
