@@ -1,24 +1,34 @@
-"""Jobs, unchanged, under spark-submit against a Spark standalone cluster: the ingest
-job on one worker, and the serving path's PostgreSQL writes from the executors of two."""
+"""Every job, unchanged, under spark-submit against a Spark standalone cluster of two
+workers, one after the other on one lake: ingest, refine, the gold views, the serving path
+(its PostgreSQL writes from the executors of both workers) and the recommender's training
+on PySpark's MovieLens sample, tracked on a real MLflow server as a cluster's jobs would
+be. Bronze is then compared with Kafka record for record, the gold views with a rebuild
+from silver, and the serving views with the same records folded locally."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
 from pyspark.sql import SparkSession
+from pyspark.testing import assertDataFrameEqual
 
 from retailstream.config import Settings
-from retailstream.io.delta import StreamTrigger
+from retailstream.io import datasets
+from retailstream.io.delta import StreamTrigger, read_table
 from retailstream.jars import classpath
-from retailstream.jobs import init_world, serving_views
-from retailstream.kafka.broker import LocalBroker, free_port
-from retailstream.kafka.clients import flush_or_fail, producer
-from retailstream.kafka.topics import create_topics, describe_topics
+from retailstream.jobs import build_views, init_world, serving_views, train_recommender
+from retailstream.kafka.broker import free_port
+from retailstream.kafka.topics import create_topics
+from retailstream.ml import registry
 from retailstream.postgres_server import LocalPostgres, reader_dsn
 from retailstream.standalone import StandaloneCluster
 from retailstream.views.postgres_store import PostgresStore
@@ -26,17 +36,21 @@ from retailstream.views.store import open_store
 from retailstream.world import DefectRates, EventGenerator, build_world
 from support import (
     PROJECT_HOME,
+    PYSPARK_MOVIELENS,
     assert_bronze_holds_kafka,
     assert_same_views,
+    mlflow_runs,
+    mlflow_server,
     own_pipeline,
     produce_generated,
     with_postgres,
 )
 
 SEED = 31
-EVENTS = 500
+EVENTS = 1000
 # What a store's deduplication must withstand, and records that refine quarantines.
 DEFECTS = DefectRates(duplicate=0.03, out_of_order=0.03, wrong_type=0.005)
+GOLD_VIEWS = ("item_ratings", "sales_by_region", "trending_items", "inventory_positions")
 # Short-lived JVMs (the submitted job's driver and executors) compile with C1 only: C2's
 # work does not pay back within a run of a minute (on two cores, the serving job took
 # 70-90 s so, 120 s and more with C2).
@@ -45,41 +59,52 @@ FOLDED_BY = re.compile(
     r"serving: postgres slices folded by (\d+) task processes on \d+ hosts"
     r" \(driver pid (\d+)\): (.*)"
 )
+# An executor on each worker, both registered before the first batch: tasks then spread
+# over the two. (The ratio counts cores of spark.cores.max: without it, none are awaited.)
+BOTH_WORKERS = {
+    "spark.executor.memory": "768m",
+    "spark.cores.max": "2",
+    "spark.scheduler.minRegisteredResourcesRatio": "1.0",
+    "spark.scheduler.maxRegisteredResourcesWaitingTime": "60s",
+}
+# One small grid point: the test is about where the job runs, not what it picks.
+QUICK_RECOMMENDER = [
+    "ml.recommender.ranks=[4]",
+    "ml.recommender.reg_params=[0.3]",
+    "ml.recommender.max_iter=5",
+]
 
 
-def _cluster(state_dir: Path, workers: int = 1, worker_memory: str = "1g") -> StandaloneCluster:
-    """A cluster on free ports, not yet started."""
-    return StandaloneCluster(
-        state_dir,
-        master_port=free_port(),
-        master_ui_port=free_port(),
-        worker_ui_port=free_port(),
-        worker_memory=worker_memory,
-        workers=workers,
-    )
+@dataclass(frozen=True)
+class ClusterRun:
+    """The lake the jobs ran over on the cluster, and what each spark-submit printed."""
+
+    settings: Settings
+    outputs: dict[str, subprocess.CompletedProcess[str]]
+    finished_apps: list[str]
 
 
 def _spark_submit(
-    cluster: StandaloneCluster, job: str, overrides: list[str], conf: dict[str, str]
+    cluster: StandaloneCluster, job: str, overrides: list[str], *flags: str
 ) -> subprocess.CompletedProcess[str]:
-    """`jobs/<job>.py --env cluster --set <override>... --available-now` under spark-submit
-    on `cluster`, with the resolved jars and `--conf` of `conf`. The driver's prints reach
-    spark-submit's stdout (Python's stderr too), Spark's logs its stderr."""
+    """`jobs/<job>.py --env cluster --set <override>... <flags>` under spark-submit on
+    `cluster`, with the resolved jars. The driver's prints reach spark-submit's stdout
+    (Python's stderr too), Spark's logs its stderr."""
     # The session sets spark.executor.extraJavaOptions (`session_conf`) over any --conf
     # of it, so the executors get theirs from the environment.
-    conf = {"spark.executorEnv.JAVA_TOOL_OPTIONS": QUICK_JVM, **conf}
+    conf = {"spark.executorEnv.JAVA_TOOL_OPTIONS": QUICK_JVM, **BOTH_WORKERS}
     command = [
         str(Path(sys.executable).parent / "spark-submit"),
         "--master", cluster.master_url,
         "--jars", ",".join(str(p) for p in classpath(PROJECT_HOME, "spark")),
-        "--driver-java-options", QUICK_JVM,
+        "--driver-java-options", f"{QUICK_JVM} -Xss32m",
         *(arg for key, value in conf.items() for arg in ("--conf", f"{key}={value}")),
         str(PROJECT_HOME / "jobs" / f"{job}.py"),
         "--env", "cluster",
         *(arg for override in overrides for arg in ("--set", override)),
-        "--available-now",
+        *flags,
     ]  # fmt: skip
-    return subprocess.run(
+    done = subprocess.run(
         command,
         cwd=PROJECT_HOME,
         capture_output=True,
@@ -88,63 +113,22 @@ def _spark_submit(
         env={**os.environ, "PYSPARK_PYTHON": sys.executable},
         check=False,
     )
+    assert done.returncode == 0, f"{job}:\n{done.stdout[-1500:]}\n{done.stderr[-1500:]}"
+    return done
 
 
-def _tails(done: subprocess.CompletedProcess[str]) -> str:
-    """What a failed run said: the driver's lines (stdout), then Spark's logs (stderr)."""
-    return f"{done.stdout[-1500:]}\n{done.stderr[-1500:]}"
-
-
-def test_ingest_job_runs_on_a_standalone_cluster(
-    settings: Settings, kafka_broker: LocalBroker, tmp_path: Path, spark: SparkSession
-) -> None:
-    create_topics(kafka_broker.bootstrap, settings.kafka.topics)
-    client = producer(kafka_broker.bootstrap)
-    for i in range(30):
-        client.produce("shop.orders", key=f"O-{i}".encode(), value=b'{"order_id": "x"}')
-        client.produce("logistics.weather", key=b"iberia", value=b"not json at all")
-    flush_or_fail(client)
-    in_kafka = sum(
-        t.records for t in describe_topics(kafka_broker.bootstrap, sorted(settings.kafka.topics))
-    )
-
-    cluster = _cluster(tmp_path / "cluster")
-    cluster.start()
-    lake = tmp_path / "lake"
-    try:
-        done = _spark_submit(
-            cluster,
-            "ingest_events",
-            [f"lake.root={lake}", f"kafka.bootstrap_servers={kafka_broker.bootstrap}"],
-            {"spark.executor.memory": "768m"},
-        )
-        assert done.returncode == 0, _tails(done)
-        state = cluster.master_state()
-        completed = state["completedapps"]
-        assert isinstance(completed, list)
-        finished = [app["name"] for app in completed]
-        assert "retailstream" in finished, "the job must have run on the cluster's executors"
-    finally:
-        cluster.stop()
-
-    bronze = spark.read.format("delta").load(str(lake / "bronze_events"))
-    assert bronze.count() == in_kafka
-    assert_bronze_holds_kafka(spark, bronze, kafka_broker.bootstrap, settings.kafka.topics)
-
-
-def _serve_locally(spark: SparkSession, settings: Settings) -> None:
-    """The serving path over what Kafka holds, into each store of `settings`, then stop."""
-    for path in serving_views.serving_paths(spark, settings):
-        path.start(StreamTrigger(available_now=True)).awaitTermination()
-
-
-def test_postgres_slices_are_folded_by_the_executors_of_two_workers(
-    tmp_path: Path, spark: SparkSession, postgres_server: LocalPostgres
-) -> None:
-    with own_pipeline(tmp_path / "pipeline") as lake_settings:
-        settings = with_postgres(
-            lake_settings, postgres_server, "cluster_slices", stores=("postgres",)
-        )
+@pytest.fixture(scope="module")
+def cluster_run(
+    tmp_path_factory: pytest.TempPathFactory, spark: SparkSession, postgres_server: LocalPostgres
+) -> Iterator[ClusterRun]:
+    root = tmp_path_factory.mktemp("cluster")
+    (root / "mlflow").mkdir()
+    movielens = root / "movielens.txt"
+    movielens.write_bytes(PYSPARK_MOVIELENS.read_bytes())
+    with own_pipeline(root / "pipeline") as lake_settings, mlflow_server(root / "mlflow") as uri:
+        settings = with_postgres(lake_settings, postgres_server, "cluster", stores=("postgres",))
+        ml = settings.ml.model_copy(update={"store_dir": root / "models", "tracking_uri": uri})
+        settings = settings.model_copy(update={"ml": ml})
         create_topics(settings.kafka.bootstrap, settings.kafka.topics)
         init_world.write_world(spark, settings, SEED, "small")
         generator = EventGenerator(
@@ -152,44 +136,107 @@ def test_postgres_slices_are_folded_by_the_executors_of_two_workers(
         )
         produce_generated(settings, generator, EVENTS)
 
-        cluster = _cluster(tmp_path / "cluster", workers=2, worker_memory="768m")
-        cluster.start()
         server = postgres_server.settings
+        overrides = [
+            f"lake.root={settings.lake.root}",
+            f"kafka.bootstrap_servers={settings.kafka.bootstrap}",
+            "views.stores=[postgres]",
+            f"postgres.database={settings.postgres.database}",
+            f"postgres.local_server.port={server.port}",
+            f"postgres.local_server.data_dir={server.data_dir}",
+            f"ml.store_dir={settings.ml.store_dir}",
+            f"ml.tracking_uri={uri}",
+        ]
+        cluster = StandaloneCluster(
+            root / "cluster",
+            master_port=free_port(),
+            master_ui_port=free_port(),
+            worker_ui_port=free_port(),
+            worker_memory="768m",
+            workers=2,
+        )
+        cluster.start()
         try:
-            done = _spark_submit(
-                cluster,
-                "serving_views",
-                [
-                    f"lake.root={settings.lake.root}",
-                    f"kafka.bootstrap_servers={settings.kafka.bootstrap}",
-                    "views.stores=[postgres]",
-                    f"postgres.database={settings.postgres.database}",
-                    f"postgres.local_server.port={server.port}",
-                    f"postgres.local_server.data_dir={server.data_dir}",
-                ],
-                {
-                    "spark.executor.memory": "768m",
-                    # An executor on each worker, both registered before the first batch:
-                    # its tasks (one per Kafka partition) then spread over the two. (The
-                    # ratio counts cores of spark.cores.max: without it, none are awaited.)
-                    "spark.cores.max": "2",
-                    "spark.scheduler.minRegisteredResourcesRatio": "1.0",
-                    "spark.scheduler.maxRegisteredResourcesWaitingTime": "60s",
-                },
-            )
+            outputs = {
+                job: _spark_submit(cluster, job, overrides, "--available-now")
+                for job in ("ingest_events", "refine_events", "build_views", "serving_views")
+            }
+            outputs["train_recommender"] = _spark_submit(
+                cluster, "train_recommender", [*overrides, *QUICK_RECOMMENDER],
+                "--ratings", str(movielens),
+            )  # fmt: skip
+            completed = cluster.master_state()["completedapps"]
+            assert isinstance(completed, list)
+            finished = [str(app["name"]) for app in completed]
         finally:
             cluster.stop()
-        assert done.returncode == 0, _tails(done)
-        folded_by = FOLDED_BY.search(done.stdout)
-        assert folded_by, _tails(done)
-        count, driver_pid, listed = folded_by.groups()
-        workers = listed.split(", ")
-        assert int(count) == len(workers) >= 2, folded_by.group(0)
-        assert not any(w.endswith(f":{driver_pid}") for w in workers), folded_by.group(0)
+        yield ClusterRun(settings, outputs, finished)
 
-        # The same records folded by the driver into SQLite, locally.
-        sqlite_views = settings.views.model_copy(update={"stores": ("sqlite",)})
-        _serve_locally(spark, settings.model_copy(update={"views": sqlite_views}))
+
+def test_every_job_ran_as_an_application_of_the_cluster(cluster_run: ClusterRun) -> None:
+    assert cluster_run.finished_apps.count("retailstream") == len(cluster_run.outputs)
+
+
+def test_bronze_holds_every_kafka_record_once(cluster_run: ClusterRun, spark: SparkSession) -> None:
+    settings = cluster_run.settings
+    bronze = read_table(spark, datasets.bronze_table(settings))
+    assert_bronze_holds_kafka(spark, bronze, settings.kafka.bootstrap, settings.kafka.topics)
+
+
+@pytest.mark.parametrize("view", GOLD_VIEWS)
+def test_a_gold_view_equals_its_rebuild_from_silver(
+    cluster_run: ClusterRun, spark: SparkSession, view: str
+) -> None:
+    streamed = read_table(spark, datasets.gold_table(cluster_run.settings, view))
+    assert streamed.count() > 0
+    assertDataFrameEqual(build_views.rebuild(spark, cluster_run.settings, view), streamed)
+
+
+def test_postgres_slices_are_folded_by_the_executors_of_two_workers(
+    cluster_run: ClusterRun,
+) -> None:
+    stdout = cluster_run.outputs["serving_views"].stdout
+    folded_by = FOLDED_BY.search(stdout)
+    assert folded_by, stdout[-1500:]
+    count, driver_pid, listed = folded_by.groups()
+    workers = listed.split(", ")
+    assert int(count) == len(workers) >= 2, folded_by.group(0)
+    assert not any(w.endswith(f":{driver_pid}") for w in workers), folded_by.group(0)
+
+
+def test_the_serving_views_equal_the_same_records_folded_locally(
+    cluster_run: ClusterRun, spark: SparkSession
+) -> None:
+    settings = cluster_run.settings
+    sqlite_views = settings.views.model_copy(update={"stores": ("sqlite",)})
+    for path in serving_views.serving_paths(
+        spark, settings.model_copy(update={"views": sqlite_views})
+    ):
+        path.start(StreamTrigger(available_now=True)).awaitTermination()
     assert_same_views(
         PostgresStore(reader_dsn(settings), writer=False), open_store(sqlite_views.store_path)
     )
+
+
+def test_movielens_trains_on_the_cluster_tracked_on_the_mlflow_server(
+    cluster_run: ClusterRun,
+) -> None:
+    """Public data as found: a `.txt` of `user::item::rating::timestamp` lines whose
+    1,501 timestamps are all the same instant, so no split by time can hold out anything.
+    Its model becomes the champion of the server's registry."""
+    settings = cluster_run.settings
+    out = cluster_run.outputs["train_recommender"].stdout
+    assert "the ratings are split at random, not by time" in out, out[-1500:]
+    assert "ratings at random (seed 7)" in out, out[-1500:]
+    (run,) = mlflow_runs(settings, train_recommender.EXPERIMENT)
+    params = run.data.params
+    assert params["split"] == "random"
+    assert sum(int(params[f"rows_{p}"]) for p in ("train", "validation", "holdout")) == 1501
+    assert "holdout_rmse" in run.data.metrics and "oracle_rmse" not in run.data.metrics
+    client = registry.client(settings.ml)
+    inputs = json.loads(Path(client.download_artifacts(run.info.run_id, "inputs.json")).read_text())
+    assert inputs["ratings"]["file"].endswith("movielens.txt")
+    # Kept by the server, not in the local store folder.
+    assert run.info.artifact_uri.startswith("mlflow-artifacts:")
+    assert not (settings.ml.store_dir / "artifacts").exists()
+    assert registry.champion_version(client, settings.ml.recommender_model) == "1"

@@ -1,6 +1,7 @@
 """`train recommender` against real Spark ALS, real Delta tables and a real MLflow store:
 metrics against the baseline and the generator's truth, the champion rule, serving,
-the registry commands, ratings files a user brings, and bad input."""
+the registry commands, and bad input. (A ratings file a user brings, PySpark's MovieLens
+sample, is trained on in tests/e2e/test_standalone_cluster.py, on a cluster.)"""
 
 from __future__ import annotations
 
@@ -28,10 +29,7 @@ from retailstream.world.generator import EventGenerator
 from retailstream.world.reference import build_world
 from support import (
     PROJECT_HOME,
-    PYSPARK_MOVIELENS,
-    copied_lake,
     mlflow_runs,
-    mlflow_server,
     run_cli,
     with_ml,
 )
@@ -246,45 +244,6 @@ def test_models_list_promote_and_rollback_move_the_champion(
     assert registry.champion_version(client, name) == "1"
     unknown = run_cli("models", "promote", "recommender", "99", *flags)
     assert unknown.returncode != 0 and "no version 99" in unknown.stderr
-
-
-def test_pyspark_s_movielens_sample_trains_out_of_the_box_tracked_on_an_mlflow_server(
-    world_ratings: tuple[Settings, pd.DataFrame],
-    spark: SparkSession,
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    """Public data as found: a `.txt` of `user::item::rating::timestamp` lines whose
-    1,501 timestamps are all the same instant, so no split by time can hold out anything.
-    A copy of the lake (it publishes there), and a registry on a real tracking server,
-    given by URI: its model becomes that registry's champion."""
-    ratings = tmp_path / "movielens.txt"
-    ratings.write_bytes(PYSPARK_MOVIELENS.read_bytes())
-    (tmp_path / "mlflow").mkdir()
-    with mlflow_server(tmp_path / "mlflow") as uri:
-        settings = copied_lake(
-            world_ratings[0], tmp_path, "ml.recommender.ranks=[4]",
-            "ml.recommender.reg_params=[0.3]", "ml.recommender.max_iter=5",
-            f"ml.tracking_uri={uri}",
-        )  # fmt: skip
-        _train(spark, settings, ratings)
-        out = capsys.readouterr().out
-        assert "the ratings are split at random, not by time" in out
-        assert "ratings at random (seed 7)" in out
-        (run,) = mlflow_runs(settings, train_recommender.EXPERIMENT)
-        params = run.data.params
-        assert params["split"] == "random"
-        assert sum(int(params[f"rows_{p}"]) for p in ("train", "validation", "holdout")) == 1501
-        assert "holdout_rmse" in run.data.metrics and "oracle_rmse" not in run.data.metrics
-        client = registry.client(settings.ml)
-        inputs = json.loads(
-            Path(client.download_artifacts(run.info.run_id, "inputs.json")).read_text()
-        )
-        assert inputs["ratings"] == {"file": str(ratings)}
-        # Kept by the server, not in the local store folder.
-        assert run.info.artifact_uri.startswith("mlflow-artifacts:")
-        assert not (settings.ml.store_dir / "artifacts").exists()
-        assert registry.champion_version(client, settings.ml.recommender_model) == "1"
 
 
 def test_too_few_ratings_is_a_clear_error_that_registers_nothing(
