@@ -236,6 +236,15 @@ def check_item_ratings(docs: list[Any], ratings: Any, last_ratings: int = 10) ->
         assert doc["name"] and doc["category"]
 
 
+def serve_available(spark: SparkSession, settings: Settings) -> None:
+    """The serving path over what Kafka holds, into each store of `settings`, then stop."""
+    from retailstream.io.delta import StreamTrigger
+    from retailstream.jobs import serving_views
+
+    for path in serving_views.serving_paths(spark, settings):
+        path.start(StreamTrigger(available_now=True)).awaitTermination()
+
+
 SERVING_VIEWS = ("item_ratings", "sales_by_region", "trending_items", "inventory_positions")
 # Every table a serving store folds into: the views and trending's per-minute activity.
 SERVING_TABLES = (*SERVING_VIEWS, "trending_activity")

@@ -21,11 +21,11 @@ import pytest
 from pyspark.sql import SparkSession
 from pyspark.testing import assertDataFrameEqual
 
-from retailstream.config import Settings
+from retailstream.config import Settings, ViewsSettings
 from retailstream.io import datasets
-from retailstream.io.delta import StreamTrigger, read_table
+from retailstream.io.delta import read_table
 from retailstream.jars import classpath
-from retailstream.jobs import build_views, init_world, serving_views, train_recommender
+from retailstream.jobs import build_views, init_world, train_recommender
 from retailstream.kafka.broker import free_port
 from retailstream.kafka.topics import create_topics
 from retailstream.ml import registry
@@ -43,6 +43,7 @@ from support import (
     mlflow_server,
     own_pipeline,
     produce_generated,
+    serve_available,
     with_postgres,
 )
 
@@ -50,7 +51,6 @@ SEED = 31
 EVENTS = 1000
 # What a store's deduplication must withstand, and records that refine quarantines.
 DEFECTS = DefectRates(duplicate=0.03, out_of_order=0.03, wrong_type=0.005)
-GOLD_VIEWS = ("item_ratings", "sales_by_region", "trending_items", "inventory_positions")
 # Short-lived JVMs (the submitted job's driver and executors) compile with C1 only: C2's
 # work does not pay back within a run of a minute (on two cores, the serving job took
 # 70-90 s so, 120 s and more with C2).
@@ -77,9 +77,11 @@ QUICK_RECOMMENDER = [
 
 @dataclass(frozen=True)
 class ClusterRun:
-    """The lake the jobs ran over on the cluster, and what each spark-submit printed."""
+    """The lake the jobs ran over on the cluster, the ratings file the recommender trained
+    on, and what each spark-submit printed."""
 
     settings: Settings
+    ratings_file: Path
     outputs: dict[str, subprocess.CompletedProcess[str]]
     finished_apps: list[str]
 
@@ -170,7 +172,7 @@ def cluster_run(
             finished = [str(app["name"]) for app in completed]
         finally:
             cluster.stop()
-        yield ClusterRun(settings, outputs, finished)
+        yield ClusterRun(settings, movielens, outputs, finished)
 
 
 def test_every_job_ran_as_an_application_of_the_cluster(cluster_run: ClusterRun) -> None:
@@ -183,7 +185,7 @@ def test_bronze_holds_every_kafka_record_once(cluster_run: ClusterRun, spark: Sp
     assert_bronze_holds_kafka(spark, bronze, settings.kafka.bootstrap, settings.kafka.topics)
 
 
-@pytest.mark.parametrize("view", GOLD_VIEWS)
+@pytest.mark.parametrize("view", ViewsSettings().views)
 def test_a_gold_view_equals_its_rebuild_from_silver(
     cluster_run: ClusterRun, spark: SparkSession, view: str
 ) -> None:
@@ -209,10 +211,7 @@ def test_the_serving_views_equal_the_same_records_folded_locally(
 ) -> None:
     settings = cluster_run.settings
     sqlite_views = settings.views.model_copy(update={"stores": ("sqlite",)})
-    for path in serving_views.serving_paths(
-        spark, settings.model_copy(update={"views": sqlite_views})
-    ):
-        path.start(StreamTrigger(available_now=True)).awaitTermination()
+    serve_available(spark, settings.model_copy(update={"views": sqlite_views}))
     assert_same_views(
         PostgresStore(reader_dsn(settings), writer=False), open_store(sqlite_views.store_path)
     )
@@ -235,7 +234,7 @@ def test_movielens_trains_on_the_cluster_tracked_on_the_mlflow_server(
     assert "holdout_rmse" in run.data.metrics and "oracle_rmse" not in run.data.metrics
     client = registry.client(settings.ml)
     inputs = json.loads(Path(client.download_artifacts(run.info.run_id, "inputs.json")).read_text())
-    assert inputs["ratings"]["file"].endswith("movielens.txt")
+    assert inputs["ratings"] == {"file": str(cluster_run.ratings_file)}
     # Kept by the server, not in the local store folder.
     assert run.info.artifact_uri.startswith("mlflow-artifacts:")
     assert not (settings.ml.store_dir / "artifacts").exists()

@@ -20,7 +20,6 @@ import pytest
 from pyspark.sql import SparkSession
 
 from retailstream.config import Settings, load_settings
-from retailstream.io.delta import StreamTrigger
 from retailstream.io.truth import TruthWriter
 from retailstream.jobs import (
     build_views,
@@ -28,7 +27,6 @@ from retailstream.jobs import (
     ingest_events,
     init_world,
     refine_events,
-    serving_views,
 )
 from retailstream.jobs.spec import StreamRun
 from retailstream.kafka.topics import create_topics
@@ -39,6 +37,7 @@ from support import (
     PROJECT_HOME,
     own_pipeline,
     produce_generated,
+    serve_available,
     with_postgres,
 )
 
@@ -47,12 +46,6 @@ SEED = 11
 DEFECTS = DefectRates(
     duplicate=0.03, out_of_order=0.03, late_time=0.01, wrong_type=0.005, unknown_sku=0.005
 )
-
-
-def serve_available(spark: SparkSession, settings: Settings) -> None:
-    """The serving path over what Kafka holds, into each store, then stop."""
-    for path in serving_views.serving_paths(spark, settings):
-        path.start(StreamTrigger(available_now=True)).awaitTermination()
 
 
 @pytest.fixture(scope="session")
