@@ -364,9 +364,9 @@ class RecommenderSettings(_Frozen):
     # newest share of the rest that picks the hyperparameters.
     holdout_fraction: float = Field(0.2, gt=0.0, lt=1.0)
     validation_fraction: float = Field(0.2, gt=0.0, lt=1.0)
-    ranks: tuple[int, ...] = (8, 16)
-    reg_params: tuple[float, ...] = (0.1, 0.3, 1.0)
-    max_iter: int = Field(10, ge=1)
+    ranks: tuple[int, ...] = (8,)
+    reg_params: tuple[float, ...] = (0.15, 0.2, 0.3)
+    max_iter: int = Field(15, ge=1)
     # Recommendations per customer, and the stars from which a held-out rating
     # counts as relevant for precision@k and NDCG@k.
     top_k: int = Field(10, ge=1)

@@ -1,4 +1,5 @@
-"""Product recommendations: ALS on explicit ratings, a popularity baseline, and their metrics.
+"""Product recommendations: item and customer biases with ALS tastes on explicit ratings, a
+popularity baseline, and their metrics.
 
 Ratings have `customer_id`, `sku`, `stars` and `event_time` (silver ratings or
 `ratings_input.read_ratings`). Everything here is a DataFrame -> DataFrame (or
@@ -17,9 +18,9 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from pyspark.ml import Pipeline, PipelineModel
+from pyspark.ml import PipelineModel
 from pyspark.ml.evaluation import RegressionEvaluator
-from pyspark.ml.feature import SQLTransformer, StringIndexer
+from pyspark.ml.feature import SQLTransformer, StringIndexer, TargetEncoder, TargetEncoderModel
 from pyspark.ml.recommendation import ALS, ALSModel
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
@@ -27,46 +28,61 @@ from pyspark.sql import functions as F
 RATING_COLUMNS = ("customer_id", "sku", "stars", "event_time")
 
 
-def als_pipeline(rank: int, reg_param: float, max_iter: int, seed: int, mean: float) -> Pipeline:
-    """Index customers and skus, ALS on `centred` (stars less `mean`, the training mean),
-    and predictions shifted back by `mean`; fit it with `fit_als`.
-
-    Centring matters on sparse ratings: a strongly regularised factor model
-    shrinks an uncertain prediction towards zero, which is then the mean rating
-    instead of zero stars. Unseen ids get no prediction (dropped).
-    """
-    return Pipeline(
-        stages=[
-            StringIndexer(inputCol="customer_id", outputCol="user", handleInvalid="keep"),
-            StringIndexer(inputCol="sku", outputCol="item", handleInvalid="keep"),
-            ALS(
-                userCol="user",
-                itemCol="item",
-                ratingCol="centred",
-                rank=rank,
-                regParam=reg_param,
-                maxIter=max_iter,
-                seed=seed,
-                coldStartStrategy="drop",
-            ).setPredictionCol("offset"),
-            SQLTransformer(statement=f"SELECT *, offset + {mean!r} AS prediction FROM __THIS__"),
-        ]
-    )
-
-
-def mean_stars(ratings: DataFrame) -> float:
-    row = ratings.agg(F.avg("stars")).first()
-    return float(row[0]) if row and row[0] is not None else 3.0
+# Shrinkage of the item and customer biases: a bias is the mean of its ratings' deviations
+# as if it had this many more ratings of no deviation. On generated tastes (about 25
+# ratings per customer, 100 per item) 5, 10 and 25 gave holdout RMSEs within 0.003.
+BIAS_SMOOTHING = 10.0
 
 
 def fit_als(
     ratings: DataFrame, rank: int, reg_param: float, max_iter: int, seed: int
 ) -> PipelineModel:
-    """The ALS pipeline fitted on `ratings` (centred on their mean); predicts from
-    (customer_id, sku) alone."""
-    mean = mean_stars(ratings)
-    centred = ratings.withColumn("centred", F.col("stars") - F.lit(mean))
-    return als_pipeline(rank, reg_param, max_iter, seed, mean).fit(centred)
+    """Biases first, factors on what they leave: stars = item mean + customer bias +
+    taste. Predicts from (customer_id, sku) alone; rows of an id it never saw get no
+    prediction (dropped).
+
+    - item mean: the sku's mean stars, shrunk towards the overall mean
+      (`BIAS_SMOOTHING`);
+    - customer bias: the customer's mean deviation from those item means, shrunk
+      towards the mean deviation of all ratings (about none);
+    - taste: ALS on the stars less both.
+
+    A factor model alone spends its factors, under strong regularisation, on what a
+    mean per item and per customer says directly: ALS on centred stars lost to the item
+    mean (holdout RMSE 0.952 against 0.933 at 100k ratings).
+    """
+
+    def encoder(column: str, label: str, output: str) -> TargetEncoder:
+        return TargetEncoder(
+            inputCol=column, outputCol=output, labelCol=label, targetType="continuous",
+            smoothing=BIAS_SMOOTHING, handleInvalid="keep",
+        )  # fmt: skip
+
+    stars = ratings.withColumn("stars", F.col("stars").cast("double"))
+    users = StringIndexer(inputCol="customer_id", outputCol="user", handleInvalid="keep").fit(stars)
+    items = StringIndexer(inputCol="sku", outputCol="item", handleInvalid="keep").fit(stars)
+    indexed = items.transform(users.transform(stars))
+    item_means = encoder("item", "stars", "item_mean").fit(indexed)
+    after_items = item_means.transform(indexed).withColumn(
+        "after_item", F.col("stars") - F.col("item_mean")
+    )
+    customer_biases = encoder("user", "after_item", "customer_bias").fit(after_items)
+    taste = customer_biases.transform(after_items).withColumn(
+        "taste", F.col("after_item") - F.col("customer_bias")
+    )
+    als = ALS(
+        userCol="user", itemCol="item", ratingCol="taste", rank=rank, regParam=reg_param,
+        maxIter=max_iter, seed=seed, coldStartStrategy="drop",
+    ).setPredictionCol("offset").fit(taste)  # fmt: skip
+    total = SQLTransformer(
+        statement="SELECT *, item_mean + customer_bias + offset AS prediction FROM __THIS__"
+    )
+    return PipelineModel(stages=[users, items, item_means, customer_biases, als, total])
+
+
+def mean_stars(ratings: DataFrame) -> float:
+    row = ratings.agg(F.avg("stars")).first()
+    return float(row[0]) if row and row[0] is not None else 3.0
 
 
 def rmse(predictions: DataFrame, prediction: str = "prediction") -> float:
@@ -112,15 +128,50 @@ def _top_unseen(candidates: DataFrame, seen: DataFrame, k: int) -> DataFrame:
     )
 
 
+def ranking_als(model: PipelineModel) -> ALSModel:
+    """The ALS of `model`, for a model with biases (`fit_als`) with its item means
+    folded into the factors: a factor of 1 for every customer, the item's mean for every
+    item. Its dot product u.v + item mean orders a customer's items as the predicted
+    stars do, and ALS's own top-k search finds them (the customer's bias is the same for
+    every item)."""
+    (als,) = [stage for stage in model.stages if isinstance(stage, ALSModel)]
+    means = [
+        stage for stage in model.stages
+        if isinstance(stage, TargetEncoderModel) and stage.getOutputCol() == "item_mean"
+    ]  # fmt: skip
+    if not means:
+        return als
+    items = (
+        means[0]
+        .transform(als.itemFactors.withColumn("item", F.col("id").cast("double")))
+        .select(
+            "id", F.concat("features", F.array(F.col("item_mean").cast("float"))).alias("features")
+        )
+    )
+    users = als.userFactors.select(
+        "id", F.concat("features", F.array(F.lit(1.0).cast("float"))).alias("features")
+    )
+    jvm = items.sparkSession.sparkContext._jvm
+    assert jvm is not None, "a running SparkContext has its JVM gateway"
+    # ALSModel's constructor is Scala-private to Spark's ml package, which the JVM allows
+    # from here. A model built so has no column defaults: the indexers' columns.
+    folded = jvm.org.apache.spark.ml.recommendation.ALSModel(
+        als.uid, als.rank + 1, users._jdf, items._jdf
+    )
+    folded.setUserCol("user").setItemCol("item")
+    return ALSModel(folded)
+
+
 def recommend(model: PipelineModel, customers: DataFrame, seen: DataFrame, k: int) -> DataFrame:
     """Top `k` skus per known customer of `customers` that they have not rated:
-    (customer_id, rank, sku, score), score = predicted stars less the mean (same order).
+    (customer_id, rank, sku, score), score = predicted stars less the customer's bias
+    (same order; for a model without biases, its ALS score).
 
     ALS ranks every item; asking it for `k` plus the most items any customer has
     rated guarantees `k` unseen ones after the seen are removed.
     """
     users_index, items_index = model.stages[0], model.stages[1]
-    (als,) = [stage for stage in model.stages if isinstance(stage, ALSModel)]
+    als = ranking_als(model)
     users = users_index.transform(customers.select("customer_id").distinct()).where(
         F.col("user") < len(users_index.labels)  # type: ignore[attr-defined]
     )

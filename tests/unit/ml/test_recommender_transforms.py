@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from support import PYSPARK_MOVIELENS
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-def _ratings(spark: SparkSession, rows: list[tuple[str, str, float, int]]) -> DataFrame:
+def _ratings(spark: SparkSession, rows: Sequence[tuple[str, str, float, int]]) -> DataFrame:
     """(customer, sku, stars, minutes after T0) rows as a ratings frame."""
     return spark.createDataFrame(
         [(c, s, float(x), T0 + timedelta(minutes=m)) for c, s, x, m in rows],
@@ -90,6 +91,71 @@ def test_the_item_mean_baseline_falls_back_to_the_global_mean(spark: SparkSessio
     rows = _ratings(spark, [("C", "x", 4, 9), ("C", "new", 4, 9)])
     got = {r["sku"]: r["prediction"] for r in rec.item_mean_predictions(train, rows).collect()}
     assert got == {"x": 4.0, "new": 3.0}
+
+
+def test_predictions_are_shrunk_item_means_plus_customer_biases_before_tastes(
+    spark: SparkSession,
+) -> None:
+    rows = [("A", "x", 5, 0), ("A", "y", 4, 1), ("B", "x", 3, 2), ("B", "z", 1, 3),
+            ("C", "y", 2, 4), ("C", "z", 2, 5), ("C", "x", 4, 6)]  # fmt: skip
+    # A regularisation this strong leaves no taste: predictions are the biases alone.
+    model = rec.fit_als(_ratings(spark, rows), rank=2, reg_param=1e6, max_iter=2, seed=1)
+    s = rec.BIAS_SMOOTHING
+
+    def shrunk(values: list[float], towards: float) -> float:
+        return (sum(values) + s * towards) / (len(values) + s)
+
+    overall = sum(r[2] for r in rows) / len(rows)
+    item_mean = {i: shrunk([r[2] for r in rows if r[1] == i], overall) for i in "xyz"}
+    after = [(c, stars - item_mean[i]) for c, i, stars, _ in rows]
+    mean_after = sum(d for _, d in after) / len(after)
+    bias = {c: shrunk([d for who, d in after if who == c], mean_after) for c in "ABC"}
+    pairs = _ratings(spark, [("A", "z", 3, 9), ("C", "y", 3, 9), ("B", "y", 3, 9)])
+    got = {(r["customer_id"], r["sku"]): r["prediction"] for r in model.transform(pairs).collect()}
+    assert got == {
+        (c, i): pytest.approx(item_mean[i] + bias[c], abs=1e-4)
+        for c, i in [("A", "z"), ("C", "y"), ("B", "y")]
+    }
+
+
+def test_lists_follow_the_predicted_stars(spark: SparkSession) -> None:
+    """The item means are part of the ranking (folded into ALS's factors): a customer's
+    list is in the order of the stars the model predicts, less one constant per customer."""
+    rows = [(f"C{c}", f"S{(c * 7 + k * 3) % 12}", 1 + (c * k + k) % 5, c * 10 + k)
+            for c in range(8) for k in range(5)]  # fmt: skip
+    ratings = _ratings(spark, rows)
+    model = rec.fit_als(ratings, rank=3, reg_param=0.1, max_iter=5, seed=1)
+    lists = rec.recommend(model, ratings.select("customer_id"), ratings, k=4).collect()
+    scored = model.transform(
+        spark.createDataFrame(
+            [(r["customer_id"], r["sku"]) for r in lists], "customer_id string, sku string"
+        )
+    ).collect()
+    predicted = {(r["customer_id"], r["sku"]): r["prediction"] for r in scored}
+    rated = {(c, i) for c, i, _, _ in rows}
+    by_customer: dict[str, list[tuple[int, float, float]]] = {}
+    for r in lists:
+        assert (r["customer_id"], r["sku"]) not in rated
+        by_customer.setdefault(r["customer_id"], []).append(
+            (r["rank"], r["score"], predicted[(r["customer_id"], r["sku"])])
+        )
+    assert len(by_customer) == 8
+    # And they are the best four of all the skus each customer has not rated.
+    unrated = [(f"C{c}", f"S{i}") for c in range(8) for i in range(12)]
+    unrated = [pair for pair in unrated if pair not in rated]
+    everything = model.transform(
+        spark.createDataFrame(unrated, "customer_id string, sku string")
+    ).collect()
+    for customer, ranked in by_customer.items():
+        mine = sorted(
+            (r["prediction"] for r in everything if r["customer_id"] == customer), reverse=True
+        )
+        assert sorted((stars for _, _, stars in ranked), reverse=True) == pytest.approx(mine[:4])
+    for ranked in by_customer.values():
+        ranked.sort()
+        gaps = [stars - score for _, score, stars in ranked]
+        assert max(gaps) - min(gaps) == pytest.approx(0.0, abs=1e-4)
+        assert [score for _, score, _ in ranked] == sorted((s for _, s, _ in ranked), reverse=True)
 
 
 def test_column_names_are_matched_from_the_usual_spellings() -> None:
