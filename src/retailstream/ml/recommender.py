@@ -32,6 +32,8 @@ RATING_COLUMNS = ("customer_id", "sku", "stars", "event_time")
 # as if it had this many more ratings of no deviation. On generated tastes (about 25
 # ratings per customer, 100 per item) 5, 10 and 25 gave holdout RMSEs within 0.003.
 BIAS_SMOOTHING = 10.0
+# The column of a biased model's item means: how `ranking_als` finds their stage.
+ITEM_MEAN = "item_mean"
 
 
 def fit_als(
@@ -62,9 +64,9 @@ def fit_als(
     users = StringIndexer(inputCol="customer_id", outputCol="user", handleInvalid="keep").fit(stars)
     items = StringIndexer(inputCol="sku", outputCol="item", handleInvalid="keep").fit(stars)
     indexed = items.transform(users.transform(stars))
-    item_means = encoder("item", "stars", "item_mean").fit(indexed)
+    item_means = encoder("item", "stars", ITEM_MEAN).fit(indexed)
     after_items = item_means.transform(indexed).withColumn(
-        "after_item", F.col("stars") - F.col("item_mean")
+        "after_item", F.col("stars") - F.col(ITEM_MEAN)
     )
     customer_biases = encoder("user", "after_item", "customer_bias").fit(after_items)
     taste = customer_biases.transform(after_items).withColumn(
@@ -75,7 +77,7 @@ def fit_als(
         maxIter=max_iter, seed=seed, coldStartStrategy="drop",
     ).setPredictionCol("offset").fit(taste)  # fmt: skip
     total = SQLTransformer(
-        statement="SELECT *, item_mean + customer_bias + offset AS prediction FROM __THIS__"
+        statement=f"SELECT *, {ITEM_MEAN} + customer_bias + offset AS prediction FROM __THIS__"
     )
     return PipelineModel(stages=[users, items, item_means, customer_biases, als, total])
 
@@ -137,7 +139,7 @@ def ranking_als(model: PipelineModel) -> ALSModel:
     (als,) = [stage for stage in model.stages if isinstance(stage, ALSModel)]
     means = [
         stage for stage in model.stages
-        if isinstance(stage, TargetEncoderModel) and stage.getOutputCol() == "item_mean"
+        if isinstance(stage, TargetEncoderModel) and stage.getOutputCol() == ITEM_MEAN
     ]  # fmt: skip
     if not means:
         return als
@@ -145,7 +147,7 @@ def ranking_als(model: PipelineModel) -> ALSModel:
         means[0]
         .transform(als.itemFactors.withColumn("item", F.col("id").cast("double")))
         .select(
-            "id", F.concat("features", F.array(F.col("item_mean").cast("float"))).alias("features")
+            "id", F.concat("features", F.array(F.col(ITEM_MEAN).cast("float"))).alias("features")
         )
     )
     users = als.userFactors.select(
