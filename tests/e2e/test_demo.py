@@ -34,6 +34,7 @@ from support import (
     SERVING_VIEWS,
     assert_bronze_holds_kafka,
     headless_chromium,
+    quick_jvm_env,
     read_until,
     run_cli,
 )
@@ -177,6 +178,7 @@ def test_demo_serves_live_views_and_stops_cleanly_on_ctrl_c(
          "--set", f"serve.port={api_port}", *flags],
         cwd=PROJECT_HOME, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         start_new_session=True,  # a process group of its own, as in a terminal
+        env=quick_jvm_env(),  # its JVMs compile with C1 only (QUICK_JVM)
     )  # fmt: skip
     lines: list[str] = []
     url = f"http://127.0.0.1:{api_port}"

@@ -17,7 +17,7 @@ from pyspark.sql import SparkSession
 
 from retailstream.io.delta import write_table
 from retailstream.kafka.broker import free_port, port_in_use
-from support import PROJECT_HOME, read_until, small_lake
+from support import PROJECT_HOME, quick_jvm_env, read_until, small_lake
 
 BIN = Path(sys.executable).parent
 
@@ -28,7 +28,7 @@ def _beeline(url: str, statement: str) -> list[str]:
         [str(BIN / "beeline"), "-u", url, "--outputformat=csv2", "--silent=true", "-e", statement],
         capture_output=True, text=True, timeout=180,
         # As in an activated virtualenv: beeline finds Spark through that python.
-        env={**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"},
+        env={**quick_jvm_env(), "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"},
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     # Beeline echoes its prompt ("0: jdbc:hive2://...> ") in front of the output.
@@ -44,6 +44,7 @@ def test_beeline_queries_a_gold_view_over_jdbc(spark: SparkSession, tmp_path: Pa
          "--set", f"lake.root={settings.lake.root}",
          "--set", f"spark.driver_log={tmp_path / 'driver.log'}", "--env", "test"],
         cwd=PROJECT_HOME, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=quick_jvm_env(),
     )  # fmt: skip
     lines: list[str] = []
     try:

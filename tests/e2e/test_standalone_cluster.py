@@ -37,6 +37,7 @@ from retailstream.world import DefectRates, EventGenerator, build_world
 from support import (
     PROJECT_HOME,
     PYSPARK_MOVIELENS,
+    QUICK_JVM,
     assert_bronze_holds_kafka,
     assert_same_views,
     mlflow_runs,
@@ -51,10 +52,8 @@ SEED = 31
 EVENTS = 1000
 # What a store's deduplication must withstand, and records that refine quarantines.
 DEFECTS = DefectRates(duplicate=0.03, out_of_order=0.03, wrong_type=0.005)
-# Short-lived JVMs (the submitted job's driver and executors) compile with C1 only: C2's
-# work does not pay back within a run of a minute (on two cores, the serving job took
-# 70-90 s so, 120 s and more with C2).
-QUICK_JVM = "-XX:TieredStopAtLevel=1"
+# The submitted jobs' drivers and executors compile with C1 only (QUICK_JVM): on two cores,
+# the serving job took 70-90 s so, 120 s and more with C2.
 FOLDED_BY = re.compile(
     r"serving: postgres slices folded by (\d+) task processes on \d+ hosts"
     r" \(driver pid (\d+)\): (.*)"
