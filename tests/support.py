@@ -30,9 +30,9 @@ PYSPARK_MOVIELENS = (
 )
 
 # JVMs a test starts that live for a few minutes at most (a job's driver and executors, a
-# demo, a notebook kernel) compile with C1 only: C2's compiles do not pay back in that time
-# on 2 cores. The test run's own session lives for the whole run and keeps C2 (C1 alone made
-# test_build_views 40 % slower there). C1 alone reserves 48 MB for compiled code, not
+# demo, a CLI command) compile with C1 only: C2's compiles do not pay back in that time on
+# 2 cores. The test run's own session lives for the whole run and keeps C2 (C1 alone made
+# test_build_views 40 % slower there); so does the notebooks' kernel (no gain measured). C1 alone reserves 48 MB for compiled code, not
 # 240 MB: a demo filled that in 80 s, and a JVM whose code cache is full stops compiling.
 QUICK_JVM = "-XX:TieredStopAtLevel=1 -XX:ReservedCodeCacheSize=240m"
 
